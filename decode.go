@@ -1,0 +1,222 @@
+package bhiv
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultMaxEventBytes is the default size limit of one message (1 MiB).
+const DefaultMaxEventBytes = 1 << 20
+
+// MsgIDHeader is the JetStream de-duplication header. Publishers set it to the
+// event id.
+const MsgIDHeader = "Nats-Msg-Id"
+
+// Message is a message as the consumer received it, free of any NATS type so
+// that decoding can be tested and fuzzed on its own.
+type Message struct {
+	Subject   string
+	Header    map[string][]string
+	Data      []byte
+	Stream    string    // JetStream stream name, when known
+	Sequence  uint64    // JetStream stream sequence, when known
+	Timestamp time.Time // JetStream timestamp, when known
+}
+
+// header returns the first value of the header named key, matched without
+// regard to case.
+func (m *Message) header(key string) string {
+	if v, ok := m.Header[key]; ok && len(v) > 0 {
+		return v[0]
+	}
+	for k, v := range m.Header {
+		if len(v) > 0 && strings.EqualFold(k, key) {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+// DecodeOptions configure Decode. The zero value decodes events under the
+// default subject prefix with the default size limit.
+type DecodeOptions struct {
+	SubjectPrefix string // default DefaultSubjectPrefix
+	MaxBytes      int    // default DefaultMaxEventBytes
+}
+
+// Decode turns a message into a valid event. It accepts three forms:
+//
+//  1. a CloudEvents envelope in JSON structured mode (an object with
+//     "specversion");
+//  2. a bare JSON data object, as typed with `nats pub`: it is wrapped in an
+//     envelope whose kind comes from the subject, whose id is the Nats-Msg-Id
+//     header or else "<stream>-<sequence>" (stable across redeliveries), and
+//     whose time is the JetStream timestamp;
+//  3. CloudEvents binary mode: ce-* headers and the data as the body.
+//
+// Any other input gets a *DecodeError whose Reason is one of the Err*
+// sentinels. Decode never panics.
+func Decode(m Message, opts DecodeOptions) (Event, error) {
+	limit := opts.MaxBytes
+	if limit <= 0 {
+		limit = DefaultMaxEventBytes
+	}
+	if len(m.Data) > limit {
+		return Event{}, &DecodeError{Reason: ErrTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", len(m.Data), limit)}
+	}
+	kind, err := KindFromSubject(opts.SubjectPrefix, m.Subject)
+	if err != nil {
+		return Event{}, err
+	}
+	if m.header("ce-specversion") != "" || m.header("ce-type") != "" || m.header("ce-id") != "" {
+		return decodeBinary(m, kind)
+	}
+	if !json.Valid(m.Data) {
+		detail := "body is not valid JSON"
+		if len(m.Data) == 0 {
+			detail = "body is empty"
+		}
+		return Event{}, &DecodeError{Reason: ErrNotJSON, Detail: detail}
+	}
+	if firstNonSpace(m.Data) != '{' {
+		return Event{}, &DecodeError{Reason: ErrNotObject, Detail: "body is JSON but not an object"}
+	}
+	var probe struct {
+		SpecVersion json.RawMessage `json:"specversion"`
+	}
+	if err := json.Unmarshal(m.Data, &probe); err != nil {
+		return Event{}, &DecodeError{Reason: ErrNotJSON, Detail: err.Error()}
+	}
+	if probe.SpecVersion != nil {
+		return decodeEnvelope(m, kind)
+	}
+	return wrapBare(m, kind, m.Data, "")
+}
+
+func decodeEnvelope(m Message, kind Kind) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(m.Data, &e); err != nil {
+		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: err.Error()}
+	}
+	if e.Type != kind.Type() {
+		if _, err := KindFromType(e.Type); err != nil {
+			return Event{}, err
+		}
+		return Event{}, &DecodeError{Reason: ErrUnknownKind, Detail: fmt.Sprintf("type %q published on subject %q (want %q)", e.Type, m.Subject, kind.Type())}
+	}
+	if e.Time.IsZero() {
+		e.Time = msgTime(m)
+	}
+	if e.Source == "" {
+		e.Source = defaultSource(m)
+	}
+	if err := e.Validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+func decodeBinary(m Message, kind Kind) (Event, error) {
+	if sv := m.header("ce-specversion"); sv != "" && sv != SpecVersion {
+		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("ce-specversion %q, want %q", sv, SpecVersion)}
+	}
+	if t := m.header("ce-type"); t != "" && t != kind.Type() {
+		if _, err := KindFromType(t); err != nil {
+			return Event{}, err
+		}
+		return Event{}, &DecodeError{Reason: ErrUnknownKind, Detail: fmt.Sprintf("ce-type %q published on subject %q (want %q)", t, m.Subject, kind.Type())}
+	}
+	if !json.Valid(m.Data) {
+		return Event{}, &DecodeError{Reason: ErrNotJSON, Detail: "binary-mode body is not valid JSON"}
+	}
+	if firstNonSpace(m.Data) != '{' {
+		return Event{}, &DecodeError{Reason: ErrNotObject, Detail: "binary-mode body is JSON but not an object"}
+	}
+	e, err := wrapBare(m, kind, m.Data, m.header("ce-id"))
+	if err != nil {
+		return Event{}, err
+	}
+	if src := m.header("ce-source"); src != "" {
+		e.Source = src
+	}
+	if ts := m.header("ce-time"); ts != "" {
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("ce-time %q is not RFC 3339", ts)}
+		}
+		e.Time = t.UTC()
+	}
+	if ct := m.header("content-type"); ct != "" && !isJSONContentType(ct) {
+		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("content-type %q is not JSON", ct)}
+	}
+	if subj := m.header("ce-subject"); subj != "" {
+		e.Subject = subj
+	}
+	if err := e.Validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// wrapBare builds the envelope around a bare data object.
+func wrapBare(m Message, kind Kind, data []byte, id string) (Event, error) {
+	if id == "" {
+		id = m.header(MsgIDHeader)
+	}
+	if id == "" {
+		id = DerivedID(m.Stream, m.Sequence)
+	}
+	if id == "" {
+		id = NewID()
+	}
+	e := Event{
+		SpecVersion:     SpecVersion,
+		ID:              id,
+		Source:          defaultSource(m),
+		Type:            kind.Type(),
+		Time:            msgTime(m),
+		DataContentType: ContentTypeJSON,
+		Data:            append(json.RawMessage(nil), data...),
+	}
+	if err := e.Validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// DerivedID returns the id given to a bare event that has no Nats-Msg-Id:
+// "<stream>-<sequence>", with characters an id may not hold replaced by "-".
+// It is "" when the sequence is unknown.
+func DerivedID(stream string, seq uint64) string {
+	if seq == 0 {
+		return ""
+	}
+	if stream == "" {
+		stream = "nats"
+	}
+	b := []byte(stream)
+	for i, c := range b {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == ':' || c == '-'
+		if !ok || (i == 0 && !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9')) {
+			b[i] = 'x'
+		}
+	}
+	id := string(b) + "-" + strconv.FormatUint(seq, 10)
+	if len(id) > MaxIDLen {
+		id = id[len(id)-MaxIDLen:]
+		id = "x" + id[1:]
+	}
+	return id
+}
+
+func msgTime(m Message) time.Time {
+	if !m.Timestamp.IsZero() {
+		return m.Timestamp.UTC()
+	}
+	return time.Now().UTC()
+}
+
+func defaultSource(m Message) string { return "nats:" + m.Subject }

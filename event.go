@@ -1,0 +1,493 @@
+package bhiv
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// SpecVersion is the CloudEvents version every envelope carries.
+const SpecVersion = "1.0"
+
+// ContentTypeJSON is the data content type of every event.
+const ContentTypeJSON = "application/json"
+
+// Kind is the kind of an event: execution or reward.
+type Kind string
+
+// The event kinds.
+const (
+	KindExecution Kind = "execution"
+	KindReward    Kind = "reward"
+)
+
+// Kinds lists every known kind.
+var Kinds = []Kind{KindExecution, KindReward}
+
+// typePrefix prefixes a kind to make its CloudEvents type.
+const typePrefix = "bhiv."
+
+// Type returns the CloudEvents type of the kind, such as "bhiv.execution".
+func (k Kind) Type() string { return typePrefix + string(k) }
+
+// Valid reports whether k is a known kind.
+func (k Kind) Valid() bool { return k == KindExecution || k == KindReward }
+
+// ParseKind returns the kind named s ("execution" or "reward").
+func ParseKind(s string) (Kind, error) {
+	k := Kind(s)
+	if !k.Valid() {
+		return "", &DecodeError{Reason: ErrUnknownKind, Detail: fmt.Sprintf("%q is not one of execution, reward", s)}
+	}
+	return k, nil
+}
+
+// KindFromType returns the kind of a CloudEvents type such as "bhiv.reward".
+func KindFromType(t string) (Kind, error) {
+	k := Kind(strings.TrimPrefix(t, typePrefix))
+	if !strings.HasPrefix(t, typePrefix) || !k.Valid() {
+		return "", &DecodeError{Reason: ErrUnknownKind, Detail: fmt.Sprintf("type %q is not one of bhiv.execution, bhiv.reward", t)}
+	}
+	return k, nil
+}
+
+// MaxIDLen is the longest id accepted.
+const MaxIDLen = 128
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// ValidID reports whether id is a valid event id: it matches
+// [A-Za-z0-9][A-Za-z0-9._:-]{0,127}. A valid id is safe as a file name.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+// CheckID returns a *DecodeError wrapping ErrInvalidID when id is not valid.
+func CheckID(id string) error {
+	if ValidID(id) {
+		return nil
+	}
+	shown := id
+	if len(shown) > 64 {
+		shown = shown[:64] + "…"
+	}
+	return &DecodeError{Reason: ErrInvalidID, Detail: fmt.Sprintf("%q does not match [A-Za-z0-9][A-Za-z0-9._:-]{0,127}", shown)}
+}
+
+var (
+	entropyMu sync.Mutex
+	entropy   = ulid.Monotonic(rand.Reader, 0)
+)
+
+// NewID returns a new ULID: unique and sortable by creation time.
+func NewID() string {
+	entropyMu.Lock()
+	defer entropyMu.Unlock()
+	return ulid.MustNew(ulid.Now(), entropy).String()
+}
+
+// Event is a CloudEvents 1.0 envelope in JSON structured form. Data holds the
+// event's data object exactly as received; fields the typed views do not know
+// are kept. Extensions holds any other top-level CloudEvents attributes.
+type Event struct {
+	SpecVersion     string
+	ID              string
+	Source          string
+	Type            string
+	Time            time.Time
+	Subject         string // the team id
+	DataContentType string
+	Data            json.RawMessage
+	Extensions      map[string]json.RawMessage
+}
+
+// Kind returns the kind named by the event's type, or "" when it is unknown.
+func (e *Event) Kind() Kind {
+	k, err := KindFromType(e.Type)
+	if err != nil {
+		return ""
+	}
+	return k
+}
+
+// TeamID returns the team the event belongs to: its subject attribute.
+func (e *Event) TeamID() string { return e.Subject }
+
+var coreAttrs = map[string]bool{
+	"specversion": true, "id": true, "source": true, "type": true, "time": true,
+	"subject": true, "datacontenttype": true, "data": true,
+}
+
+// MarshalJSON encodes the envelope with its attributes in a fixed order,
+// then extensions sorted by name. Time is RFC 3339 in UTC.
+func (e Event) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.Grow(len(e.Data) + 256)
+	b.WriteByte('{')
+	str := func(name, v string, first bool) {
+		if !first {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		b.WriteString(name)
+		b.WriteString(`":`)
+		q, _ := json.Marshal(v)
+		b.Write(q)
+	}
+	str("specversion", e.SpecVersion, true)
+	str("id", e.ID, false)
+	str("source", e.Source, false)
+	str("type", e.Type, false)
+	if !e.Time.IsZero() {
+		str("time", e.Time.UTC().Format(time.RFC3339Nano), false)
+	}
+	if e.Subject != "" {
+		str("subject", e.Subject, false)
+	}
+	if e.DataContentType != "" {
+		str("datacontenttype", e.DataContentType, false)
+	}
+	if len(e.Extensions) > 0 {
+		names := make([]string, 0, len(e.Extensions))
+		for n := range e.Extensions {
+			if !coreAttrs[n] {
+				names = append(names, n)
+			}
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			q, _ := json.Marshal(n)
+			b.WriteByte(',')
+			b.Write(q)
+			b.WriteByte(':')
+			b.Write(e.Extensions[n])
+		}
+	}
+	if len(e.Data) > 0 {
+		b.WriteString(`,"data":`)
+		if err := json.Compact(&b, e.Data); err != nil {
+			return nil, fmt.Errorf("event %s: data: %w", e.ID, err)
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// UnmarshalJSON decodes a structured-mode envelope. It checks only the JSON
+// shape; use Validate (or Decode) for the rules.
+func (e *Event) UnmarshalJSON(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*e = Event{}
+	getStr := func(name string, dst *string) error {
+		raw, ok := m[name]
+		if !ok || string(raw) == "null" {
+			return nil
+		}
+		if err := json.Unmarshal(raw, dst); err != nil {
+			return fmt.Errorf("attribute %s is not a string", name)
+		}
+		return nil
+	}
+	for name, dst := range map[string]*string{
+		"specversion": &e.SpecVersion, "id": &e.ID, "source": &e.Source, "type": &e.Type,
+		"subject": &e.Subject, "datacontenttype": &e.DataContentType,
+	} {
+		if err := getStr(name, dst); err != nil {
+			return err
+		}
+	}
+	var ts string
+	if err := getStr("time", &ts); err != nil {
+		return err
+	}
+	if ts != "" {
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			return fmt.Errorf("attribute time %q is not RFC 3339", ts)
+		}
+		e.Time = t.UTC()
+	}
+	if raw, ok := m["data"]; ok && string(raw) != "null" {
+		e.Data = append(json.RawMessage(nil), raw...)
+	}
+	for name, raw := range m {
+		if coreAttrs[name] {
+			continue
+		}
+		if e.Extensions == nil {
+			e.Extensions = make(map[string]json.RawMessage)
+		}
+		e.Extensions[name] = append(json.RawMessage(nil), raw...)
+	}
+	return nil
+}
+
+// Validate checks the envelope against the model's rules and returns a
+// *DecodeError saying what is wrong.
+func (e *Event) Validate() error {
+	if e.SpecVersion != SpecVersion {
+		return &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("specversion %q, want %q", e.SpecVersion, SpecVersion)}
+	}
+	if e.ID == "" {
+		return &DecodeError{Reason: ErrInvalidID, Detail: "id is missing"}
+	}
+	if err := CheckID(e.ID); err != nil {
+		return err
+	}
+	kind, err := KindFromType(e.Type)
+	if err != nil {
+		return err
+	}
+	if e.Source == "" {
+		return &DecodeError{Reason: ErrInvalidEnvelope, Detail: "source is missing"}
+	}
+	if e.Time.IsZero() {
+		return &DecodeError{Reason: ErrInvalidEnvelope, Detail: "time is missing"}
+	}
+	if ct := e.DataContentType; ct != "" && !isJSONContentType(ct) {
+		return &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("datacontenttype %q is not JSON", ct)}
+	}
+	if _, ok := e.Extensions["data_base64"]; ok {
+		return &DecodeError{Reason: ErrInvalidEnvelope, Detail: "data_base64 is not supported: data must be a JSON object"}
+	}
+	team, err := checkData(kind, e.Data)
+	if err != nil {
+		return err
+	}
+	if e.Subject == "" {
+		e.Subject = team
+	}
+	if e.Subject == "" {
+		return &DecodeError{Reason: ErrMissingTeam, Detail: "neither data.team_id nor subject is set"}
+	}
+	if team != "" && team != e.Subject {
+		return &DecodeError{Reason: ErrInvalidData, Detail: fmt.Sprintf("subject %q differs from data.team_id %q", e.Subject, team)}
+	}
+	return nil
+}
+
+func isJSONContentType(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimSpace(strings.ToLower(mt))
+	return mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "text/json"
+}
+
+// checkData checks that data is a JSON object whose known fields have the
+// right types, and returns its team_id ("" when absent).
+func checkData(kind Kind, data json.RawMessage) (string, error) {
+	if len(data) == 0 {
+		return "", &DecodeError{Reason: ErrMissingTeam, Detail: "data is missing"}
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		if firstNonSpace(data) != '{' {
+			return "", &DecodeError{Reason: ErrNotObject, Detail: "data is not a JSON object"}
+		}
+		return "", &DecodeError{Reason: ErrNotJSON, Detail: "data: " + err.Error()}
+	}
+	if fields == nil {
+		return "", &DecodeError{Reason: ErrNotObject, Detail: "data is not a JSON object"}
+	}
+	var team string
+	if raw, ok := fields["team_id"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &team); err != nil {
+			return "", &DecodeError{Reason: ErrInvalidData, Detail: "data.team_id is not a string"}
+		}
+	}
+	var numeric, strs []string
+	switch kind {
+	case KindExecution:
+		numeric = []string{"duration_ms"}
+		strs = []string{"action", "status", "error"}
+	case KindReward:
+		numeric = []string{"reward"}
+		strs = []string{"execution_id", "reason"}
+	}
+	for _, name := range numeric {
+		if raw, ok := fields[name]; ok && string(raw) != "null" {
+			var f float64
+			if err := json.Unmarshal(raw, &f); err != nil {
+				return "", &DecodeError{Reason: ErrInvalidData, Detail: fmt.Sprintf("data.%s is not a number", name)}
+			}
+		}
+	}
+	for _, name := range strs {
+		if raw, ok := fields[name]; ok && string(raw) != "null" {
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return "", &DecodeError{Reason: ErrInvalidData, Detail: fmt.Sprintf("data.%s is not a string", name)}
+			}
+		}
+	}
+	return team, nil
+}
+
+func firstNonSpace(b []byte) byte {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c
+	}
+	return 0
+}
+
+// Execution is the data of an execution event. Extra holds any other fields;
+// they are encoded beside the known ones and never dropped.
+type Execution struct {
+	TeamID     string         `json:"team_id"`
+	Action     string         `json:"action"`
+	Status     string         `json:"status,omitempty"`
+	Output     any            `json:"output,omitempty"`
+	Error      string         `json:"error,omitempty"`
+	DurationMS int64          `json:"duration_ms"`
+	Extra      map[string]any `json:"-"`
+}
+
+// Reward is the data of a reward event. Extra holds any other fields; they
+// are encoded beside the known ones and never dropped.
+type Reward struct {
+	TeamID      string         `json:"team_id"`
+	ExecutionID string         `json:"execution_id,omitempty"`
+	Reward      float64        `json:"reward"`
+	Reason      string         `json:"reason,omitempty"`
+	Extra       map[string]any `json:"-"`
+}
+
+type executionFields Execution
+type rewardFields Reward
+
+// MarshalJSON encodes the known fields and the extra ones in one object.
+func (x Execution) MarshalJSON() ([]byte, error) { return mergeExtra(executionFields(x), x.Extra) }
+
+// UnmarshalJSON decodes the known fields and keeps the rest in Extra.
+func (x *Execution) UnmarshalJSON(b []byte) error {
+	var f executionFields
+	extra, err := splitExtra(b, &f, "team_id", "action", "status", "output", "error", "duration_ms")
+	if err != nil {
+		return err
+	}
+	*x = Execution(f)
+	x.Extra = extra
+	return nil
+}
+
+// MarshalJSON encodes the known fields and the extra ones in one object.
+func (x Reward) MarshalJSON() ([]byte, error) { return mergeExtra(rewardFields(x), x.Extra) }
+
+// UnmarshalJSON decodes the known fields and keeps the rest in Extra.
+func (x *Reward) UnmarshalJSON(b []byte) error {
+	var f rewardFields
+	extra, err := splitExtra(b, &f, "team_id", "execution_id", "reward", "reason")
+	if err != nil {
+		return err
+	}
+	*x = Reward(f)
+	x.Extra = extra
+	return nil
+}
+
+func mergeExtra(known any, extra map[string]any) ([]byte, error) {
+	b, err := json.Marshal(known)
+	if err != nil || len(extra) == 0 {
+		return b, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	for k, v := range extra {
+		if _, taken := m[k]; !taken {
+			m[k] = v
+		}
+	}
+	return json.Marshal(m)
+}
+
+// splitExtra decodes b into known and returns the fields known does not
+// name.
+func splitExtra(b []byte, known any, names ...string) (map[string]any, error) {
+	if err := json.Unmarshal(b, known); err != nil {
+		return nil, err
+	}
+	var all map[string]any
+	if err := json.Unmarshal(b, &all); err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		delete(all, n)
+	}
+	if len(all) == 0 {
+		return nil, nil
+	}
+	return all, nil
+}
+
+// New returns a valid envelope for data of the given kind, with a new ULID
+// when id is empty, the current time, the source given and the team id taken
+// from data.team_id.
+func New(kind Kind, source, id string, data any) (Event, error) {
+	if !kind.Valid() {
+		return Event{}, &DecodeError{Reason: ErrUnknownKind, Detail: fmt.Sprintf("%q is not one of execution, reward", kind)}
+	}
+	var raw json.RawMessage
+	switch d := data.(type) {
+	case json.RawMessage:
+		raw = d
+	case []byte:
+		raw = d
+	default:
+		b, err := json.Marshal(data)
+		if err != nil {
+			return Event{}, fmt.Errorf("encode %s data: %w", kind, err)
+		}
+		raw = b
+	}
+	if id == "" {
+		id = NewID()
+	}
+	e := Event{
+		SpecVersion:     SpecVersion,
+		ID:              id,
+		Source:          source,
+		Type:            kind.Type(),
+		Time:            time.Now().UTC(),
+		DataContentType: ContentTypeJSON,
+		Data:            raw,
+	}
+	if err := e.Validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// Execution decodes the event's data as execution data.
+func (e *Event) Execution() (Execution, error) {
+	var x Execution
+	if e.Kind() != KindExecution {
+		return x, errors.New("event is not an execution")
+	}
+	err := json.Unmarshal(e.Data, &x)
+	return x, err
+}
+
+// Reward decodes the event's data as reward data.
+func (e *Event) Reward() (Reward, error) {
+	var x Reward
+	if e.Kind() != KindReward {
+		return x, errors.New("event is not a reward")
+	}
+	err := json.Unmarshal(e.Data, &x)
+	return x, err
+}

@@ -1,0 +1,112 @@
+package bhiv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultStreamName is the name of the JetStream stream holding the events.
+const DefaultStreamName = "BHIV"
+
+// Stream defaults.
+const (
+	DefaultStreamMaxAge     = 7 * 24 * time.Hour
+	DefaultStreamDuplicates = 2 * time.Minute
+)
+
+// StreamConfig describes the events stream. The zero value, after
+// WithDefaults, is the stream BHIV on bhiv.events.> with one replica.
+type StreamConfig struct {
+	Name          string        // default "BHIV"
+	SubjectPrefix string        // default "bhiv.events"
+	Replicas      int           // default 1; 3 on a cluster
+	MaxAge        time.Duration // default 7 days
+	Duplicates    time.Duration // default 2 minutes
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c StreamConfig) WithDefaults() StreamConfig {
+	if c.Name == "" {
+		c.Name = DefaultStreamName
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = DefaultSubjectPrefix
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = DefaultStreamMaxAge
+	}
+	if c.Duplicates == 0 {
+		c.Duplicates = DefaultStreamDuplicates
+	}
+	return c
+}
+
+// Validate checks c after defaults.
+func (c StreamConfig) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	if !ValidStreamName(c.Name) {
+		errs = append(errs, fmt.Errorf("stream name %q: use letters, digits, - and _ only", c.Name))
+	}
+	if err := ValidSubjectPrefix(c.SubjectPrefix); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("stream replicas %d: want 1 to 5", c.Replicas))
+	}
+	if c.Duplicates < 0 || c.MaxAge < 0 || (c.MaxAge > 0 && c.Duplicates > c.MaxAge) {
+		errs = append(errs, fmt.Errorf("stream duplicates window %s must be positive and within max age %s", c.Duplicates, c.MaxAge))
+	}
+	return errors.Join(errs...)
+}
+
+// ValidStreamName reports whether name is usable as a JetStream stream name.
+func ValidStreamName(name string) bool {
+	if name == "" || len(name) > 255 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// JetStream returns the JetStream configuration of the stream: file storage,
+// limits retention (events stay for replay and audit after they are
+// processed), the max age and the de-duplication window.
+func (c StreamConfig) JetStream() jetstream.StreamConfig {
+	c = c.WithDefaults()
+	return jetstream.StreamConfig{
+		Name:        c.Name,
+		Description: "HackaVerse execution and reward events for BHIV",
+		Subjects:    []string{SubjectWildcard(c.SubjectPrefix)},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      c.MaxAge,
+		Duplicates:  c.Duplicates,
+		Replicas:    c.Replicas,
+	}
+}
+
+// EnsureStream creates the stream, or updates it to c when it exists.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	cfg := c.JetStream()
+	s, err := js.CreateOrUpdateStream(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s on %s: %w", cfg.Name, cfg.Subjects[0], err)
+	}
+	return s, nil
+}
