@@ -18,6 +18,12 @@ var (
 	ErrInvalidData     = errors.New("invalid data")
 )
 
+// ErrUnavailable marks a sink failure caused by an outage the sink knows
+// about (its circuit breaker is open). The consumer holds such events in
+// JetStream and retries them when the sink is available again, instead of
+// writing them to the failure log. Sinks wrap it in SinkError.Err.
+var ErrUnavailable = errors.New("sink unavailable")
+
 // DecodeError says why a message is not a valid event. Reason is one of the
 // Err* sentinels; Detail says exactly what was found.
 type DecodeError struct {
