@@ -1,0 +1,203 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/hackaverse/bhiv"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Sink takes one event. It returns nil when the event is taken; otherwise an
+// error, ideally a *bhiv.SinkError saying the class of the failure. An error
+// wrapping bhiv.ErrUnavailable means the sink knows it is in an outage: the
+// consumer then holds the event and retries it later instead of recording a
+// failure. Deliver may be called concurrently and must not modify ev.
+type Sink interface {
+	Deliver(ctx context.Context, ev *bhiv.Event) error
+}
+
+// Availability is implemented by sinks with a circuit breaker (Core).
+// Available reports false while the breaker is open; the consumer then holds
+// the events for that sink and pauses intake.
+type Availability interface {
+	Available() bool
+}
+
+// FailureLog durably appends failure records. Append returns only when the
+// records are durable, or with an error.
+type FailureLog interface {
+	Append(ctx context.Context, recs ...bhiv.FailureRecord) error
+}
+
+// Defaults of Config.
+const (
+	DefaultDurable         = "bhiv-sinks"
+	DefaultAckWait         = 30 * time.Second
+	DefaultConcurrency     = 64
+	DefaultMaxDeliver      = 20
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultRememberIDs     = 100_000
+	DefaultNakDelay        = 5 * time.Second
+	DefaultSummaryInterval = time.Minute
+
+	// DefaultExpectedReplicas is the number of consumer processes on one
+	// durable that the default MaxAckPending leaves room for.
+	DefaultExpectedReplicas = 4
+)
+
+// maxSinks is the most sinks a consumer takes (the memory of which sinks
+// took an event is a 64-bit mask).
+const maxSinks = 64
+
+// Config configures a Consumer. The zero value plus Sinks and FailureLog,
+// after WithDefaults, is a working configuration.
+type Config struct {
+	Stream       bhiv.StreamConfig // the events stream: name, subject prefix, replicas
+	ManageStream bool              // call bhiv.EnsureStream when Run starts
+	Durable      string            // durable consumer name, default "bhiv-sinks"
+	AckWait      time.Duration     // default 30s
+	Concurrency  int               // events handled at once, default 64
+	MaxDeliver   int               // deliveries before the MAX_DELIVERIES advisory, default 20
+
+	// MaxAckPending limits the unacked messages of the durable, shared by
+	// every process on it. One process holds at most 3 × Concurrency
+	// (Concurrency being worked on, Concurrency queued for the workers,
+	// Concurrency pre-buffered by the client) plus those waiting under
+	// NakWithDelay. The default, 3 × Concurrency × DefaultExpectedReplicas,
+	// lets four processes run at full speed; set it higher for more.
+	MaxAckPending int
+
+	ShutdownTimeout time.Duration // time given to in-flight events on shutdown, default 30s
+	MaxEventBytes   int           // largest accepted message, default bhiv.DefaultMaxEventBytes
+	RememberIDs     int           // recent event ids remembered with the sinks that took them, default 100,000
+	NakDelay        time.Duration // redelivery delay when the failure log cannot be written, default 5s
+	SummaryInterval time.Duration // period of the summary log line; default 1m, negative turns it off
+
+	Sinks      map[string]Sink // by name, such as "core" and "bucket"
+	FailureLog FailureLog
+	Logger     *slog.Logger          // nil discards
+	Registerer prometheus.Registerer // optional; metrics are registered here
+
+	// Test knobs, unexported: zero means the default.
+	availEvery time.Duration // availability poll period (100ms)
+	infoEvery  time.Duration // consumer info poll period (5s)
+	maxHold    time.Duration // longest hold between retries of an unavailable sink (5s)
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	c.Stream = c.Stream.WithDefaults()
+	if c.Durable == "" {
+		c.Durable = DefaultDurable
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if c.MaxAckPending == 0 && c.Concurrency > 0 {
+		c.MaxAckPending = 3 * c.Concurrency * DefaultExpectedReplicas
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = bhiv.DefaultMaxEventBytes
+	}
+	if c.RememberIDs == 0 {
+		c.RememberIDs = DefaultRememberIDs
+	}
+	if c.NakDelay == 0 {
+		c.NakDelay = DefaultNakDelay
+	}
+	if c.SummaryInterval == 0 {
+		c.SummaryInterval = DefaultSummaryInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.availEvery == 0 {
+		c.availEvery = 100 * time.Millisecond
+	}
+	if c.infoEvery == 0 {
+		c.infoEvery = 5 * time.Second
+	}
+	if c.maxHold == 0 {
+		c.maxHold = 5 * time.Second
+	}
+	return c
+}
+
+// Validate checks c after defaults and returns every problem found.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	if err := c.Stream.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if !bhiv.ValidStreamName(c.Durable) {
+		errs = append(errs, fmt.Errorf("durable name %q: use letters, digits, - and _ only", c.Durable))
+	}
+	if c.AckWait < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("ack wait %s: want at least 100ms", c.AckWait))
+	}
+	if c.Concurrency < 1 || c.Concurrency > 10_000 {
+		errs = append(errs, fmt.Errorf("concurrency %d: want 1 to 10000", c.Concurrency))
+	}
+	if c.MaxDeliver < 2 {
+		errs = append(errs, fmt.Errorf("max deliver %d: want at least 2", c.MaxDeliver))
+	}
+	if c.MaxAckPending < 1 {
+		errs = append(errs, fmt.Errorf("max ack pending %d: want at least 1", c.MaxAckPending))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("shutdown timeout %s: want a positive duration", c.ShutdownTimeout))
+	}
+	if c.MaxEventBytes < 1 {
+		errs = append(errs, fmt.Errorf("max event bytes %d: want at least 1", c.MaxEventBytes))
+	}
+	if c.RememberIDs < 1 {
+		errs = append(errs, fmt.Errorf("remember ids %d: want at least 1", c.RememberIDs))
+	}
+	if c.NakDelay < 0 {
+		errs = append(errs, fmt.Errorf("nak delay %s: want a positive duration", c.NakDelay))
+	}
+	if len(c.Sinks) == 0 {
+		errs = append(errs, errors.New("no sinks configured"))
+	}
+	if len(c.Sinks) > maxSinks {
+		errs = append(errs, fmt.Errorf("%d sinks: at most %d", len(c.Sinks), maxSinks))
+	}
+	for _, name := range sortedNames(c.Sinks) {
+		switch {
+		case name == "":
+			errs = append(errs, errors.New("a sink has an empty name"))
+		case name == bhiv.SinkDecode || name == SinkConsumer:
+			errs = append(errs, fmt.Errorf("sink name %q is reserved", name))
+		case c.Sinks[name] == nil:
+			errs = append(errs, fmt.Errorf("sink %q is nil", name))
+		}
+	}
+	if c.FailureLog == nil {
+		errs = append(errs, errors.New("no failure log configured"))
+	}
+	return errors.Join(errs...)
+}
+
+func sortedNames(m map[string]Sink) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

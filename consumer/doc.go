@@ -1,0 +1,66 @@
+// Package consumer reads events from a durable JetStream pull consumer and
+// fans each one out to every sink concurrently. Its one rule:
+//
+//	An event is acked only when every sink has taken it or its failure is
+//	durably in the failure log. Anything else leaves it in JetStream, to be
+//	delivered again.
+//
+// # Consuming
+//
+// New creates (or updates) the durable pull consumer on the events stream:
+// explicit ack, AckWait, MaxDeliver, MaxAckPending and a filter on the
+// stream's subjects; never InactiveThreshold. Run consumes it with
+// jetstream's Consume, pre-buffering at most Concurrency messages, and hands
+// every message to a pool of Concurrency workers through a small queue of at
+// most Concurrency more. Every message the consumer has been handed, queued or
+// being worked on, gets an InProgress heartbeat every AckWait/3, so nothing is
+// redelivered while it is held here; what the library pre-buffers waits at
+// most about two event handling times.
+//
+// The nats.Conn behind the JetStream context must reconnect forever
+// (nats.MaxReconnects(-1)): the consumer relies on the client library to
+// reconnect and resume pulling after a server restart. A durable deleted from
+// under a running consumer is recreated (Consume reports ErrConsumerDeleted,
+// or the periodic consumer info poll finds it missing), and consuming
+// resumes. Several processes may run on the same durable; each event is then
+// handled by one of them, barring redelivery. Ordering across events is not
+// guaranteed.
+//
+// # Fan-out and ack decisions
+//
+// Each message is decoded with bhiv.Decode. A message that is not a valid
+// event is written to the failure log (sink "decode", class invalid_input,
+// with its raw bytes and headers) and terminated. A valid event goes to every
+// sink at once; a sink that takes it is remembered, in bounded memory, as
+// having taken that event id, so a redelivery in this process does not send
+// it there again. A sink that finally fails (a *bhiv.SinkError of class
+// permanent or retryable_exhausted, any other error, or a panic, recorded as
+// permanent) gets a failure record. When every sink has settled, the records
+// are appended to the failure log and the event is acked; if the failure log
+// cannot be written the event is Nak'ed with a delay and stays in JetStream.
+//
+// # Sink outages
+//
+// A sink that reports an outage (an error wrapping bhiv.ErrUnavailable, or
+// Available() false when it implements Availability) gets no failure record:
+// the event is held (with heartbeats) and retried once the sink is available
+// again, and intake pauses: the Consume is drained, so that no new messages
+// are pulled and nothing sits unheartbeated in the client's buffer. Intake
+// resumes when every sink is available again.
+//
+// # Shutdown
+//
+// When Run's context ends the consumer stops pulling (drains the Consume),
+// Naks what it has queued but not started, gives the events being worked on
+// ShutdownTimeout to finish (and acks them), Naks whatever is still
+// unfinished so that another replica gets it at once, and returns. The caller
+// then drains the connection.
+//
+// # Max deliveries
+//
+// An event delivered MaxDeliver times without an ack is no longer delivered
+// by JetStream; the consumer listens (in a queue group, so one replica
+// handles each) to the MAX_DELIVERIES advisory, fetches the message by its
+// stream sequence and writes it to the failure log, so nothing disappears
+// silently.
+package consumer

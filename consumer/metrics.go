@@ -1,0 +1,115 @@
+package consumer
+
+import (
+	"errors"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Outcomes of a sink delivery, the outcome label of
+// bhiv_sink_deliveries_total.
+const (
+	OutcomeSuccess            = "success"
+	OutcomeRetryableExhausted = "retryable_exhausted"
+	OutcomePermanent          = "permanent"
+	kindInvalid               = "invalid"
+)
+
+// metrics are the consumer's Prometheus metrics. They exist (and count)
+// whether or not a Registerer is given.
+type metrics struct {
+	received       *prometheus.CounterVec
+	acked          prometheus.Counter
+	naked          prometheus.Counter
+	terminated     prometheus.Counter
+	deliveries     *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	failureRecords *prometheus.CounterVec
+	intakePaused   prometheus.Gauge
+	inFlight       prometheus.Gauge
+	pending        prometheus.Gauge
+	ackPending     prometheus.Gauge
+
+	// Plain counters for the summary log line.
+	nReceived, nAcked, nNaked, nTerminated, nFailures atomic.Uint64
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bhiv_events_received_total",
+			Help: "Messages received from JetStream, by event kind (invalid for messages that are not valid events).",
+		}, []string{"kind"}),
+		acked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bhiv_events_acked_total",
+			Help: "Events acked: every sink took them or their failure is in the failure log.",
+		}),
+		naked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bhiv_events_naked_total",
+			Help: "Events Nak'ed back to JetStream (failure log unwritable, or unfinished at shutdown).",
+		}),
+		terminated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bhiv_events_terminated_total",
+			Help: "Messages terminated because they are not valid events (after their failure record).",
+		}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bhiv_sink_deliveries_total",
+			Help: "Final outcomes of event deliveries to a sink.",
+		}, []string{"sink", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "bhiv_sink_delivery_duration_seconds",
+			Help:    "Time a sink took to take or finally fail one event, retries included.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"sink"}),
+		failureRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bhiv_failure_records_total",
+			Help: "Records written to the failure log, by sink and error class.",
+		}, []string{"sink", "class"}),
+		intakePaused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bhiv_intake_paused",
+			Help: "1 while intake is paused because a sink is unavailable, else 0.",
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bhiv_events_in_flight",
+			Help: "Messages received and not yet acked, Nak'ed or terminated by this process.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bhiv_consumer_pending",
+			Help: "Messages in the stream not yet delivered to the durable consumer (from consumer info, polled).",
+		}),
+		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bhiv_consumer_ack_pending",
+			Help: "Messages delivered to the durable consumer and not yet acked, all processes (from consumer info, polled).",
+		}),
+	}
+	if reg != nil {
+		m.received = register(reg, m.received)
+		m.acked = register(reg, m.acked)
+		m.naked = register(reg, m.naked)
+		m.terminated = register(reg, m.terminated)
+		m.deliveries = register(reg, m.deliveries)
+		m.duration = register(reg, m.duration)
+		m.failureRecords = register(reg, m.failureRecords)
+		m.intakePaused = register(reg, m.intakePaused)
+		m.inFlight = register(reg, m.inFlight)
+		m.pending = register(reg, m.pending)
+		m.ackPending = register(reg, m.ackPending)
+	}
+	return m
+}
+
+// register registers c, or returns the collector already registered under
+// the same description (a second consumer in one process shares them).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		// A conflicting registration: count anyway, unexported.
+	}
+	return c
+}
