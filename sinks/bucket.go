@@ -1,0 +1,505 @@
+package sinks
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
+	"github.com/lmittmann/tint"
+
+	"github.com/hackaverse/bhiv"
+)
+
+// BucketName is the name of the Bucket sink, as found in SinkError.Sink and
+// in failure records.
+const BucketName = "bucket"
+
+// Defaults of BucketConfig.
+const (
+	DefaultBucketDir        = "./data/bucket"
+	DefaultBucketRetries    = 3
+	DefaultBucketRetryDelay = 100 * time.Millisecond
+)
+
+// Permissions of what the Bucket sink creates.
+const (
+	bucketDirPerm  fs.FileMode = 0o750
+	bucketFilePerm fs.FileMode = 0o640
+)
+
+// tmpPrefix starts the name of every temporary file. Event ids start with a
+// letter or digit, so no event file can start with it.
+const tmpPrefix = ".tmp-"
+
+// BucketConfig configures the Bucket sink. The zero value is valid: events
+// go to DefaultBucketDir, durably.
+type BucketConfig struct {
+	// Dir is the bucket directory; default DefaultBucketDir.
+	Dir string
+	// NoFsync turns durability off (BHIV_BUCKET_FSYNC=false): a write
+	// returns once the file is renamed into place, without waiting for the
+	// disk. The default is durable.
+	NoFsync bool
+	// Retries is how many times a write failing with a disk error is
+	// retried; 0 means DefaultBucketRetries, a negative value none.
+	Retries int
+	// RetryDelay is the wait between retries; default DefaultBucketRetryDelay.
+	RetryDelay time.Duration
+	// Logger receives warnings about retried writes; nil discards them.
+	Logger *slog.Logger
+}
+
+// withDefaults returns the config with every zero field set to its default.
+func (c BucketConfig) withDefaults() BucketConfig {
+	if c.Dir == "" {
+		c.Dir = DefaultBucketDir
+	}
+	if c.Retries == 0 {
+		c.Retries = DefaultBucketRetries
+	} else if c.Retries < 0 {
+		c.Retries = 0
+	}
+	if c.RetryDelay == 0 {
+		c.RetryDelay = DefaultBucketRetryDelay
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate checks the config.
+func (c BucketConfig) Validate() error {
+	if c.RetryDelay < 0 {
+		return fmt.Errorf("bucket: retry delay %s is negative", c.RetryDelay)
+	}
+	return nil
+}
+
+// Bucket is the Bucket sink: it writes each event as one JSON file at
+// <dir>/<kind>/<YYYY-MM-DD>/<id>.json, the date being that of the event time
+// in UTC.
+//
+// A write is crash-safe: the envelope goes to a temporary file in the same
+// directory, which is made durable and then renamed into place, and the
+// rename is made durable in turn; a crash never leaves a partial <id>.json,
+// and the temporary files a crash leaves are removed by NewBucket. Writing
+// the same event twice leaves one file with the same content.
+//
+// With durability on (the default), the syncs of concurrent writes are
+// grouped (group commit): a writer hands its closed temporary file to one
+// syncer goroutine, which makes the data of every file handed over meanwhile
+// durable with a single syncfs(2); the writer then renames its file and
+// hands it over again, and the next syncfs, shared with the data of the
+// next writers, makes the rename durable. Deliver returns only when both
+// the data and the rename of its file are durable. syncfs flushes the whole file system the bucket is
+// on: on a disk shared with heavy writers, put the bucket on a file system
+// of its own.
+//
+// Disk errors (ENOSPC, EACCES, EROFS, EIO, ...) are retried a few times
+// (failsafe-go); the error then names the path and says why.
+//
+// A Bucket is safe for concurrent use.
+type Bucket struct {
+	cfg   BucketConfig
+	dir   string // absolute, clean
+	log   *slog.Logger
+	retry retrypolicy.RetryPolicy[any]
+
+	dirs sync.Map // directory path → struct{}: directories known to exist
+
+	// The group-commit syncer (durable mode only).
+	root       *os.File // the bucket directory, for syncfs
+	mu         sync.Mutex
+	cond       *sync.Cond
+	pending    []*syncItem // handed over, waiting for the next sync
+	closing    bool
+	syncerDone chan struct{}
+
+	syncs     atomic.Int64 // syncfs rounds, for the benchmarks
+	synced    atomic.Int64 // hand-overs they served (two per file)
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// syncItem is one file on its way through the syncer.
+type syncItem struct {
+	tmp, final string
+	renamed    bool       // set by the writer before its second hand-over
+	done       chan error // buffered: the syncer never blocks on it
+}
+
+// NewBucket returns a Bucket writing under cfg.Dir. It creates the directory
+// (0750) when missing and removes the temporary files a crash left there.
+func NewBucket(cfg BucketConfig) (*Bucket, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("bucket: dir %q: %w", cfg.Dir, err)
+	}
+	b := &Bucket{cfg: cfg, dir: dir, log: cfg.Logger}
+	if err := b.mkdirAll(dir); err != nil {
+		return nil, fmt.Errorf("bucket: %w", err)
+	}
+	if err := b.removeStaleTemps(); err != nil {
+		return nil, fmt.Errorf("bucket: %w", err)
+	}
+	b.retry = retrypolicy.NewBuilder[any]().
+		HandleIf(func(_ any, err error) bool { return retryableDisk(err) }).
+		WithMaxRetries(cfg.Retries).
+		WithDelay(cfg.RetryDelay).
+		ReturnLastFailure().
+		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[any]) {
+			b.log.Warn("bucket: write failed, retrying", "attempt", e.Attempts(), "delay", e.Delay, tint.Err(e.LastError()))
+		}).
+		Build()
+	if !cfg.NoFsync {
+		root, err := os.Open(dir)
+		if err != nil {
+			return nil, fmt.Errorf("bucket: %w", diskErr("open", dir, err))
+		}
+		b.root = root
+		b.cond = sync.NewCond(&b.mu)
+		b.syncerDone = make(chan struct{})
+		go b.syncLoop()
+	}
+	return b, nil
+}
+
+// Name returns "bucket".
+func (b *Bucket) Name() string { return BucketName }
+
+// Dir returns the absolute bucket directory.
+func (b *Bucket) Dir() string { return b.dir }
+
+// Path returns the file the event is written to. It fails when the event's
+// kind, id or time cannot make a safe path; the path is always inside the
+// bucket directory.
+func (b *Bucket) Path(ev *bhiv.Event) (string, error) {
+	if ev == nil {
+		return "", errors.New("no event")
+	}
+	kind := ev.Kind()
+	if !kind.Valid() {
+		return "", &bhiv.DecodeError{Reason: bhiv.ErrUnknownKind, Detail: fmt.Sprintf("type %q is not one of bhiv.execution, bhiv.reward", ev.Type)}
+	}
+	if err := bhiv.CheckID(ev.ID); err != nil {
+		return "", err
+	}
+	if ev.Time.IsZero() {
+		return "", &bhiv.DecodeError{Reason: bhiv.ErrInvalidEnvelope, Detail: "time is missing"}
+	}
+	date := ev.Time.UTC().Format(time.DateOnly)
+	p := filepath.Join(b.dir, string(kind), date, ev.ID+".json")
+	// The parts above cannot leave the bucket; check anyway.
+	if filepath.Dir(filepath.Dir(filepath.Dir(p))) != b.dir {
+		return "", &bhiv.DecodeError{Reason: bhiv.ErrInvalidID, Detail: fmt.Sprintf("path %q leaves the bucket", p)}
+	}
+	return p, nil
+}
+
+// Deliver writes the event to its file. It returns nil once the file is in
+// place (and durable, unless NoFsync), or a *bhiv.SinkError: permanent when
+// the event cannot make a safe path, retryable_exhausted when disk errors
+// outlasted the retries or ctx ended first (Err then wraps ctx.Err()).
+func (b *Bucket) Deliver(ctx context.Context, ev *bhiv.Event) error {
+	path, err := b.Path(ev)
+	if err != nil {
+		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("bucket path: %w", err)}
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("encode event %s: %w", ev.ID, err)}
+	}
+	data = append(data, '\n')
+	if err := ctx.Err(); err != nil {
+		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassRetryableExhausted, Err: fmt.Errorf("write %s: %w", path, err)}
+	}
+	if b.closed.Load() {
+		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassRetryableExhausted, Err: fmt.Errorf("write %s: bucket %w", path, ErrClosed)}
+	}
+	attempts := 0
+	var last error
+	err = failsafe.With(b.retry).WithContext(ctx).Run(func() error {
+		attempts++
+		last = b.write(ctx, path, data)
+		return last
+	})
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, ErrClosed) {
+		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassRetryableExhausted, Attempts: attempts, Err: fmt.Errorf("write %s: bucket %w", path, ErrClosed)}
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		if last != nil && !errors.Is(last, cerr) {
+			err = fmt.Errorf("write %s: %w (last error: %v)", path, cerr, last)
+		} else {
+			err = fmt.Errorf("write %s: %w", path, cerr)
+		}
+	}
+	return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassRetryableExhausted, Attempts: attempts, Err: err}
+}
+
+// write makes one attempt at writing data to path.
+func (b *Bucket) write(ctx context.Context, path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := b.ensureDir(dir); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, tmpPrefix+filepath.Base(path)+"-"+randomSuffix())
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, bucketFilePerm)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			b.dirs.Delete(dir) // removed under us: recreate on retry
+		}
+		return diskErr("create temp file", tmp, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(bucketFilePerm) // whatever the umask
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return diskErr("write", tmp, err)
+	}
+	if b.cfg.NoFsync {
+		if err := os.Rename(tmp, path); err != nil {
+			_ = os.Remove(tmp)
+			return diskErr("rename", path, err)
+		}
+		return nil
+	}
+	// The data, then the rename, each made durable by the syncer.
+	it := &syncItem{tmp: tmp, final: path, done: make(chan error, 1)}
+	if err := b.awaitSync(ctx, it); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return diskErr("rename", path, err)
+	}
+	it.renamed = true
+	return b.awaitSync(ctx, it)
+}
+
+// awaitSync hands the item to the syncer and waits until the next syncfs
+// has made it durable.
+func (b *Bucket) awaitSync(ctx context.Context, it *syncItem) error {
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	b.pending = append(b.pending, it)
+	b.mu.Unlock()
+	b.cond.Signal()
+	select {
+	case err := <-it.done:
+		return err
+	case <-ctx.Done():
+		// The syncer goes on; a renamed file stays in place.
+		return ctx.Err()
+	}
+}
+
+// syncLoop is the group commit: it takes every item handed over since its
+// last round, makes them all durable with one syncfs, and tells their
+// writers. A writer hands its file over twice: once written (the sync makes
+// its data durable) and once renamed (the sync makes the rename durable);
+// renames happen in the writers, in parallel, while the syncer syncs. It
+// ends when Close was called and nothing is left.
+func (b *Bucket) syncLoop() {
+	defer close(b.syncerDone)
+	var batch, spare []*syncItem
+	for {
+		b.mu.Lock()
+		for len(b.pending) == 0 && !b.closing {
+			b.cond.Wait()
+		}
+		if len(b.pending) == 0 && b.closing {
+			b.mu.Unlock()
+			return
+		}
+		batch, b.pending = b.pending, spare[:0]
+		b.mu.Unlock()
+
+		err := b.syncFS(batch)
+		b.syncs.Add(1)
+		b.synced.Add(int64(len(batch)))
+		for _, it := range batch {
+			it.done <- err
+		}
+		clear(batch)
+		spare = batch
+	}
+}
+
+// syncFS makes durable the data of the written files and the directory
+// entries of the renamed ones: one syncfs where there is one, else an fsync
+// of each.
+func (b *Bucket) syncFS(batch []*syncItem) error {
+	if haveSyncfs {
+		return diskErr("sync file system of", b.dir, syncfs(b.root))
+	}
+	seen := map[string]bool{}
+	for _, it := range batch {
+		if !it.renamed {
+			if err := fsyncPath(it.tmp); err != nil {
+				return diskErr("sync", it.tmp, err)
+			}
+			continue
+		}
+		// The file's directory, and its parents, which may be new.
+		for d := filepath.Dir(it.final); len(d) >= len(b.dir) && !seen[d]; d = filepath.Dir(d) {
+			seen[d] = true
+			if err := fsyncPath(d); err != nil {
+				return diskErr("sync", d, err)
+			}
+		}
+	}
+	return nil
+}
+
+func fsyncPath(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// ensureDir creates dir and its parents (0750) unless known to exist.
+func (b *Bucket) ensureDir(dir string) error {
+	if _, ok := b.dirs.Load(dir); ok {
+		return nil
+	}
+	if err := b.mkdirAll(dir); err != nil {
+		return err
+	}
+	b.dirs.Store(dir, struct{}{})
+	return nil
+}
+
+// mkdirAll creates dir and its missing parents with mode 0750 whatever the
+// umask.
+func (b *Bucket) mkdirAll(dir string) error {
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return diskErr("create directory", dir, syscall.ENOTDIR)
+		}
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := b.mkdirAll(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, bucketDirPerm); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			if fi, serr := os.Stat(dir); serr == nil && fi.IsDir() {
+				return nil // made by a concurrent writer
+			}
+		}
+		return diskErr("create directory", dir, err)
+	}
+	if err := os.Chmod(dir, bucketDirPerm); err != nil {
+		return diskErr("chmod", dir, err)
+	}
+	return nil
+}
+
+// removeStaleTemps removes the temporary files a crash left in
+// <dir>/<kind>/<date>/.
+func (b *Bucket) removeStaleTemps() error {
+	kinds, err := os.ReadDir(b.dir)
+	if err != nil {
+		return diskErr("read directory", b.dir, err)
+	}
+	removed := 0
+	for _, k := range kinds {
+		if !k.IsDir() {
+			continue
+		}
+		kdir := filepath.Join(b.dir, k.Name())
+		dates, err := os.ReadDir(kdir)
+		if err != nil {
+			return diskErr("read directory", kdir, err)
+		}
+		for _, d := range dates {
+			if !d.IsDir() {
+				continue
+			}
+			ddir := filepath.Join(kdir, d.Name())
+			files, err := os.ReadDir(ddir)
+			if err != nil {
+				return diskErr("read directory", ddir, err)
+			}
+			for _, f := range files {
+				if !strings.HasPrefix(f.Name(), tmpPrefix) || f.IsDir() {
+					continue
+				}
+				p := filepath.Join(ddir, f.Name())
+				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return diskErr("remove stale temp file", p, err)
+				}
+				removed++
+			}
+		}
+	}
+	if removed > 0 {
+		b.log.Info("bucket: removed stale temp files", "dir", b.dir, "count", removed)
+	}
+	return nil
+}
+
+// Close stops the syncer after it has finished every write in flight.
+// Deliver fails with ErrClosed afterwards.
+func (b *Bucket) Close() error {
+	b.closeOnce.Do(func() {
+		b.closed.Store(true)
+		if b.root == nil {
+			return
+		}
+		b.mu.Lock()
+		b.closing = true
+		b.mu.Unlock()
+		b.cond.Broadcast()
+		<-b.syncerDone
+		b.closeErr = b.root.Close()
+	})
+	return b.closeErr
+}
+
+func randomSuffix() string {
+	var r [6]byte
+	_, _ = rand.Read(r[:])
+	return hex.EncodeToString(r[:])
+}

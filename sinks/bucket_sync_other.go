@@ -1,0 +1,14 @@
+//go:build !linux
+
+package sinks
+
+import (
+	"errors"
+	"os"
+)
+
+// haveSyncfs says whether syncfs(2) is there to sync a whole file system:
+// not here, so the syncer fsyncs each file and directory instead.
+const haveSyncfs = false
+
+func syncfs(*os.File) error { return errors.ErrUnsupported }
