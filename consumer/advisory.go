@@ -118,7 +118,7 @@ func (c *Consumer) maxDeliveriesRecords(ctx context.Context, a maxDeliveriesAdvi
 		Stream: c.cfg.Stream.Name, Sequence: raw.seq, Timestamp: raw.time}
 	ev, derr, panicked := c.decode(m)
 	if derr != nil {
-		return []bhiv.FailureRecord{c.invalidRecord(m, int(a.Deliveries), derr, panicked)}
+		return []bhiv.FailureRecord{c.invalidRecord(m, int(a.Deliveries), fmt.Errorf("%s: %w", reason, derr), panicked)}
 	}
 	var recs []bhiv.FailureRecord
 	for _, s := range c.sinks {

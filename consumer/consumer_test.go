@@ -41,11 +41,7 @@ func TestManyEventsReachEverySinkOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() { r.done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		if !r.isStopped() {
-			r.stop(t)
-		}
-	})
+	t.Cleanup(func() { r.stop(t) })
 
 	waitFor(t, 60*time.Second, "every event at both sinks", func() bool { return core.count() == n && bucket.count() == n })
 	e.waitSettled(DefaultDurable, 10*time.Second)
@@ -333,5 +329,329 @@ func TestUnavailableWithoutBreaker(t *testing.T) {
 	checkExactlyOnce(t, "core", core.taken(), ids)
 	if recs := log.records(); len(recs) != 0 {
 		t.Errorf("failure log has %d records, want none", len(recs))
+	}
+}
+
+func TestServerRestartMidStream(t *testing.T) {
+	e := newEnv(t)
+	core, bucket := newRecordSink("core"), newRecordSink("bucket")
+	core.delay = time.Millisecond
+	log := &memLog{}
+	cfg := baseConfig(t, log, map[string]Sink{"core": core, "bucket": bucket})
+	cfg.AckWait = 2 * time.Second
+	start(t, e.js, cfg)
+
+	ids := e.publish(0, 1000)
+	waitFor(t, 20*time.Second, "consuming under way", func() bool { return core.count() >= 100 })
+	e.srv.Restart()
+	waitFor(t, 10*time.Second, "publisher reconnected", e.nc.IsConnected)
+	ids = append(ids, e.publish(1000, 1500)...)
+
+	waitFor(t, 30*time.Second, "every event at both sinks", func() bool { return hasAll(core, ids)() && hasAll(bucket, ids)() })
+	e.waitSettled(DefaultDurable, 10*time.Second)
+	checkAtLeastOnce(t, "core", core.taken(), ids)
+	checkAtLeastOnce(t, "bucket", bucket.taken(), ids)
+	if recs := log.records(); len(recs) != 0 {
+		t.Errorf("failure log has %d records, want none", len(recs))
+	}
+}
+
+func TestTwoConsumersShareTheWork(t *testing.T) {
+	e := newEnv(t)
+	log := &memLog{}
+	var sinks [2]*recordSink
+	for i := range sinks {
+		sinks[i] = newRecordSink("core")
+		sinks[i].delay = time.Millisecond // so that neither takes it all
+		_, js := e.connect()
+		start(t, js, baseConfig(t, log, map[string]Sink{"core": sinks[i]}))
+	}
+	ids := e.publish(0, 2000)
+	waitFor(t, 30*time.Second, "every event taken", func() bool { return sinks[0].count()+sinks[1].count() >= len(ids) })
+	e.waitSettled(DefaultDurable, 10*time.Second)
+	all := map[string]int{}
+	for i, s := range sinks {
+		if s.count() == 0 {
+			t.Errorf("consumer %d took no work", i)
+		}
+		for id, n := range s.taken() {
+			all[id] += n
+		}
+	}
+	checkExactlyOnce(t, "core (both consumers)", all, ids)
+	if recs := log.records(); len(recs) != 0 {
+		t.Errorf("failure log has %d records, want none", len(recs))
+	}
+}
+
+func TestDurableDeletedIsRecreated(t *testing.T) {
+	e := newEnv(t)
+	core := newRecordSink("core")
+	log := &memLog{}
+	cfg := baseConfig(t, log, map[string]Sink{"core": core})
+	start(t, e.js, cfg)
+	ids := e.publish(0, 300)
+	waitFor(t, 10*time.Second, "first events", hasAll(core, ids))
+	time.Sleep(3 * cfg.infoEvery) // let the consumer see the ack floor
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.js.DeleteConsumer(ctx, bhiv.DefaultStreamName, DefaultDurable); err != nil {
+		t.Fatal(err)
+	}
+	more := e.publish(300, 600)
+	ids = append(ids, more...)
+	waitFor(t, 20*time.Second, "events after the deletion", hasAll(core, ids))
+	e.waitSettled(DefaultDurable, 10*time.Second)
+	checkExactlyOnce(t, "core", core.taken(), ids)
+	info := e.info(DefaultDurable)
+	if info.Config.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || info.Config.OptStartSeq != 301 {
+		t.Errorf("recreated durable starts with policy %v at %d, want by start sequence at 301", info.Config.DeliverPolicy, info.Config.OptStartSeq)
+	}
+	// A consumer starting now (as after a restart) accepts the recreated
+	// durable as it is.
+	core2 := newRecordSink("core")
+	_, js2 := e.connect()
+	r2 := start(t, js2, baseConfig(t, log, map[string]Sink{"core": core2}))
+	waitFor(t, 5*time.Second, "second consumer ready", func() bool { return r2.c.Ready(context.Background()) == nil })
+}
+
+func TestPanickingSinkIsRecorded(t *testing.T) {
+	e := newEnv(t)
+	core := newRecordSink("core")
+	core.fail = func(ev *bhiv.Event) error {
+		if strings.HasSuffix(ev.ID, "3") {
+			panic("core sink bug: " + ev.ID)
+		}
+		return nil
+	}
+	bucket := newRecordSink("bucket")
+	log := &memLog{}
+	r := start(t, e.js, baseConfig(t, log, map[string]Sink{"core": core, "bucket": bucket}))
+	ids := e.publish(0, 100)
+	waitFor(t, 10*time.Second, "every event settled", func() bool { return bucket.count() == 100 && len(log.records()) >= 10 })
+	more := e.publish(100, 110) // still running
+	waitFor(t, 10*time.Second, "events after the panics", hasAll(bucket, more))
+	e.waitSettled(DefaultDurable, 10*time.Second)
+	recs := log.records()
+	if len(recs) != 11 {
+		t.Fatalf("%d records, want 11 (ids ending in 3)", len(recs))
+	}
+	for _, rec := range recs {
+		if rec.Sink != "core" || rec.ErrorClass != bhiv.ClassPermanent || !strings.HasSuffix(rec.EventID, "3") ||
+			!strings.Contains(rec.Error, "panic") || len(rec.Event) == 0 {
+			t.Errorf("unexpected record %+v", rec)
+		}
+	}
+	checkExactlyOnce(t, "bucket", bucket.taken(), append(ids, more...))
+	if got := testutil.ToFloat64(r.c.m.acked); got != 110 {
+		t.Errorf("acked %v, want 110", got)
+	}
+}
+
+// TestFailureLogDownNaksAndRedelivers: while the failure log cannot be
+// written the event is Nak'ed and redelivered; the sink that took it is not
+// sent it again; once the log works the record is written and the event
+// acked.
+func TestFailureLogDownNaksAndRedelivers(t *testing.T) {
+	e := newEnv(t)
+	core := newRecordSink("core")
+	core.fail = func(ev *bhiv.Event) error {
+		if ev.ID == "ev-000005" {
+			return &bhiv.SinkError{Sink: "core", Class: bhiv.ClassPermanent, Status: 422, Attempts: 1, Err: errors.New("unprocessable")}
+		}
+		return nil
+	}
+	bucket := newRecordSink("bucket")
+	log := &memLog{}
+	log.setFail(func([]bhiv.FailureRecord) bool { return true })
+	r := start(t, e.js, baseConfig(t, log, map[string]Sink{"core": core, "bucket": bucket}))
+	ids := e.publish(0, 20)
+	waitFor(t, 10*time.Second, "several redeliveries", func() bool { return core.callsFor("ev-000005") >= 3 })
+	if got := bucket.callsFor("ev-000005"); got != 1 {
+		t.Errorf("bucket was sent the redelivered event %d times, want once", got)
+	}
+	if n := testutil.ToFloat64(r.c.m.naked); n < 2 {
+		t.Errorf("naked %v, want at least 2", n)
+	}
+	if info := e.info(DefaultDurable); info.NumAckPending != 1 {
+		t.Errorf("ack pending %d while the log is down, want 1 (the event stays in JetStream)", info.NumAckPending)
+	}
+	log.setFail(nil)
+	waitFor(t, 10*time.Second, "the record", func() bool { return len(log.records()) == 1 })
+	e.waitSettled(DefaultDurable, 10*time.Second)
+	if rec := log.records()[0]; rec.EventID != "ev-000005" || rec.Sink != "core" || rec.Status != 422 {
+		t.Errorf("record %+v", rec)
+	}
+	checkExactlyOnce(t, "bucket", bucket.taken(), ids)
+}
+
+// TestShutdownWithEventsInFlight cancels Run while a slow sink holds events:
+// those that finish within the shutdown timeout are acked, the rest Nak'ed,
+// and nothing waits for the ack wait.
+func TestShutdownWithEventsInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		delay    time.Duration
+		shutdown time.Duration
+	}{
+		{"in-flight finish", 300 * time.Millisecond, 3 * time.Second},
+		{"in-flight cut short", 10 * time.Second, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			slow := newRecordSink("core")
+			slow.delay = tc.delay
+			log := &memLog{}
+			cfg := baseConfig(t, log, map[string]Sink{"core": slow})
+			cfg.AckWait = time.Minute // nothing may wait for it
+			cfg.Concurrency = 4
+			cfg.ShutdownTimeout = tc.shutdown
+			r := start(t, e.js, cfg)
+			ids := e.publish(0, 40)
+			waitFor(t, 5*time.Second, "workers busy", func() bool { return slow.busy.Load() == 4 })
+
+			r.stop(t)
+			if got := slow.busy.Load(); got != 0 {
+				t.Errorf("%d deliveries still running after Run returned", got)
+			}
+			// Acks and Naks are flushed when Run returns; the server applies
+			// them a moment later. Nak'ed messages count as ack pending until
+			// they are redelivered, which happens at once (below): nothing
+			// else may be pending.
+			naked := int(testutil.ToFloat64(r.c.m.naked))
+			if naked+len(slow.taken()) < 4 {
+				t.Errorf("naked %d and acked %d: fewer than the 4 in flight", naked, len(slow.taken()))
+			}
+			waitFor(t, time.Second, "only Nak'ed messages ack pending right after Run returned", func() bool {
+				info := e.info(DefaultDurable)
+				return info.NumAckPending == naked && info.AckFloor.Stream == uint64(len(slow.taken()))
+			})
+			took := slow.taken()
+			if tc.delay < tc.shutdown && len(took) < 4 {
+				t.Errorf("%d events finished during shutdown, want the 4 in flight", len(took))
+			}
+			if tc.delay > tc.shutdown && len(took) != 0 {
+				t.Errorf("%d events taken, want none", len(took))
+			}
+			acked := int(testutil.ToFloat64(r.c.m.acked))
+			if acked != len(took) {
+				t.Errorf("acked %d, sink took %d", acked, len(took))
+			}
+
+			// Another consumer gets the rest at once, not after the minute.
+			fast := newRecordSink("core")
+			cfg2 := baseConfig(t, log, map[string]Sink{"core": fast})
+			cfg2.AckWait = time.Minute
+			_, js2 := e.connect()
+			start(t, js2, cfg2)
+			var rest []string
+			for _, id := range ids {
+				if took[id] == 0 {
+					rest = append(rest, id)
+				}
+			}
+			waitFor(t, 10*time.Second, "the rest at a new consumer", hasAll(fast, rest))
+			if len(log.records()) != 0 {
+				t.Errorf("failure records at shutdown: %+v", log.records())
+			}
+		})
+	}
+}
+
+func TestMaxDeliveriesAdvisory(t *testing.T) {
+	e := newEnv(t)
+	core := newRecordSink("core")
+	core.fail = func(ev *bhiv.Event) error {
+		if ev.ID == "ev-000002" {
+			return &bhiv.SinkError{Sink: "core", Class: bhiv.ClassRetryableExhausted, Status: 503, Attempts: 3, Err: errors.New("core answered 503")}
+		}
+		return nil
+	}
+	log := &memLog{}
+	// Only the advisory's records can be written: the event is Nak'ed
+	// until it reaches max deliveries.
+	log.setFail(func(recs []bhiv.FailureRecord) bool { return !strings.Contains(recs[0].Error, "max deliveries") })
+	cfg := baseConfig(t, log, map[string]Sink{"core": core})
+	cfg.MaxDeliver = 3
+	r := start(t, e.js, cfg)
+	ids := e.publish(0, 5)
+	waitFor(t, 10*time.Second, "the advisory's record", func() bool { return len(log.records()) == 1 })
+	rec := log.records()[0]
+	if rec.EventID != "ev-000002" || rec.Sink != "core" || rec.ErrorClass != bhiv.ClassRetryableExhausted ||
+		rec.Attempts != 3 || rec.StreamSeq != 3 || len(rec.Event) == 0 || !strings.Contains(rec.Error, "max deliveries reached") {
+		t.Errorf("record %+v", rec)
+	}
+	if got := core.callsFor("ev-000002"); got != 3 {
+		t.Errorf("core was tried %d times, want 3 (max deliver)", got)
+	}
+	checkExactlyOnce(t, "core", core.taken(), append(ids[:2:2], ids[3:]...))
+	if got := testutil.ToFloat64(r.c.m.failureRecords.WithLabelValues("core", "retryable_exhausted")); got != 1 {
+		t.Errorf("failure records metric %v, want 1", got)
+	}
+
+	// An invalid message that reaches max deliveries is recorded raw.
+	log.setFail(func(recs []bhiv.FailureRecord) bool { return !strings.Contains(recs[0].Error, "max deliveries") && recs[0].Sink == bhiv.SinkDecode })
+	seq := e.publishRaw("bhiv.events.reward", []byte("not json"), nil)
+	waitFor(t, 10*time.Second, "the invalid message's record", func() bool { return len(log.records()) == 2 })
+	rec = log.records()[1]
+	if rec.StreamSeq != seq || rec.Sink != bhiv.SinkDecode || string(rec.Raw) != "not json" || rec.ErrorClass != bhiv.ClassInvalidInput {
+		t.Errorf("record %+v", rec)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	sinks := map[string]Sink{"core": newRecordSink("core")}
+	log := &memLog{}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string // "" = valid
+	}{
+		{"defaults", Config{Sinks: sinks, FailureLog: log}, ""},
+		{"no sinks", Config{FailureLog: log}, "no sinks"},
+		{"no failure log", Config{Sinks: sinks}, "no failure log"},
+		{"nil sink", Config{Sinks: map[string]Sink{"core": nil}, FailureLog: log}, `sink "core" is nil`},
+		{"reserved name", Config{Sinks: map[string]Sink{"decode": newRecordSink("x")}, FailureLog: log}, "reserved"},
+		{"bad durable", Config{Durable: "a.b", Sinks: sinks, FailureLog: log}, "durable name"},
+		{"bad stream", Config{Stream: bhiv.StreamConfig{Name: "a b"}, Sinks: sinks, FailureLog: log}, "stream name"},
+		{"negative concurrency", Config{Concurrency: -1, Sinks: sinks, FailureLog: log}, "concurrency"},
+		{"max deliver 1", Config{MaxDeliver: 1, Sinks: sinks, FailureLog: log}, "max deliver"},
+		{"tiny ack wait", Config{AckWait: time.Millisecond, Sinks: sinks, FailureLog: log}, "ack wait"},
+		{"negative shutdown", Config{ShutdownTimeout: -time.Second, Sinks: sinks, FailureLog: log}, "shutdown timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	d := Config{}.WithDefaults()
+	if d.Durable != "bhiv-sinks" || d.AckWait != 30*time.Second || d.Concurrency != 64 || d.MaxDeliver != 20 ||
+		d.MaxAckPending != 768 || d.ShutdownTimeout != 30*time.Second || d.MaxEventBytes != bhiv.DefaultMaxEventBytes ||
+		d.RememberIDs != 100_000 || d.Logger == nil {
+		t.Errorf("defaults %+v", d)
+	}
+}
+
+func TestMemoryIsBounded(t *testing.T) {
+	m := newMemory(3)
+	m.add("a", 0)
+	m.add("a", 2)
+	m.add("b", 1)
+	m.add("c", 0)
+	if !m.has("a", 0) || !m.has("a", 2) || m.has("a", 1) || !m.has("b", 1) {
+		t.Fatal("memory lost or invented a sink")
+	}
+	m.add("d", 0) // evicts the least recently touched: c
+	if m.len() != 3 || m.has("c", 0) || !m.has("a", 0) || !m.has("d", 0) {
+		t.Fatalf("after eviction: len %d, c %v, a %v, d %v", m.len(), m.has("c", 0), m.has("a", 0), m.has("d", 0))
 	}
 }

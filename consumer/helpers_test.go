@@ -219,6 +219,7 @@ type running struct {
 	c      *Consumer
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
 // start runs a consumer with cfg on js until stop or the end of the test.
@@ -238,26 +239,17 @@ func start(t *testing.T, js jetstream.JetStream, cfg Config) *running {
 // stop cancels the consumer and waits for Run to return nil.
 func (r *running) stop(t *testing.T) {
 	t.Helper()
-	r.cancel()
-	select {
-	case err, ok := <-r.done:
-		if ok && err != nil {
-			t.Errorf("Run: %v", err)
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not return 30s after its context ended")
 		}
-		close(r.done)
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return 30s after its context ended")
-	}
-}
-
-// stopped reports whether stop already ran.
-func (r *running) isStopped() bool {
-	select {
-	case _, ok := <-r.done:
-		return !ok
-	default:
-		return false
-	}
+	})
 }
 
 // event returns a valid event of the given index, alternating kinds.
