@@ -591,7 +591,9 @@ func TestMaxDeliveriesAdvisory(t *testing.T) {
 	}
 
 	// An invalid message that reaches max deliveries is recorded raw.
-	log.setFail(func(recs []bhiv.FailureRecord) bool { return !strings.Contains(recs[0].Error, "max deliveries") && recs[0].Sink == bhiv.SinkDecode })
+	log.setFail(func(recs []bhiv.FailureRecord) bool {
+		return !strings.Contains(recs[0].Error, "max deliveries") && recs[0].Sink == bhiv.SinkDecode
+	})
 	seq := e.publishRaw("bhiv.events.reward", []byte("not json"), nil)
 	waitFor(t, 10*time.Second, "the invalid message's record", func() bool { return len(log.records()) == 2 })
 	rec = log.records()[1]
