@@ -1,0 +1,676 @@
+package sinks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/failsafe-go/failsafe-go/failsafehttp"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
+	"github.com/failsafe-go/failsafe-go/timeout"
+	"github.com/lmittmann/tint"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hackaverse/bhiv"
+)
+
+// CoreName is the name of the Core sink, as found in SinkError.Sink and in
+// failure records.
+const CoreName = "core"
+
+// Defaults of CoreConfig.
+const (
+	DefaultCoreURL             = "http://localhost:9000/bhiv/core"
+	DefaultCoreMaxRetries      = 3
+	DefaultCoreBackoff         = time.Second
+	DefaultCoreBackoffMax      = 30 * time.Second
+	DefaultCoreBreakerFailures = 5
+	DefaultCoreBreakerDelay    = 10 * time.Second
+	DefaultCoreTimeout         = 10 * time.Second
+	DefaultCoreBatchMax        = 1
+	DefaultCoreBatchLinger     = 5 * time.Millisecond
+	DefaultCoreConcurrency     = 64
+	DefaultCoreUserAgent       = "bhiv/dev"
+)
+
+// maxBodyExcerpt is how much of an error response's body is kept.
+const maxBodyExcerpt = 1 << 10
+
+// maxDrain is how much of a response body is read (and discarded) so that
+// its connection can be reused; a longer body costs the connection.
+const maxDrain = 256 << 10
+
+// backoffJitter is the share by which a backoff delay is varied at random
+// (±), so that callers that failed together do not retry together.
+const backoffJitter = 0.2
+
+// CoreConfig configures the Core sink. The zero value is valid: events go
+// to DefaultCoreURL with the default policies.
+type CoreConfig struct {
+	// URL is where events are POSTed; default DefaultCoreURL. User-info in
+	// it is sent as basic auth but never logged.
+	URL string
+	// Token, when set, is sent as "Authorization: Bearer <Token>". It never
+	// appears in logs or errors.
+	Token string
+	// MaxRetries is how many times a retryable failure is retried; 0 means
+	// DefaultCoreMaxRetries, a negative value none.
+	MaxRetries int
+	// Backoff is the first retry delay, doubled on every retry up to
+	// BackoffMax (each varied by ±20%). A Retry-After header, in seconds or
+	// as an HTTP date, replaces the computed delay, capped at BackoffMax.
+	Backoff, BackoffMax time.Duration
+	// BreakerFailures is how many consecutive failed attempts open the
+	// circuit breaker.
+	BreakerFailures int
+	// BreakerDelay is how long the breaker stays open before it lets one
+	// probe through (half-open). A Retry-After on the failure that opened it
+	// replaces it, capped at max(BreakerDelay, BackoffMax).
+	BreakerDelay time.Duration
+	// Timeout limits each attempt.
+	Timeout time.Duration
+	// CAFile, when set, holds the only CA certificates trusted for Core;
+	// CertFile and KeyFile, set together, are the client certificate (mTLS).
+	// TLS 1.2 is the minimum.
+	CAFile, CertFile, KeyFile string
+	// BatchMax is the most events sent in one POST; 1 (the default) sends
+	// each event on its own. Above 1, concurrent deliveries are sent as a
+	// JSON array, flushed at BatchMax events or BatchLinger after the first.
+	BatchMax int
+	// BatchLinger is how long a batch waits for more events.
+	BatchLinger time.Duration
+	// Concurrency is how many callers deliver at once; it sizes the idle
+	// connection pool.
+	Concurrency int
+	// UserAgent is sent with every request; default DefaultCoreUserAgent.
+	UserAgent string
+	// Logger receives retries (debug) and breaker changes (warn, info); nil
+	// discards them.
+	Logger *slog.Logger
+	// Registerer, when set, receives the sink's metrics.
+	Registerer prometheus.Registerer
+}
+
+// WithDefaults returns the config with every zero field set to its default
+// and a negative MaxRetries set to 0.
+func (c CoreConfig) WithDefaults() CoreConfig {
+	if c.URL == "" {
+		c.URL = DefaultCoreURL
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = DefaultCoreMaxRetries
+	} else if c.MaxRetries < 0 {
+		c.MaxRetries = 0
+	}
+	if c.Backoff == 0 {
+		c.Backoff = DefaultCoreBackoff
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = max(DefaultCoreBackoffMax, c.Backoff)
+	}
+	if c.BreakerFailures == 0 {
+		c.BreakerFailures = DefaultCoreBreakerFailures
+	}
+	if c.BreakerDelay == 0 {
+		c.BreakerDelay = DefaultCoreBreakerDelay
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultCoreTimeout
+	}
+	if c.BatchMax == 0 {
+		c.BatchMax = DefaultCoreBatchMax
+	}
+	if c.BatchLinger == 0 {
+		c.BatchLinger = DefaultCoreBatchLinger
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultCoreConcurrency
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = DefaultCoreUserAgent
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate checks the config, with defaults applied for zero fields. Its
+// errors never show the token or the URL's user-info.
+func (c CoreConfig) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	u, err := url.Parse(c.URL)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("core url %s: not a URL", redactURLString(c.URL)))
+	case u.Scheme != "http" && u.Scheme != "https":
+		errs = append(errs, fmt.Errorf("core url %s: scheme must be http or https", redactURL(u)))
+	case u.Host == "":
+		errs = append(errs, fmt.Errorf("core url %s: no host", redactURL(u)))
+	}
+	if strings.ContainsAny(c.Token, "\r\n") || strings.TrimSpace(c.Token) != c.Token {
+		errs = append(errs, errors.New("core token: has spaces or line breaks at its ends or inside"))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"backoff", c.Backoff}, {"backoff max", c.BackoffMax}, {"breaker delay", c.BreakerDelay}, {"timeout", c.Timeout}, {"batch linger", c.BatchLinger}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("core %s %s: must not be negative", d.name, d.v))
+		}
+	}
+	if c.BackoffMax < c.Backoff {
+		errs = append(errs, fmt.Errorf("core backoff max %s is below backoff %s", c.BackoffMax, c.Backoff))
+	}
+	if c.BreakerFailures < 1 {
+		errs = append(errs, fmt.Errorf("core breaker failures %d: must be at least 1", c.BreakerFailures))
+	}
+	if c.BatchMax < 1 {
+		errs = append(errs, fmt.Errorf("core batch max %d: must be at least 1", c.BatchMax))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("core concurrency %d: must be at least 1", c.Concurrency))
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, errors.New("core tls: the client certificate and key files go together"))
+	}
+	return errors.Join(errs...)
+}
+
+// Core is the Core sink: it POSTs events to BHIV Core over HTTP through a
+// failsafe-go retry policy, circuit breaker and per-attempt timeout, in that
+// order from the outside in. It is safe for concurrent use.
+type Core struct {
+	cfg       CoreConfig
+	url       string   // the URL requests go to
+	safeURL   string   // the URL as shown in logs and errors
+	secrets   []string // strings redacted from response bodies
+	auth      string   // the Authorization header, or ""
+	log       *slog.Logger
+	transport *http.Transport
+	client    *http.Client
+	breaker   circuitbreaker.CircuitBreaker[*http.Response]
+	executor  failsafe.Executor[*http.Response]
+	m         *coreMetrics
+
+	closed atomic.Bool
+
+	// Batching (BatchMax > 1), see core_batch.go.
+	mu       sync.Mutex
+	cur      *coreBatch      // the batch being filled, or nil
+	inflight sync.WaitGroup  // batches not yet answered
+	base     context.Context // ended by Close (cause ErrClosed)
+	stop     context.CancelCauseFunc
+}
+
+// NewCore returns a Core sink for cfg (defaults applied).
+func NewCore(cfg CoreConfig) (*Core, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	u, _ := url.Parse(cfg.URL) // checked by Validate
+	tlsCfg, err := coreTLSConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &Core{
+		cfg:     cfg,
+		url:     cfg.URL,
+		safeURL: redactURL(u),
+		log:     cfg.Logger,
+	}
+	if cfg.Token != "" {
+		c.auth = "Bearer " + cfg.Token
+		c.secrets = append(c.secrets, cfg.Token)
+	}
+	if u.User != nil {
+		if p, ok := u.User.Password(); ok && p != "" {
+			c.secrets = append(c.secrets, p)
+		}
+	}
+	dialer := &net.Dialer{Timeout: min(cfg.Timeout, 30*time.Second), KeepAlive: 30 * time.Second}
+	c.transport = &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       tlsCfg,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          max(100, 2*cfg.Concurrency),
+		MaxIdleConnsPerHost:   cfg.Concurrency + cfg.Concurrency/4 + 1,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   min(cfg.Timeout, 10*time.Second),
+		ExpectContinueTimeout: time.Second,
+	}
+	c.client = &http.Client{
+		Transport: &coreTransport{next: c.transport, core: c},
+		// A redirect is a permanent failure (3xx), not something to follow.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	if c.m, err = newCoreMetrics(cfg.Registerer, c); err != nil {
+		return nil, err
+	}
+	c.breaker = circuitbreaker.NewBuilder[*http.Response]().
+		HandleIf(func(resp *http.Response, err error) bool {
+			o := classifyCore(resp, err)
+			return o == coreRetry || o == coreCancelled
+		}).
+		WithFailureThreshold(uint(cfg.BreakerFailures)).
+		WithSuccessThreshold(1). // one good probe closes it, one bad one reopens it
+		WithDelayFunc(c.breakerDelay).
+		OnStateChanged(c.breakerChanged).
+		Build()
+	retry := retrypolicy.NewBuilder[*http.Response]().
+		HandleIf(func(resp *http.Response, err error) bool { return classifyCore(resp, err) == coreRetry }).
+		AbortIf(func(resp *http.Response, err error) bool { return classifyCore(resp, err) == coreUnavailable }).
+		WithMaxRetries(cfg.MaxRetries).
+		WithDelayFunc(c.retryDelay).
+		ReturnLastFailure().
+		OnRetryScheduled(c.retryScheduled).
+		Build()
+	c.executor = failsafe.With[*http.Response](retry, c.breaker, timeout.New[*http.Response](cfg.Timeout))
+	c.base, c.stop = context.WithCancelCause(context.Background())
+	return c, nil
+}
+
+// Name returns "core".
+func (c *Core) Name() string { return CoreName }
+
+// Deliver POSTs ev to Core (or adds it to the next batch) and returns nil
+// once Core took it. Otherwise it returns a *bhiv.SinkError with Sink
+// "core": class permanent for an answer no retry can change, else
+// retryable_exhausted, wrapping bhiv.ErrUnavailable when the circuit
+// breaker is open. When ctx ends first, it returns promptly an error that
+// wraps ctx.Err() and is not a *bhiv.SinkError. After Close it returns an
+// error wrapping ErrClosed.
+func (c *Core) Deliver(ctx context.Context, ev *bhiv.Event) error {
+	if c.closed.Load() {
+		return fmt.Errorf("core: deliver %s: %w", ev.ID, ErrClosed)
+	}
+	if ctx.Err() != nil {
+		return cancelledErr(ctx, ev.ID, 0)
+	}
+	body, err := ev.MarshalJSON()
+	if err != nil {
+		return &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("encode event: %w", err)}
+	}
+	if c.cfg.BatchMax > 1 {
+		return c.deliverBatched(ctx, ev.ID, body)
+	}
+	return c.post(ctx, ev.ID, body, 1)
+}
+
+// Available reports whether Core may be called: false while the breaker is
+// open and its delay has not passed. Once the delay has passed it is true
+// again, so that the next delivery can probe Core.
+func (c *Core) Available() bool { return c.BreakerState() != "open" }
+
+// BreakerState returns the state of the circuit breaker: "closed", "open"
+// or "half-open". An open breaker whose delay has passed reports half-open:
+// the next delivery is its probe.
+func (c *Core) BreakerState() string {
+	switch c.breaker.State() {
+	case circuitbreaker.OpenState:
+		if c.breaker.RemainingDelay() > 0 {
+			return "open"
+		}
+		return "half-open"
+	case circuitbreaker.HalfOpenState:
+		return "half-open"
+	default:
+		return "closed"
+	}
+}
+
+// Close stops the batcher, fails deliveries still in flight with an error
+// wrapping ErrClosed, waits for them, and closes idle connections. Call it
+// once the callers are done. It is safe to call more than once.
+func (c *Core) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	c.mu.Lock()
+	b := c.cur
+	c.cur = nil
+	c.mu.Unlock()
+	c.stop(ErrClosed)
+	if b != nil {
+		b.timer.Stop()
+		c.sendBatch(b) // fails at once: its context has ended
+	}
+	c.inflight.Wait()
+	c.transport.CloseIdleConnections()
+	c.m.unregister()
+	return nil
+}
+
+// coreOutcome is what one attempt's result means.
+type coreOutcome int
+
+const (
+	coreOK          coreOutcome = iota // 2xx: Core took it
+	coreRetry                          // worth another attempt
+	corePermanent                      // no retry can change it
+	coreUnavailable                    // the breaker is open: no attempt made
+	coreCancelled                      // the caller's context ended
+)
+
+// classifyCore is the one table that decides every attempt's result:
+//
+//	2xx                                         success
+//	network error, attempt timeout              retryable
+//	408, 425, 429, 500, 502, 503, 504           retryable
+//	any other status (other 4xx, 501, 3xx, 1xx) permanent: no retry
+//	circuit breaker open                        unavailable: no retry, the caller holds the event
+//	caller's context cancelled or expired       cancelled: no retry
+//
+// The circuit breaker counts retryable and cancelled attempts as failures
+// (an attempt that got no answer is no proof Core is up), and everything
+// else as a success.
+func classifyCore(resp *http.Response, err error) coreOutcome {
+	if err != nil {
+		switch {
+		case errors.Is(err, circuitbreaker.ErrOpen):
+			return coreUnavailable
+		case errors.Is(err, timeout.ErrExceeded):
+			return coreRetry
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			return coreCancelled
+		}
+		return coreRetry
+	}
+	if resp == nil {
+		return coreRetry
+	}
+	switch code := resp.StatusCode; {
+	case code >= 200 && code <= 299:
+		return coreOK
+	case code == http.StatusRequestTimeout, code == http.StatusTooEarly, code == http.StatusTooManyRequests,
+		code == http.StatusInternalServerError, code == http.StatusBadGateway,
+		code == http.StatusServiceUnavailable, code == http.StatusGatewayTimeout:
+		return coreRetry
+	}
+	return corePermanent
+}
+
+// callKey holds a *coreCall in a delivery's context.
+type callKey struct{}
+
+// coreCall is the state of one delivery (one POST and its retries).
+type coreCall struct {
+	key      string // the Idempotency-Key
+	attempts atomic.Int32
+}
+
+// post sends body with the Idempotency-Key key through the policies and
+// turns the outcome into the error Deliver returns. events is how many
+// events body holds.
+func (c *Core) post(ctx context.Context, key string, body []byte, events int) error {
+	if ctx.Err() != nil {
+		return cancelledErr(ctx, key, 0)
+	}
+	call := &coreCall{key: key}
+	cctx := context.WithValue(ctx, callKey{}, call)
+	// The request's own context stays Background: failsafehttp then uses the
+	// execution's context (cctx, with the per-attempt timeout) as is,
+	// without merging two contexts on every attempt.
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassPermanent, Err: c.sanitize(err)}
+	}
+	h := req.Header
+	h["Content-Type"] = []string{"application/json"}
+	h["Idempotency-Key"] = []string{key}
+	h["User-Agent"] = []string{c.cfg.UserAgent}
+	if c.auth != "" {
+		h["Authorization"] = []string{c.auth}
+	}
+	c.m.observeBatch(events)
+	resp, err := failsafehttp.NewRequestWithExecutor(req, c.client, c.executor.WithContext(cctx)).Do()
+	if resp != nil {
+		defer resp.Body.Close()
+	}
+	attempts := int(call.attempts.Load())
+	outcome := classifyCore(resp, err)
+	if outcome == coreOK {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return cancelledErr(ctx, key, attempts)
+	}
+	se := &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassRetryableExhausted, Attempts: attempts}
+	switch outcome {
+	case coreUnavailable:
+		se.Err = fmt.Errorf("%w: circuit breaker open (%s)", bhiv.ErrUnavailable, c.BreakerState())
+	case coreCancelled, coreRetry:
+		if err != nil {
+			if errors.Is(err, timeout.ErrExceeded) {
+				err = fmt.Errorf("attempt timed out after %s: %w", c.cfg.Timeout, err)
+			}
+			se.Err = c.sanitize(err)
+			break
+		}
+		c.fillStatus(se, resp)
+	case corePermanent:
+		se.Class = bhiv.ClassPermanent
+		c.fillStatus(se, resp)
+	}
+	return se
+}
+
+// fillStatus records the status and body excerpt of resp in se.
+func (c *Core) fillStatus(se *bhiv.SinkError, resp *http.Response) {
+	se.Status = resp.StatusCode
+	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxBodyExcerpt))
+	se.Body = c.redact(printable(excerpt))
+	text := http.StatusText(resp.StatusCode)
+	if text == "" {
+		text = "unknown status"
+	}
+	se.Err = fmt.Errorf("core answered %s", strings.ToLower(text))
+}
+
+// cancelledErr is the error of a delivery whose context ended. It wraps
+// ctx.Err() and the context's cause when that differs (such as ErrClosed).
+func cancelledErr(ctx context.Context, key string, attempts int) error {
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if cause != nil && cause != err {
+		return fmt.Errorf("core: delivery of %s stopped after %d attempt(s): %w: %w", key, attempts, cause, err)
+	}
+	return fmt.Errorf("core: delivery of %s stopped after %d attempt(s): %w", key, attempts, err)
+}
+
+// retryDelay is the wait before the next attempt: the response's Retry-After
+// when it has one, else the exponential backoff with jitter; never more
+// than BackoffMax.
+func (c *Core) retryDelay(exec failsafe.ExecutionAttempt[*http.Response]) time.Duration {
+	if d, ok := retryAfter(exec.LastResult(), time.Now()); ok {
+		return min(d, c.cfg.BackoffMax)
+	}
+	d := c.cfg.Backoff
+	for i := 1; i < exec.Attempts() && d < c.cfg.BackoffMax; i++ {
+		d *= 2
+	}
+	d = time.Duration(float64(d) * (1 - backoffJitter + 2*backoffJitter*rand.Float64()))
+	return min(d, c.cfg.BackoffMax)
+}
+
+// breakerDelay is how long the breaker stays open: the Retry-After of the
+// failure that opened it, when it has one, capped at max(BreakerDelay,
+// BackoffMax), else BreakerDelay.
+func (c *Core) breakerDelay(exec failsafe.ExecutionAttempt[*http.Response]) time.Duration {
+	if exec != nil {
+		if d, ok := retryAfter(exec.LastResult(), time.Now()); ok {
+			return min(d, max(c.cfg.BreakerDelay, c.cfg.BackoffMax))
+		}
+	}
+	return c.cfg.BreakerDelay
+}
+
+// retryAfter reads the Retry-After header of resp, in delta-seconds or
+// HTTP-date form.
+func retryAfter(resp *http.Response, now time.Time) (time.Duration, bool) {
+	if resp == nil {
+		return 0, false
+	}
+	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		return time.Duration(min(secs, int64(24*time.Hour/time.Second))) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, t.Sub(now)), true
+	}
+	return 0, false
+}
+
+// retryScheduled releases the failed attempt's response and logs the retry.
+func (c *Core) retryScheduled(e failsafe.ExecutionScheduledEvent[*http.Response]) {
+	resp, err := e.LastResult(), e.LastError()
+	if resp != nil {
+		_ = resp.Body.Close()
+	}
+	if !c.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	key := ""
+	if call, ok := e.Context().Value(callKey{}).(*coreCall); ok {
+		key = call.key
+	}
+	attrs := []any{"key", key, "attempt", e.Attempts(), "delay", e.Delay}
+	if resp != nil {
+		attrs = append(attrs, "status", resp.StatusCode)
+	}
+	if err != nil {
+		attrs = append(attrs, tint.Err(c.sanitize(err)))
+	}
+	c.log.Debug("core attempt failed; retrying", attrs...)
+}
+
+// breakerChanged logs the breaker's state changes.
+func (c *Core) breakerChanged(e circuitbreaker.StateChangedEvent) {
+	switch e.NewState {
+	case circuitbreaker.OpenState:
+		c.log.Warn("core circuit breaker open: holding events", "url", c.safeURL, "retry_in", c.breaker.RemainingDelay().Round(time.Millisecond))
+	case circuitbreaker.HalfOpenState:
+		c.log.Info("core circuit breaker half-open: probing", "url", c.safeURL)
+	case circuitbreaker.ClosedState:
+		c.log.Info("core circuit breaker closed: Core is back", "url", c.safeURL)
+	}
+}
+
+// sanitize returns err with the URL in a *url.Error redacted.
+func (c *Core) sanitize(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return &url.Error{Op: ue.Op, URL: c.safeURL, Err: ue.Err}
+	}
+	return err
+}
+
+// redact replaces every secret in s.
+func (c *Core) redact(s string) string {
+	for _, sec := range c.secrets {
+		if len(sec) >= 3 { // shorter ones would mangle text without hiding anything
+			s = strings.ReplaceAll(s, sec, "[REDACTED]")
+		}
+	}
+	return s
+}
+
+// printable returns b as valid UTF-8 (invalid bytes, such as a rune cut
+// at the end of an excerpt, dropped) with control characters as spaces.
+func printable(b []byte) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(string(b), ""))
+}
+
+// redactURL returns u as text with its user-info replaced and query values
+// hidden.
+func redactURL(u *url.URL) string {
+	r := *u
+	if r.User != nil {
+		r.User = url.User("REDACTED")
+	}
+	if r.RawQuery != "" {
+		q := r.Query()
+		for k := range q {
+			q[k] = []string{"REDACTED"}
+		}
+		r.RawQuery = q.Encode()
+	}
+	return r.String()
+}
+
+// redactURLString is redactURL for a string that may not parse: everything
+// before the last "@" of the authority is hidden.
+func redactURLString(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return redactURL(u)
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return "(unparsable URL)"
+	}
+	authority, path, _ := strings.Cut(rest, "/")
+	if i := strings.LastIndex(authority, "@"); i >= 0 {
+		authority = "REDACTED@" + authority[i+1:]
+	}
+	return scheme + "://" + authority + "/" + path
+}
+
+// coreTransport counts attempts and reads each response's body (the first
+// KiB of an error, the rest discarded) before returning it, so that the
+// connection goes back to the pool at once, whatever the policies do with
+// the response.
+type coreTransport struct {
+	next http.RoundTripper
+	core *Core
+}
+
+func (t *coreTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if call, ok := req.Context().Value(callKey{}).(*coreCall); ok {
+		call.attempts.Add(1)
+	}
+	t.core.m.attempt()
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	var excerpt []byte
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		excerpt, _ = io.ReadAll(io.LimitReader(resp.Body, maxBodyExcerpt))
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+	_ = resp.Body.Close()
+	if len(excerpt) > 0 {
+		resp.Body = io.NopCloser(bytes.NewReader(excerpt))
+	} else {
+		resp.Body = http.NoBody
+	}
+	return resp, nil
+}

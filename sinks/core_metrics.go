@@ -1,0 +1,89 @@
+package sinks
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// coreMetrics are the Core sink's metrics. A nil *coreMetrics records
+// nothing.
+type coreMetrics struct {
+	reg       prometheus.Registerer
+	attempts  prometheus.Counter
+	batchSize prometheus.Histogram
+	state     prometheus.Collector // registered by this Core, unregistered by Close
+}
+
+// newCoreMetrics registers the Core sink's metrics with reg (nil: none).
+// Collectors another sink or Core already registered are shared.
+func newCoreMetrics(reg prometheus.Registerer, c *Core) (*coreMetrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	attempts, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bhiv_sink_attempts_total",
+		Help: "Attempts made by the sinks to take an event (HTTP requests for Core).",
+	}, []string{"sink"}))
+	if err != nil {
+		return nil, err
+	}
+	size, err := register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "bhiv_core_batch_size",
+		Help:    "Events per POST to BHIV Core.",
+		Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
+	}))
+	if err != nil {
+		return nil, err
+	}
+	state := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "bhiv_core_breaker_state",
+		Help: "State of the Core circuit breaker: 0 closed, 1 half-open, 2 open.",
+	}, func() float64 {
+		switch c.BreakerState() {
+		case "open":
+			return 2
+		case "half-open":
+			return 1
+		}
+		return 0
+	})
+	if err := reg.Register(state); err != nil {
+		return nil, err
+	}
+	return &coreMetrics{reg: reg, attempts: attempts.WithLabelValues(CoreName), batchSize: size, state: state}, nil
+}
+
+// register registers col with reg, or returns the collector of the same
+// description already registered.
+func register[C prometheus.Collector](reg prometheus.Registerer, col C) (C, error) {
+	if err := reg.Register(col); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return col, err
+	}
+	return col, nil
+}
+
+func (m *coreMetrics) attempt() {
+	if m != nil {
+		m.attempts.Inc()
+	}
+}
+
+func (m *coreMetrics) observeBatch(n int) {
+	if m != nil {
+		m.batchSize.Observe(float64(n))
+	}
+}
+
+// unregister removes the breaker gauge, which reads this Core.
+func (m *coreMetrics) unregister() {
+	if m != nil {
+		m.reg.Unregister(m.state)
+	}
+}
