@@ -135,34 +135,89 @@ func decodeBinary(m Message, kind Kind) (Event, error) {
 	if firstNonSpace(m.Data) != '{' {
 		return Event{}, &DecodeError{Reason: ErrNotObject, Detail: "binary-mode body is JSON but not an object"}
 	}
-	e, err := wrapBare(m, kind, m.Data, m.header("ce-id"))
-	if err != nil {
-		return Event{}, err
+	if ct := m.header("content-type"); ct != "" && !isJSONContentType(ct) {
+		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("content-type %q is not JSON", ct)}
 	}
+	// Build the whole envelope before validating it: ce-subject may supply
+	// the team id that the data leaves out.
+	e := bareEvent(m, kind, m.Data, m.header("ce-id"))
 	if src := m.header("ce-source"); src != "" {
 		e.Source = src
 	}
 	if ts := m.header("ce-time"); ts != "" {
-		t, err := time.Parse(time.RFC3339Nano, ts)
+		t, err := parseTime(ts)
 		if err != nil {
 			return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("ce-time %q is not RFC 3339", ts)}
 		}
-		e.Time = t.UTC()
-	}
-	if ct := m.header("content-type"); ct != "" && !isJSONContentType(ct) {
-		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("content-type %q is not JSON", ct)}
+		e.Time = t
 	}
 	if subj := m.header("ce-subject"); subj != "" {
 		e.Subject = subj
 	}
+	e.Extensions = binaryExtensions(m.Header)
 	if err := e.Validate(); err != nil {
 		return Event{}, err
 	}
 	return e, nil
 }
 
-// wrapBare builds the envelope around a bare data object.
+// binaryAttrs are the ce-* headers Decode maps to envelope attributes; every
+// other ce-<name> header is kept as an extension attribute.
+var binaryAttrs = map[string]bool{
+	"specversion": true, "id": true, "source": true, "type": true, "time": true,
+	"subject": true, "datacontenttype": true, "data": true, "data_base64": true,
+}
+
+// binaryExtensions returns the CloudEvents extension attributes carried as
+// ce-<name> headers, as JSON strings. Names must be CloudEvents attribute
+// names (lower-case letters and digits, at most 20).
+func binaryExtensions(h map[string][]string) map[string]json.RawMessage {
+	var ext map[string]json.RawMessage
+	for k, v := range h {
+		if len(v) == 0 || len(k) < 4 || !strings.EqualFold(k[:3], "ce-") {
+			continue
+		}
+		name := strings.ToLower(k[3:])
+		if binaryAttrs[name] || !validAttrName(name) {
+			continue
+		}
+		q, err := json.Marshal(v[0])
+		if err != nil {
+			continue
+		}
+		if ext == nil {
+			ext = make(map[string]json.RawMessage)
+		}
+		ext[name] = q
+	}
+	return ext
+}
+
+func validAttrName(name string) bool {
+	if name == "" || len(name) > 20 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// wrapBare builds the envelope around a bare data object and validates it.
 func wrapBare(m Message, kind Kind, data []byte, id string) (Event, error) {
+	e := bareEvent(m, kind, data, id)
+	if err := e.Validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// bareEvent builds, without validating, the envelope around a bare data
+// object. Its id is id, else the Nats-Msg-Id header, else DerivedID, else a
+// new ULID.
+func bareEvent(m Message, kind Kind, data []byte, id string) Event {
 	if id == "" {
 		id = m.header(MsgIDHeader)
 	}
@@ -172,7 +227,7 @@ func wrapBare(m Message, kind Kind, data []byte, id string) (Event, error) {
 	if id == "" {
 		id = NewID()
 	}
-	e := Event{
+	return Event{
 		SpecVersion:     SpecVersion,
 		ID:              id,
 		Source:          defaultSource(m),
@@ -181,14 +236,11 @@ func wrapBare(m Message, kind Kind, data []byte, id string) (Event, error) {
 		DataContentType: ContentTypeJSON,
 		Data:            append(json.RawMessage(nil), data...),
 	}
-	if err := e.Validate(); err != nil {
-		return Event{}, err
-	}
-	return e, nil
 }
 
 // DerivedID returns the id given to a bare event that has no Nats-Msg-Id:
-// "<stream>-<sequence>", with characters an id may not hold replaced by "-".
+// "<stream>-<sequence>", with characters an id may not hold replaced by "x"
+// (the stream name "nats" when stream is empty).
 // It is "" when the sequence is unknown.
 func DerivedID(stream string, seq uint64) string {
 	if seq == 0 {
@@ -199,7 +251,7 @@ func DerivedID(stream string, seq uint64) string {
 	}
 	b := []byte(stream)
 	for i, c := range b {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == ':' || c == '-'
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-'
 		if !ok || (i == 0 && !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9')) {
 			b[i] = 'x'
 		}

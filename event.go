@@ -211,11 +211,11 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	if ts != "" {
-		t, err := time.Parse(time.RFC3339Nano, ts)
+		t, err := parseTime(ts)
 		if err != nil {
 			return fmt.Errorf("attribute time %q is not RFC 3339", ts)
 		}
-		e.Time = t.UTC()
+		e.Time = t
 	}
 	if raw, ok := m["data"]; ok && string(raw) != "null" {
 		e.Data = append(json.RawMessage(nil), raw...)
@@ -254,6 +254,9 @@ func (e *Event) Validate() error {
 	if e.Time.IsZero() {
 		return &DecodeError{Reason: ErrInvalidEnvelope, Detail: "time is missing"}
 	}
+	if y := e.Time.UTC().Year(); y < 0 || y > 9999 {
+		return &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("time %s is outside years 0000 to 9999 UTC", e.Time.UTC().Format(time.RFC3339))}
+	}
 	if ct := e.DataContentType; ct != "" && !isJSONContentType(ct) {
 		return &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("datacontenttype %q is not JSON", ct)}
 	}
@@ -274,6 +277,21 @@ func (e *Event) Validate() error {
 		return &DecodeError{Reason: ErrInvalidData, Detail: fmt.Sprintf("subject %q differs from data.team_id %q", e.Subject, team)}
 	}
 	return nil
+}
+
+// parseTime parses an RFC 3339 time and returns it in UTC. A time whose UTC
+// year falls outside 0000 to 9999 (such as 9999-12-31T23:00:00-02:00) is
+// rejected, since it could not be written back as RFC 3339.
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, err
+	}
+	t = t.UTC()
+	if y := t.Year(); y < 0 || y > 9999 {
+		return time.Time{}, fmt.Errorf("time %q is outside years 0000 to 9999 UTC", s)
+	}
+	return t, nil
 }
 
 func isJSONContentType(ct string) bool {
@@ -344,7 +362,8 @@ func firstNonSpace(b []byte) byte {
 }
 
 // Execution is the data of an execution event. Extra holds any other fields;
-// they are encoded beside the known ones and never dropped.
+// they are encoded beside the known ones and never dropped. Decoded numbers
+// in Extra are json.Number, so they keep every digit.
 type Execution struct {
 	TeamID     string         `json:"team_id"`
 	Action     string         `json:"action"`
@@ -356,7 +375,8 @@ type Execution struct {
 }
 
 // Reward is the data of a reward event. Extra holds any other fields; they
-// are encoded beside the known ones and never dropped.
+// are encoded beside the known ones and never dropped. Decoded numbers in
+// Extra are json.Number, so they keep every digit.
 type Reward struct {
 	TeamID      string         `json:"team_id"`
 	ExecutionID string         `json:"execution_id,omitempty"`
@@ -403,14 +423,21 @@ func mergeExtra(known any, extra map[string]any) ([]byte, error) {
 	if err != nil || len(extra) == 0 {
 		return b, err
 	}
-	var m map[string]any
+	// Keep the known fields as encoded (a map[string]any would turn large
+	// integers into float64 and lose digits).
+	var m map[string]json.RawMessage
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, err
 	}
 	for k, v := range extra {
-		if _, taken := m[k]; !taken {
-			m[k] = v
+		if _, taken := m[k]; taken {
+			continue
 		}
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("extra field %s: %w", k, err)
+		}
+		m[k] = raw
 	}
 	return json.Marshal(m)
 }
@@ -421,8 +448,11 @@ func splitExtra(b []byte, known any, names ...string) (map[string]any, error) {
 	if err := json.Unmarshal(b, known); err != nil {
 		return nil, err
 	}
+	// Numbers stay json.Number so that no digit is lost on the way back.
 	var all map[string]any
-	if err := json.Unmarshal(b, &all); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&all); err != nil {
 		return nil, err
 	}
 	for _, n := range names {

@@ -1,0 +1,166 @@
+package bhiv_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/natstest"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestStreamConfigDefaults(t *testing.T) {
+	c := bhiv.StreamConfig{}.WithDefaults()
+	want := bhiv.StreamConfig{Name: "BHIV", SubjectPrefix: "bhiv.events", Replicas: 1, MaxAge: 7 * 24 * time.Hour, Duplicates: 2 * time.Minute}
+	if c != want {
+		t.Errorf("WithDefaults = %+v, want %+v", c, want)
+	}
+	if err := (bhiv.StreamConfig{}).Validate(); err != nil {
+		t.Errorf("zero config: %v", err)
+	}
+	for name, bad := range map[string]bhiv.StreamConfig{
+		"name with dot":           {Name: "BH.IV"},
+		"name with space":         {Name: "B IV"},
+		"prefix with wildcard":    {SubjectPrefix: "bhiv.*"},
+		"prefix empty token":      {SubjectPrefix: "bhiv..events"},
+		"too many replicas":       {Replicas: 6},
+		"negative replicas":       {Replicas: -1},
+		"duplicates over max age": {MaxAge: time.Minute, Duplicates: time.Hour},
+		"negative duplicates":     {Duplicates: -time.Second},
+	} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%s: Validate accepted %+v", name, bad)
+		}
+	}
+}
+
+func streamInfo(t *testing.T, s jetstream.Stream) jetstream.StreamConfig {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	return info.Config
+}
+
+func TestEnsureStream(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	s, err := bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{})
+	if err != nil {
+		t.Fatalf("EnsureStream: %v", err)
+	}
+	cfg := streamInfo(t, s)
+	if cfg.Name != "BHIV" || len(cfg.Subjects) != 1 || cfg.Subjects[0] != "bhiv.events.>" ||
+		cfg.Storage != jetstream.FileStorage || cfg.Retention != jetstream.LimitsPolicy ||
+		cfg.MaxAge != 7*24*time.Hour || cfg.Duplicates != 2*time.Minute || cfg.Replicas != 1 {
+		t.Errorf("stream config %+v", cfg)
+	}
+
+	// Both kinds land in the stream.
+	for _, k := range bhiv.Kinds {
+		if _, err := js.Publish(ctx, bhiv.Subject("", k), []byte(`{"team_id":"t"}`)); err != nil {
+			t.Fatalf("publish %s: %v", k, err)
+		}
+	}
+
+	// Calling it again with the same config is a no-op.
+	if _, err := bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{}); err != nil {
+		t.Fatalf("EnsureStream again: %v", err)
+	}
+
+	// A changed config updates the stream and keeps its messages.
+	s, err = bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{MaxAge: 24 * time.Hour, Duplicates: 5 * time.Minute})
+	if err != nil {
+		t.Fatalf("EnsureStream update: %v", err)
+	}
+	cfg = streamInfo(t, s)
+	if cfg.MaxAge != 24*time.Hour || cfg.Duplicates != 5*time.Minute || cfg.Storage != jetstream.FileStorage {
+		t.Errorf("updated config %+v", cfg)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Errorf("stream holds %d messages after update, want 2", info.State.Msgs)
+	}
+
+	// An operator-created stream that drifted from ours is put back.
+	if _, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "BHIV", Subjects: []string{"bhiv.events.>"}, MaxAge: time.Hour, Duplicates: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	s, err = bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := streamInfo(t, s); cfg.MaxAge != 7*24*time.Hour || cfg.Duplicates != 2*time.Minute {
+		t.Errorf("drifted stream not restored: %+v", cfg)
+	}
+}
+
+func TestEnsureStreamCustomNameAndPrefix(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{Name: "ACME_EVENTS", SubjectPrefix: "acme.bhiv"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := streamInfo(t, s)
+	if cfg.Name != "ACME_EVENTS" || cfg.Subjects[0] != "acme.bhiv.>" {
+		t.Errorf("config %+v", cfg)
+	}
+	ack, err := js.Publish(ctx, bhiv.Subject("acme.bhiv", bhiv.KindReward), []byte(`{}`))
+	if err != nil || ack.Stream != "ACME_EVENTS" {
+		t.Errorf("publish: %+v, %v", ack, err)
+	}
+}
+
+func TestEnsureStreamErrors(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{Name: "bad name"}); err == nil {
+		t.Error("bad name accepted")
+	}
+	// Three replicas need a cluster: a single server refuses.
+	if _, err := bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{Replicas: 3}); err == nil {
+		t.Error("3 replicas on one server accepted")
+	}
+	// NATS gone: a clear error within the deadline.
+	srv.Shutdown()
+	short, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel2()
+	start := time.Now()
+	if _, err := bhiv.EnsureStream(short, js, bhiv.StreamConfig{}); err == nil {
+		t.Error("no error with the server down")
+	} else if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("took %v with a 500ms deadline", d)
+	}
+}
+
+func TestEnsureStreamReplicasOnCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := natstest.StartCluster(t)
+	_, js := c.Nodes[0].Connect()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{Replicas: 3})
+	if err != nil {
+		t.Fatalf("EnsureStream R3: %v", err)
+	}
+	if cfg := streamInfo(t, s); cfg.Replicas != 3 || cfg.Storage != jetstream.FileStorage {
+		t.Errorf("config %+v", cfg)
+	}
+}
