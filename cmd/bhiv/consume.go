@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/lmittmann/tint"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hackaverse/bhiv/consumer"
+)
+
+func runConsume(ctx context.Context, args []string, e env) error {
+	fs := newFlagSet("consume", e)
+	c := newConfig(fs, e.getenv, natsSettings, coreSettings, bucketSettings, failureSettings, consumerSettings, adminSettings, logSettings)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log := newLogger(c, e.stderr)
+	n := readNATS(c)
+	cc := readConsumer(c, n)
+	sc := readSinks(c, cc.Concurrency)
+	adminAddr := c.str("BHIV_ADMIN_ADDR")
+	if err := c.err(); err != nil {
+		return usageError{err}
+	}
+	log.Info("bhiv consume starting", append([]any{"version", Version()}, c.effective()...)...)
+	return consume(ctx, log, n, cc, sc, adminAddr)
+}
+
+// consume connects to NATS and runs the pipeline and the admin server until
+// ctx ends, then shuts down in order: the consumer drains and settles its
+// in-flight events, the sinks close, the connection drains.
+func consume(ctx context.Context, log *slog.Logger, n natsConfig, cc consumer.Config, sc sinkConfig, adminAddr string) error {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	nc, err := connect(cctx, n, "bhiv consume", log)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer drainConn(nc, log)
+	js, err := jetStream(ctx, nc, n)
+	if err != nil {
+		return err
+	}
+	reg := newRegistry()
+	p, err := newPipeline(js, cc, sc, log, reg)
+	if err != nil {
+		return err
+	}
+	ln, err := listenAdmin(adminAddr)
+	if err != nil {
+		p.close()
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	runCtx, stop := context.WithCancel(gctx)
+	defer stop()
+	g.Go(func() error {
+		defer stop() // the admin server goes when the consumer does
+		return p.run(runCtx)
+	})
+	if ln != nil {
+		log.Info("admin server listening", "metrics", "http://"+ln.Addr().String()+"/metrics")
+		g.Go(func() error { return serveUntil(runCtx, ln, adminHandler(reg, p.consumer.Ready), 5*time.Second) })
+	}
+	err = g.Wait()
+	if cerr := p.close(); cerr != nil {
+		log.Error("closing sinks", tint.Err(cerr))
+		err = errors.Join(err, cerr)
+	}
+	if err == nil {
+		log.Info("bhiv consume stopped cleanly")
+	}
+	return err
+}
+
+// drainConn drains the NATS connection and waits, for a bounded time, until
+// it is closed.
+func drainConn(nc *nats.Conn, log *slog.Logger) {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		log.Warn("nats drain took over 10s; closing")
+		nc.Close()
+	}
+}

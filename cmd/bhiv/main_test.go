@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/corestub"
+	"github.com/hackaverse/bhiv/internal/natstest"
+)
+
+// TestMain makes this test binary double as `bhiv` (on PATH during the
+// tests), so scripts and subprocess tests run the real binary's main.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){"bhiv": main})
+}
+
+// TestScripts runs the CLI scenarios in testdata/script.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{Dir: "testdata/script"})
+}
+
+// envMap returns a getenv over m.
+func envMap(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// runBhiv runs the binary in-process and returns its output.
+func runBhiv(t *testing.T, ctx context.Context, env map[string]string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err = run(ctx, append([]string{"bhiv"}, args...), envMap(env), &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+// streamCount returns how many messages the stream holds.
+func streamCount(t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func TestPublishFlags(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	env := map[string]string{"NATS_URL": srv.URL()}
+	ctx := context.Background()
+
+	out, errOut, err := runBhiv(t, ctx, env, "publish", "execution", "--team", "team_42", "--action", "analyze_data", "--status", "ok", "--id", "exec-1")
+	if err != nil {
+		t.Fatalf("publish execution: %v\n%s", err, errOut)
+	}
+	if !strings.Contains(out, "published execution exec-1") {
+		t.Errorf("stdout = %q", out)
+	}
+	out, _, err = runBhiv(t, ctx, env, "publish", "execution", "--team", "team_42", "--action", "analyze_data", "--id", "exec-1")
+	if err != nil || !strings.Contains(out, "duplicate") {
+		t.Errorf("second publish of exec-1: %v %q", err, out)
+	}
+	if _, errOut, err := runBhiv(t, ctx, env, "publish", "reward", "--team", "team_42", "--reward", "10", "--reason", "fast", "--data", `{"bonus":true}`); err != nil {
+		t.Fatalf("publish reward: %v\n%s", err, errOut)
+	}
+	if n := streamCount(t, js, "BHIV"); n != 2 {
+		t.Fatalf("stream holds %d messages, want 2", n)
+	}
+	s, _ := js.Stream(ctx, "BHIV")
+	msg, err := s.GetLastMsgForSubject(ctx, "bhiv.events.reward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev bhiv.Event
+	if err := json.Unmarshal(msg.Data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ev.Reward()
+	if err != nil || r.Reward != 10 || r.Reason != "fast" || r.Extra["bonus"] != true || ev.Source != "bhiv-cli" {
+		t.Errorf("reward event = %+v (%v), data %+v", ev, err, r)
+	}
+	if msg.Header.Get(bhiv.MsgIDHeader) != ev.ID {
+		t.Errorf("Nats-Msg-Id = %q, want %q", msg.Header.Get(bhiv.MsgIDHeader), ev.ID)
+	}
+}
+
+func TestPublishFile(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	dir := t.TempDir()
+	var b strings.Builder
+	const n = 1000
+	for i := 0; i < n; i++ {
+		if i%2 == 0 {
+			ev, err := bhiv.New(bhiv.KindExecution, "test", fmt.Sprintf("file-%d", i), bhiv.Execution{TeamID: "t1", Action: "a", DurationMS: int64(i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			line, _ := json.Marshal(ev)
+			b.Write(line)
+		} else {
+			fmt.Fprintf(&b, `{"team_id":"t%d","action":"bare","n":%d}`, i, i)
+		}
+		b.WriteByte('\n')
+	}
+	path := filepath.Join(dir, "events.jsonl")
+	os.WriteFile(path, []byte(b.String()), 0o644)
+	env := map[string]string{"NATS_URL": srv.URL()}
+
+	out, errOut, err := runBhiv(t, context.Background(), env, "publish", "--file", path, "--kind", "execution")
+	if err != nil {
+		t.Fatalf("publish --file: %v\n%s", err, errOut)
+	}
+	if !strings.Contains(out, "published 1000, duplicates 0, failed 0") {
+		t.Errorf("summary = %q", out)
+	}
+	if got := streamCount(t, js, "BHIV"); got != n {
+		t.Fatalf("stream holds %d, want %d", got, n)
+	}
+	// Again: the envelopes with ids are duplicates; the bare lines are new events.
+	out, _, err = runBhiv(t, context.Background(), env, "publish", "--file", path, "--kind", "execution")
+	if err != nil || !strings.Contains(out, "published 500, duplicates 500, failed 0") {
+		t.Errorf("second run: %v %q", err, out)
+	}
+
+	// A file with a bad line fails, says which line, and still publishes the rest.
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte("{\"team_id\":\"x\",\"action\":\"y\"}\nnot json\n{\"action\":\"no team\"}\n"), 0o644)
+	out, errOut, err = runBhiv(t, context.Background(), env, "publish", "--file", bad, "--kind", "execution")
+	if err == nil || !strings.Contains(errOut, "line 2") || !strings.Contains(errOut, "line 3") || !strings.Contains(out, "published 1, duplicates 0, failed 2") {
+		t.Errorf("bad file: err %v, stdout %q, stderr %q", err, out, errOut)
+	}
+}
+
+func TestBadSettingsNameTheVariable(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"BHIV_CONCURRENCY": "many"}, []string{"consume"}, "BHIV_CONCURRENCY"},
+		{map[string]string{"BHIV_CORE_TIMEOUT": "10"}, []string{"consume"}, "BHIV_CORE_TIMEOUT"},
+		{map[string]string{"BHIV_CORE_URL": "ftp://x"}, []string{"consume"}, "BHIV_CORE_URL"},
+		{map[string]string{"LOG_LEVEL": "loud"}, []string{"consume"}, "LOG_LEVEL"},
+		{map[string]string{"BHIV_BUCKET_FSYNC": "maybe"}, []string{"consume"}, "BHIV_BUCKET_FSYNC"},
+		{map[string]string{"BHIV_STREAM": "bad name"}, []string{"publish", "execution", "--team", "t", "--action", "a"}, "BHIV_STREAM"},
+		{map[string]string{}, []string{"consume", "--concurrency", "0"}, "--concurrency"},
+		{map[string]string{"NATS_PASSWORD": "hunter2"}, []string{"consume"}, "NATS_USER"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			// An unreachable NATS proves the error comes before connecting.
+			tt.env["NATS_URL"] = "nats://127.0.0.1:1"
+			_, _, err := runBhiv(t, context.Background(), tt.env, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to name %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error shows a secret: %v", err)
+			}
+			if exitCode(err) != 2 {
+				t.Errorf("exit code %d, want 2", exitCode(err))
+			}
+		})
+	}
+}
+
+// TestConsumeInProcess runs `bhiv consume` in-process against an embedded
+// server and the core stub, publishes, and stops it with ctx.
+func TestConsumeInProcess(t *testing.T) {
+	srv := natstest.Start(t)
+	stub, err := corestub.New(corestub.Config{Token: "tok-secret-123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core := httptestServer(t, stub)
+	dir := t.TempDir()
+	env := map[string]string{
+		"NATS_URL":        srv.URL(),
+		"BHIV_CORE_URL":   core + corestub.Path,
+		"BHIV_CORE_TOKEN": "tok-secret-123",
+		"BHIV_BUCKET_DIR": filepath.Join(dir, "bucket"),
+		"BHIV_FAILED_LOG": filepath.Join(dir, "failed.log"),
+		"BHIV_ADMIN_ADDR": "127.0.0.1:0",
+		"LOG_FORMAT":      "json",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"bhiv", "consume"}, envMap(env), io.Discard, &logs) }()
+
+	for i := 0; i < 50; i++ {
+		if _, errOut, err := runBhiv(t, context.Background(), env, "publish", "execution", "--team", "t1", "--action", "a", "--id", fmt.Sprintf("ip-%d", i)); err != nil {
+			t.Fatalf("publish: %v %s", err, errOut)
+		}
+	}
+	waitFor(t, 20*time.Second, func() bool { return stub.Stats().Unique == 50 })
+	waitFor(t, 10*time.Second, func() bool { return countFiles(t, filepath.Join(dir, "bucket")) == 50 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("consume returned %v", err)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("consume did not stop")
+	}
+	if strings.Contains(logs.String(), "tok-secret-123") {
+		t.Errorf("the Core token appears in the logs")
+	}
+	if !strings.Contains(logs.String(), "bhiv consume starting") {
+		t.Errorf("no start-up line in the logs:\n%s", logs.String())
+	}
+}
+
+// TestDevSubprocess starts `bhiv dev` as a subprocess, publishes with `bhiv
+// publish`, finds the event at the core stub and in the bucket, then stops
+// it with SIGTERM.
+func TestDevSubprocess(t *testing.T) {
+	bin, err := exec.LookPath("bhiv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "dev", "--nats-addr", "127.0.0.1:0", "--data", dir)
+	cmd.Env = append(os.Environ(), "BHIV_CORE_STUB_ADDR=127.0.0.1:0", "BHIV_ADMIN_ADDR=127.0.0.1:0")
+	stdout, _ := cmd.StdoutPipe()
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var natsURL, stubURL string
+	sc := bufio.NewScanner(stdout)
+	reNATS := regexp.MustCompile(`NATS \(JetStream\)\s+(\S+)`)
+	reStub := regexp.MustCompile(`Core stub\s+(\S+)`)
+	for sc.Scan() && (natsURL == "" || stubURL == "") {
+		if m := reNATS.FindStringSubmatch(sc.Text()); m != nil {
+			natsURL = m[1]
+		}
+		if m := reStub.FindStringSubmatch(sc.Text()); m != nil {
+			stubURL = m[1]
+		}
+	}
+	go io.Copy(io.Discard, stdout)
+	if natsURL == "" || stubURL == "" {
+		t.Fatalf("no banner; stderr:\n%s", stderr.String())
+	}
+	pub := exec.Command(bin, "publish", "execution", "--nats-url", natsURL, "--team", "team_42", "--action", "analyze_data", "--id", "dev-1")
+	if out, err := pub.CombinedOutput(); err != nil {
+		t.Fatalf("publish: %v\n%s", err, out)
+	}
+	waitFor(t, 20*time.Second, func() bool {
+		resp, err := http.Get(stubURL + "/stats")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st corestub.Stats
+		json.NewDecoder(resp.Body).Decode(&st)
+		return st.Unique == 1
+	})
+	matches, _ := filepath.Glob(filepath.Join(dir, "bucket", "execution", "*", "dev-1.json"))
+	if len(matches) != 1 {
+		t.Fatalf("bucket file for dev-1: %v", matches)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	errc := make(chan error, 1)
+	go func() { errc <- cmd.Wait() }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("bhiv dev exited with %v; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("bhiv dev did not stop on SIGTERM")
+	}
+}
+
+func httptestServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := listenAdmin("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func countFiles(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".json") {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bufio"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files (.env.example)")
+
+// envExample renders .env.example from the settings table.
+func envExample() string {
+	var b strings.Builder
+	b.WriteString("# bhiv settings: copy to .env (docker compose reads it) or export them.\n")
+	b.WriteString("# Every setting is also a flag (BHIV_CORE_URL → --core-url); flags win.\n")
+	b.WriteString("# Generated from cmd/bhiv/settings.go: go test ./cmd/bhiv -run EnvExample -update\n")
+	for _, g := range allGroups {
+		b.WriteString("\n# ── " + g.title + " ──\n")
+		for _, s := range g.settings {
+			b.WriteString("# " + s.help)
+			if s.secret {
+				b.WriteString(" (secret: never logged)")
+			}
+			b.WriteString("\n" + s.env + "=" + s.def + "\n")
+		}
+	}
+	return b.String()
+}
+
+func TestEnvExample(t *testing.T) {
+	path := filepath.Join("..", "..", ".env.example")
+	want := envExample()
+	if *update {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Errorf(".env.example is out of date with the settings table; run go test ./cmd/bhiv -run EnvExample -update")
+	}
+	// Every variable in .env.example is a setting, once.
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(strings.NewReader(string(got)))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, _, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Errorf(".env.example: line %q is not NAME=VALUE", line)
+			continue
+		}
+		if seen[name] {
+			t.Errorf(".env.example names %s twice", name)
+		}
+		seen[name] = true
+	}
+	for _, g := range allGroups {
+		for _, s := range g.settings {
+			if !seen[s.env] {
+				t.Errorf(".env.example lacks %s", s.env)
+			}
+		}
+	}
+}
+
+// TestEnvReadsOnlyKnownSettings checks that every environment variable the
+// code reads is in the settings table (and so in .env.example), and that
+// every setting in the table is read somewhere.
+func TestEnvReadsOnlyKnownSettings(t *testing.T) {
+	known := map[string]bool{}
+	for _, g := range allGroups {
+		for _, s := range g.settings {
+			known[s.env] = true
+		}
+	}
+	read := map[string]bool{}
+	// Literal names passed to a getenv or to a config reader.
+	re := regexp.MustCompile(`(?:getenv|Getenv|LookupEnv|\.str|\.int|\.dur|\.bool|\.float|\.oneOf|\.check)\("([A-Z][A-Z0-9_]+)"`)
+	err := filepath.WalkDir(filepath.Join("..", ".."), func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata" || d.Name() == "data") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range re.FindAllStringSubmatch(string(src), -1) {
+			read[m[1]] = true
+			if !known[m[1]] {
+				t.Errorf("%s reads %s, which is not in the settings table (.env.example)", path, m[1])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unread []string
+	for name := range known {
+		if !read[name] {
+			unread = append(unread, name)
+		}
+	}
+	sort.Strings(unread)
+	if len(unread) > 0 {
+		t.Errorf("settings never read by the code: %v", unread)
+	}
+}
