@@ -217,25 +217,28 @@ func (b *Bucket) Path(ev *bhiv.Event) (string, error) {
 }
 
 // Deliver writes the event to its file. It returns nil once the file is in
-// place (and durable, unless NoFsync), or a *bhiv.SinkError: permanent when
-// the event cannot make a safe path, retryable_exhausted when disk errors
-// outlasted the retries or ctx ended first (Err then wraps ctx.Err()).
+// place (and durable, unless NoFsync). Otherwise it returns a
+// *bhiv.SinkError with Sink "bucket": permanent when the event cannot make a
+// safe path, retryable_exhausted when disk errors outlasted the retries.
+// When ctx ends first, it returns promptly an error that wraps ctx.Err() and
+// is not a *bhiv.SinkError (a write may still complete). After Close it
+// returns an error wrapping ErrClosed.
 func (b *Bucket) Deliver(ctx context.Context, ev *bhiv.Event) error {
 	path, err := b.Path(ev)
 	if err != nil {
 		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("bucket path: %w", err)}
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("bucket: write %s: %w", path, ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("bucket: write %s: %w", path, err)
 	}
 	data, err := json.Marshal(ev)
 	if err != nil {
 		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("encode event %s: %w", ev.ID, err)}
 	}
 	data = append(data, '\n')
-	if err := ctx.Err(); err != nil {
-		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassRetryableExhausted, Err: fmt.Errorf("write %s: %w", path, err)}
-	}
-	if b.closed.Load() {
-		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassRetryableExhausted, Err: fmt.Errorf("write %s: bucket %w", path, ErrClosed)}
-	}
 	attempts := 0
 	var last error
 	err = failsafe.With(b.retry).WithContext(ctx).Run(func() error {
@@ -243,18 +246,16 @@ func (b *Bucket) Deliver(ctx context.Context, ev *bhiv.Event) error {
 		last = b.write(ctx, path, data)
 		return last
 	})
-	if err == nil {
+	switch {
+	case err == nil:
 		return nil
-	}
-	if errors.Is(err, ErrClosed) {
-		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassRetryableExhausted, Attempts: attempts, Err: fmt.Errorf("write %s: bucket %w", path, ErrClosed)}
-	}
-	if cerr := ctx.Err(); cerr != nil {
-		if last != nil && !errors.Is(last, cerr) {
-			err = fmt.Errorf("write %s: %w (last error: %v)", path, cerr, last)
-		} else {
-			err = fmt.Errorf("write %s: %w", path, cerr)
+	case errors.Is(err, ErrClosed):
+		return fmt.Errorf("bucket: write %s: %w", path, ErrClosed)
+	case ctx.Err() != nil:
+		if last != nil && !errors.Is(last, ctx.Err()) {
+			return fmt.Errorf("bucket: write %s: %w (after %d attempt(s), last error: %v)", path, ctx.Err(), attempts, last)
 		}
+		return fmt.Errorf("bucket: write %s: %w", path, ctx.Err())
 	}
 	return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassRetryableExhausted, Attempts: attempts, Err: err}
 }

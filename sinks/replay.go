@@ -1,0 +1,488 @@
+package sinks
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/lmittmann/tint"
+	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
+
+	"github.com/hackaverse/bhiv"
+)
+
+// Deliverer is what Replay sends records to: a sink.
+type Deliverer interface {
+	Deliver(ctx context.Context, ev *bhiv.Event) error
+}
+
+// ErrReplayRunning is returned by Replay when another replay of the same
+// log is running.
+var ErrReplayRunning = errors.New("another replay of this failure log is running")
+
+// ReplayConfig configures Replay.
+type ReplayConfig struct {
+	// Path is the failure log; default DefaultFailureLogPath.
+	Path string
+	// Sinks are the sinks to re-send to, by the name records carry in
+	// their sink field ("core", "bucket"). Records of other sinks are
+	// skipped and stay.
+	Sinks map[string]Deliverer
+	// Filters; the zero value of each matches every record.
+	Sink  string    // only records of this sink
+	Kind  bhiv.Kind // only events of this kind
+	Since time.Time // only records written at or after this time
+	// DryRun reads and counts without sending or changing anything; Sent
+	// then counts the records that would be sent. With a nil Sinks, a dry
+	// run counts every record holding a valid event as one to send.
+	DryRun bool
+	// Rate limits sending to this many events per second; 0 = unlimited.
+	Rate float64
+	// Progress, when set, is called after each record that matches the
+	// filters, with how many are done and how many there are.
+	Progress func(done, total int)
+	// Logger receives warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// ReplayResult counts what Replay did with the records that match the
+// filters.
+type ReplayResult struct {
+	Sent    int // went through: removed from the log
+	Failed  int // failed again: they stay, with their attempts raised
+	Skipped int // cannot be replayed (invalid input, no such sink): they stay
+}
+
+// Replay re-sends the records of the failure log to their sinks. Records
+// that go through are removed; the rest stay, with their attempt count
+// raised and their error updated. Lines that are not records stay as they
+// are.
+//
+// Hand-over: Replay never rewrites the file appenders write to. Under the
+// log's exclusive lock (flock on <path>.lock, the lock every FailureLog
+// write takes) it renames the current log to a rotated file, as a rotation
+// would, and releases the lock at once; appenders, in this process or
+// another such as a running consumer, notice the rename under the same lock
+// and go on in a new file at <path>. Replay then works only on rotated
+// files, which nobody appends to, so neither side can lose the other's
+// records and appenders are never held up for longer than a rename. A
+// second replay of the same log fails with ErrReplayRunning (flock on
+// <path>.replay.lock).
+//
+// Crash safety: each rotated file is rewritten atomically (temporary file,
+// fsync, rename, fsync of the directory) once its records are processed.
+// So that a replay killed before that repeats at most the records in
+// flight, the key (SHA-256 of the line) of every record that went through
+// is first appended, fsynced, to <path>.replay-done; the next replay
+// removes those records without sending them again, and removes the file
+// when it has rewritten everything.
+//
+// On ctx's end Replay stops sending, rewrites the file it was working on,
+// and returns what it did with ctx.Err().
+func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
+	r := &replayer{cfg: cfg, log: cfg.Logger}
+	if r.cfg.Path == "" {
+		r.cfg.Path = DefaultFailureLogPath
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	path, err := filepath.Abs(r.cfg.Path)
+	if err != nil {
+		return ReplayResult{}, fmt.Errorf("replay: %w", err)
+	}
+	r.path = path
+	if cfg.Rate > 0 {
+		r.limiter = rate.NewLimiter(rate.Limit(cfg.Rate), 1)
+	}
+	return r.run(ctx)
+}
+
+type replayer struct {
+	cfg     ReplayConfig
+	path    string
+	log     *slog.Logger
+	limiter *rate.Limiter
+
+	done     map[string]bool // keys of records already sent by a killed replay
+	doneFile *os.File        // <path>.replay-done, appended to
+	res      ReplayResult
+	total    int
+	progress int
+}
+
+func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
+	if r.cfg.DryRun {
+		return r.dryRun()
+	}
+	dir := filepath.Dir(r.path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return r.res, nil // no log, nothing to do
+	}
+	// One replay at a time.
+	rlock, err := openLockFile(r.path + ".replay.lock")
+	if err != nil {
+		return r.res, fmt.Errorf("replay: %w", err)
+	}
+	defer rlock.Close()
+	if err := unix.Flock(int(rlock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return r.res, fmt.Errorf("replay %s: %w", r.path, ErrReplayRunning)
+		}
+		return r.res, fmt.Errorf("replay: %w", diskErr("lock", rlock.Name(), err))
+	}
+	defer func() { _ = unix.Flock(int(rlock.Fd()), unix.LOCK_UN) }()
+
+	r.removeStaleTemps()
+	if err := r.loadDone(); err != nil {
+		return r.res, err
+	}
+	// Hand-over: the live log becomes a rotated file.
+	lock, err := openLockFile(r.path + ".lock")
+	if err != nil {
+		return r.res, fmt.Errorf("replay: %w", err)
+	}
+	err = withFlock(lock, unix.LOCK_EX, func() error {
+		fi, err := os.Stat(r.path)
+		if err != nil || fi.Size() == 0 {
+			return nil
+		}
+		_, err = rotateLocked(r.path)
+		return err
+	})
+	_ = lock.Close()
+	if err != nil {
+		return r.res, fmt.Errorf("replay: hand-over: %w", err)
+	}
+	files, err := rotatedFiles(r.path)
+	if err != nil {
+		return r.res, fmt.Errorf("replay: %w", err)
+	}
+	if err := r.count(files); err != nil {
+		return r.res, err
+	}
+	for _, f := range files {
+		if err := r.replayFile(ctx, f); err != nil {
+			_ = r.closeDone()
+			return r.res, err
+		}
+		if ctx.Err() != nil {
+			_ = r.closeDone()
+			return r.res, ctx.Err()
+		}
+	}
+	// Every file is rewritten: the keys are no longer needed.
+	if err := r.closeDone(); err != nil {
+		return r.res, err
+	}
+	if err := os.Remove(r.donePath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return r.res, fmt.Errorf("replay: %w", diskErr("remove", r.donePath(), err))
+	}
+	return r.res, nil
+}
+
+func (r *replayer) donePath() string { return r.path + ".replay-done" }
+
+// loadDone reads the keys a killed replay left and opens the file for more.
+func (r *replayer) loadDone() error {
+	r.done = map[string]bool{}
+	if f, err := os.Open(r.donePath()); err == nil {
+		err = scanLines(f, func(line []byte, _ int, torn bool) error {
+			if !torn {
+				r.done[string(line)] = true
+			}
+			return nil
+		})
+		_ = f.Close()
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+		if len(r.done) > 0 {
+			r.log.Info("replay: resuming after an interrupted replay", "sent_before", len(r.done))
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("replay: %w", diskErr("open", r.donePath(), err))
+	}
+	f, err := openAppend(r.donePath())
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	r.doneFile = f
+	return nil
+}
+
+func (r *replayer) closeDone() error {
+	if r.doneFile == nil {
+		return nil
+	}
+	err := r.doneFile.Close()
+	r.doneFile = nil
+	if err != nil {
+		return fmt.Errorf("replay: %w", diskErr("close", r.donePath(), err))
+	}
+	return nil
+}
+
+// markDone durably records that the record with key went through.
+func (r *replayer) markDone(key string) error {
+	if _, err := r.doneFile.WriteString(key + "\n"); err != nil {
+		return diskErr("append to", r.donePath(), err)
+	}
+	if err := r.doneFile.Sync(); err != nil {
+		return diskErr("sync", r.donePath(), err)
+	}
+	return nil
+}
+
+func lineKey(line []byte) string {
+	sum := sha256.Sum256(line)
+	return hex.EncodeToString(sum[:])
+}
+
+// removeStaleTemps removes the temporary files of a killed replay.
+func (r *replayer) removeStaleTemps() {
+	dir, base := filepath.Split(r.path)
+	matches, _ := filepath.Glob(filepath.Join(dir, "."+base+".*"+replayTmpMark+"*"))
+	for _, m := range matches {
+		_ = os.Remove(m)
+	}
+}
+
+const replayTmpMark = ".replay-tmp-"
+
+// matches reports whether rec passes the filters.
+func (r *replayer) matches(rec *bhiv.FailureRecord) bool {
+	if r.cfg.Sink != "" && rec.Sink != r.cfg.Sink {
+		return false
+	}
+	if r.cfg.Kind != "" && rec.Kind != r.cfg.Kind {
+		return false
+	}
+	if !r.cfg.Since.IsZero() && rec.Time.Before(r.cfg.Since) {
+		return false
+	}
+	return true
+}
+
+// count sets the total for Progress: the matching records not already sent.
+func (r *replayer) count(files []string) error {
+	if r.cfg.Progress == nil {
+		return nil
+	}
+	for _, name := range files {
+		f, err := os.Open(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("replay: %w", diskErr("open", name, err))
+		}
+		err = scanLines(f, func(line []byte, _ int, _ bool) error {
+			if rec, err := parseRecord(line); err == nil && r.matches(&rec) && !r.done[lineKey(line)] {
+				r.total++
+			}
+			return nil
+		})
+		_ = f.Close()
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+	}
+	return nil
+}
+
+func (r *replayer) step() {
+	r.progress++
+	if r.cfg.Progress != nil {
+		r.cfg.Progress(r.progress, r.total)
+	}
+}
+
+// replayFile replays the records of one rotated file and rewrites it with
+// those that stay, or removes it when none does.
+func (r *replayer) replayFile(ctx context.Context, name string) error {
+	in, err := os.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("replay: %w", diskErr("open", name, err))
+	}
+	defer in.Close()
+	dir, base := filepath.Split(name)
+	tmp, err := os.CreateTemp(dir, "."+base+replayTmpMark+"*")
+	if err != nil {
+		return fmt.Errorf("replay: %w", diskErr("create temp file in", dir, err))
+	}
+	defer func() {
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
+	}()
+	out := bufio.NewWriterSize(tmp, 64<<10)
+	kept := 0
+	keep := func(line []byte) error {
+		kept++
+		_, _ = out.Write(line)
+		return out.WriteByte('\n')
+	}
+	err = scanLines(in, func(line []byte, n int, torn bool) error {
+		if ctx.Err() != nil {
+			return keep(line) // stopped: the rest stays as it is
+		}
+		rec, err := parseRecord(line)
+		if err != nil {
+			warnBadLine(r.log, name, n, torn, err)
+			return keep(line)
+		}
+		key := lineKey(line)
+		if r.done[key] {
+			return nil // sent by an interrupted replay
+		}
+		if !r.matches(&rec) {
+			return keep(line)
+		}
+		defer r.step()
+		deliverer := r.cfg.Sinks[rec.Sink]
+		if deliverer == nil {
+			r.res.Skipped++
+			r.log.Warn("replay: no such sink, record stays", "sink", rec.Sink, "event_id", rec.EventID)
+			return keep(line)
+		}
+		ev, err := rec.DecodeEvent()
+		if err != nil {
+			r.res.Skipped++ // invalid input cannot be replayed
+			return keep(line)
+		}
+		if r.limiter != nil {
+			if err := r.limiter.Wait(ctx); err != nil {
+				return keep(line)
+			}
+		}
+		derr := deliverer.Deliver(ctx, &ev)
+		if derr == nil {
+			r.res.Sent++
+			if err := r.markDone(key); err != nil {
+				// Cannot record it: keep it, to be sent again.
+				r.log.Error("replay: cannot record a sent record; it stays and will be sent again", tint.Err(err))
+				return keep(line)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return keep(line) // in flight when stopped: unchanged
+		}
+		r.res.Failed++
+		r.log.Warn("replay: failed again", "sink", rec.Sink, "event_id", rec.EventID, tint.Err(derr))
+		raiseAttempts(&rec, derr)
+		b, err := json.Marshal(&rec)
+		if err != nil {
+			return keep(line)
+		}
+		return keep(b)
+	})
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	if err := out.Flush(); err != nil {
+		return fmt.Errorf("replay: %w", diskErr("write", tmp.Name(), err))
+	}
+	if kept == 0 {
+		if err := os.Remove(name); err != nil {
+			return fmt.Errorf("replay: %w", diskErr("remove", name, err))
+		}
+	} else {
+		if err := tmp.Chmod(logFilePerm); err != nil {
+			return fmt.Errorf("replay: %w", diskErr("chmod", tmp.Name(), err))
+		}
+		if err := tmp.Sync(); err != nil {
+			return fmt.Errorf("replay: %w", diskErr("sync", tmp.Name(), err))
+		}
+		if err := os.Rename(tmp.Name(), name); err != nil {
+			return fmt.Errorf("replay: %w", diskErr("rename", name, err))
+		}
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("replay: %w", diskErr("sync directory", dir, err))
+	}
+	return nil
+}
+
+// raiseAttempts records another failed delivery of rec.
+func raiseAttempts(rec *bhiv.FailureRecord, err error) {
+	attempts := 1
+	var se *bhiv.SinkError
+	if errors.As(err, &se) {
+		if se.Attempts > 0 {
+			attempts = se.Attempts
+		}
+		if se.Class != "" {
+			rec.ErrorClass = se.Class
+		}
+		rec.Status = se.Status
+	}
+	rec.Attempts += attempts
+	rec.Error = err.Error()
+}
+
+// dryRun counts what a replay would do, changing nothing.
+func (r *replayer) dryRun() (ReplayResult, error) {
+	// Keys of an interrupted replay: those records are as good as gone.
+	r.done = map[string]bool{}
+	if f, err := os.Open(r.donePath()); err == nil {
+		_ = scanLines(f, func(line []byte, _ int, torn bool) error {
+			if !torn {
+				r.done[string(line)] = true
+			}
+			return nil
+		})
+		_ = f.Close()
+	}
+	files, err := openLogFiles(r.path)
+	if err != nil {
+		return r.res, fmt.Errorf("replay: %w", err)
+	}
+	defer func() {
+		for _, f := range files {
+			_ = f.Close()
+		}
+	}()
+	var recs []bhiv.FailureRecord
+	for _, f := range files {
+		err := scanLines(f, func(line []byte, n int, torn bool) error {
+			rec, err := parseRecord(line)
+			if err != nil {
+				warnBadLine(r.log, f.Name(), n, torn, err)
+				return nil
+			}
+			if r.matches(&rec) && !r.done[lineKey(line)] {
+				recs = append(recs, rec)
+			}
+			return nil
+		})
+		if err != nil {
+			return r.res, fmt.Errorf("replay: %w", err)
+		}
+	}
+	r.total = len(recs)
+	for i := range recs {
+		rec := &recs[i]
+		_, err := rec.DecodeEvent()
+		if err != nil || (r.cfg.Sinks != nil && r.cfg.Sinks[rec.Sink] == nil) {
+			r.res.Skipped++
+		} else {
+			r.res.Sent++
+		}
+		r.step()
+	}
+	return r.res, nil
+}
