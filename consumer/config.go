@@ -87,6 +87,9 @@ type Config struct {
 	availEvery time.Duration // availability poll period (100ms)
 	infoEvery  time.Duration // consumer info poll period (5s)
 	maxHold    time.Duration // longest hold between retries of an unavailable sink (5s)
+	// setupPatience is how long Run retries setting up the stream and the
+	// durable at start before it returns the error (30s).
+	setupPatience time.Duration
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -133,6 +136,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.maxHold == 0 {
 		c.maxHold = 5 * time.Second
+	}
+	if c.setupPatience == 0 {
+		c.setupPatience = 30 * time.Second
 	}
 	return c
 }

@@ -32,8 +32,10 @@ type Consumer struct {
 	decodeOpts  bhiv.DecodeOptions
 	consumerCfg jetstream.ConsumerConfig
 
-	running atomic.Bool
-	paused  atomic.Bool // intake paused: a sink is unavailable
+	running   atomic.Bool
+	paused    atomic.Bool   // intake paused: a sink is unavailable
+	consuming atomic.Bool   // a Consume is running
+	handled   atomic.Uint64 // messages handed to handle
 
 	mu       sync.Mutex
 	cons     jetstream.Consumer     // the current handle on the durable
@@ -76,8 +78,12 @@ type inflight struct {
 // consumeRun is one jetstream Consume call.
 type consumeRun struct {
 	cc       jetstream.ConsumeContext
-	draining chan struct{} // closed when the run is being stopped
+	draining chan struct{} // closed when the run is being stopped or has ended
+	once     sync.Once
 }
+
+// release lets a handler blocked in this run return.
+func (r *consumeRun) release() { r.once.Do(func() { close(r.draining) }) }
 
 // New returns a consumer of the durable described by cfg on js. It checks
 // cfg but does not talk to the server; Run does. The nats.Conn behind js must
@@ -227,17 +233,23 @@ func (c *Consumer) Ready(ctx context.Context) error {
 	return nil
 }
 
-// setup ensures the stream (when managed) and the durable, retrying what
-// retrying may fix until ctx ends.
+// setup ensures the stream (when managed) and the durable. It retries what
+// retrying may fix for up to setupPatience (30s), then returns the last
+// error, so that a server without JetStream, or without permission for it,
+// is a clear error at start and not a hang.
 func (c *Consumer) setup(ctx context.Context) error {
 	wait := 200 * time.Millisecond
+	deadline := time.Now().Add(c.cfg.setupPatience)
 	for {
 		err := c.ensure(ctx)
 		if err == nil {
 			return nil
 		}
-		if permanentSetupError(err) {
-			return err
+		if errors.Is(err, nats.ErrNoResponders) {
+			err = fmt.Errorf("%w (is JetStream enabled on the server, and allowed for this account?)", err)
+		}
+		if permanentSetupError(err) || time.Now().After(deadline) {
+			return fmt.Errorf("consumer setup: %w", err)
 		}
 		c.log.Warn("consumer setup failed; retrying", "in", wait, tint.Err(err))
 		select {
@@ -263,7 +275,9 @@ func permanentSetupError(err error) bool {
 // after the last ack floor it saw, so that the stream is not replayed from
 // the start; otherwise it is created to deliver everything.
 func (c *Consumer) ensure(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// Short: right after a server restart JetStream may take requests it
+	// does not answer yet; a quick retry does better than a long wait.
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
 	var stream jetstream.Stream
 	var err error
@@ -365,6 +379,7 @@ func (c *Consumer) control(ctx context.Context) *consumeRun {
 		if cur != nil {
 			closed = cur.cc.Closed()
 		}
+		c.consuming.Store(cur != nil)
 		select {
 		case <-ctx.Done():
 			return cur
@@ -377,8 +392,12 @@ func (c *Consumer) control(ctx context.Context) *consumeRun {
 			c.stopConsume(cur)
 			cur = nil
 			needEnsure = true
+			if retry == nil {
+				retry = time.After(250 * time.Millisecond) // let JetStream settle
+			}
 		case <-closed:
 			c.log.Warn("consuming stopped; recreating the durable consumer", "durable", c.cfg.Durable)
+			cur.release()
 			cur = nil
 			needEnsure = true
 		case <-retry:
@@ -423,7 +442,7 @@ func (c *Consumer) stopConsume(run *consumeRun) {
 	if run == nil {
 		return
 	}
-	close(run.draining)
+	run.release()
 	run.cc.Drain()
 	select {
 	case <-run.cc.Closed():
@@ -441,6 +460,7 @@ func (c *Consumer) stopConsume(run *consumeRun) {
 // handle is Consume's handler. It queues msg for the workers and blocks while
 // the queue holds Concurrency messages, unless run is being stopped.
 func (c *Consumer) handle(run *consumeRun, msg jetstream.Msg) {
+	c.handled.Add(1)
 	t := &inflight{msg: msg}
 	c.mu.Lock()
 	if c.stopping {
@@ -463,6 +483,8 @@ func (c *Consumer) handle(run *consumeRun, msg jetstream.Msg) {
 		select {
 		case <-c.room:
 		case <-run.draining:
+			return
+		case <-c.stopWorkers:
 			return
 		}
 		c.mu.Lock()
@@ -566,11 +588,16 @@ func (c *Consumer) watchAvailability(ctx context.Context) {
 	}
 }
 
-// pollInfo reads the durable's info for the pending gauges and notices a
-// durable deleted while no pull was waiting.
+// pollInfo reads the durable's info for the pending gauges, notices a
+// durable deleted while no pull was waiting, and restarts a Consume that
+// has stalled: idle, with no pull request waiting on the server (seen after
+// a server restart, where the client kept waiting for a pull the server no
+// longer had until its 30s heartbeat check).
 func (c *Consumer) pollInfo(ctx context.Context) {
 	tick := time.NewTicker(c.cfg.infoEvery)
 	defer tick.Stop()
+	var idlePolls int
+	var lastHandled uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -590,6 +617,19 @@ func (c *Consumer) pollInfo(ctx context.Context) {
 			c.mu.Unlock()
 			c.m.pending.Set(float64(info.NumPending))
 			c.m.ackPending.Set(float64(info.NumAckPending))
+			handled := c.handled.Load()
+			if info.NumWaiting == 0 && handled == lastHandled && c.consuming.Load() && !c.paused.Load() && c.inFlight() == 0 {
+				idlePolls++
+			} else {
+				idlePolls = 0
+			}
+			lastHandled = handled
+			if idlePolls >= 2 {
+				idlePolls = 0
+				c.log.Warn("consume stalled: no pull request waiting on the server; restarting it",
+					"durable", c.cfg.Durable, "pending", info.NumPending, "ack_pending", info.NumAckPending)
+				signal(c.reset)
+			}
 		case errors.Is(err, jetstream.ErrConsumerNotFound):
 			c.log.Warn("durable consumer not found; recreating it", "durable", c.cfg.Durable)
 			signal(c.reset)

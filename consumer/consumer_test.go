@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/natstest"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -655,5 +657,30 @@ func TestMemoryIsBounded(t *testing.T) {
 	m.add("d", 0) // evicts the least recently touched: c
 	if m.len() != 3 || m.has("c", 0) || !m.has("a", 0) || !m.has("d", 0) {
 		t.Fatalf("after eviction: len %d, c %v, a %v, d %v", m.len(), m.has("c", 0), m.has("a", 0), m.has("d", 0))
+	}
+}
+
+func TestRunFailsClearlyWithoutJetStream(t *testing.T) {
+	srv := natstest.Start(t, func(o *server.Options) { o.JetStream = false })
+	_, js := srv.Connect()
+	c, err := New(js, Config{Logger: testLogger(t), ManageStream: true, Sinks: map[string]Sink{"core": newRecordSink("core")},
+		FailureLog: &memLog{}, setupPatience: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = c.Run(ctx)
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("Run: %v (context %v), want an error at once", err, ctx.Err())
+	}
+	if !strings.Contains(err.Error(), "JetStream enabled") {
+		t.Errorf("Run: %v, want a hint about JetStream", err)
+	}
+	if err := c.Run(ctx); err == nil || !strings.Contains(err.Error(), "more than once") {
+		t.Errorf("second Run: %v", err)
+	}
+	if err := c.Ready(ctx); err == nil {
+		t.Error("Ready without JetStream: nil")
 	}
 }

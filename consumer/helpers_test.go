@@ -269,35 +269,70 @@ func event(t testing.TB, i int) bhiv.Event {
 	return ev
 }
 
-// publish publishes events from..to-1 asynchronously and waits for the acks;
-// it returns their ids.
+// publish publishes events from..to-1 asynchronously, waits for the acks
+// and republishes (same message id) whatever failed; it returns their ids.
 func (e *env) publish(from, to int) []string {
 	e.t.Helper()
 	var ids []string
+	type sent struct {
+		subject string
+		data    []byte
+		id      string
+		f       jetstream.PubAckFuture
+	}
+	var batch []sent
+	check := func() {
+		select {
+		case <-e.js.PublishAsyncComplete():
+		case <-time.After(30 * time.Second):
+			e.t.Fatal("publish acks not received")
+		}
+		for _, s := range batch {
+			select {
+			case <-s.f.Ok():
+				continue
+			case <-s.f.Err():
+			}
+			e.publishSync(s.subject, s.data, s.id) // e.g. JetStream not ready after a restart
+		}
+		batch = batch[:0]
+	}
 	for i := from; i < to; i++ {
 		ev := event(e.t, i)
 		b, err := json.Marshal(ev)
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		if _, err := e.js.PublishAsync(bhiv.Subject("", ev.Kind()), b, jetstream.WithMsgID(ev.ID)); err != nil {
+		subject := bhiv.Subject("", ev.Kind())
+		f, err := e.js.PublishAsync(subject, b, jetstream.WithMsgID(ev.ID))
+		if err != nil {
 			e.t.Fatal(err)
 		}
+		batch = append(batch, sent{subject, b, ev.ID, f})
 		ids = append(ids, ev.ID)
-		if (i-from)%1000 == 999 {
-			e.waitPublished()
+		if len(batch) == 1000 {
+			check()
 		}
 	}
-	e.waitPublished()
+	check()
 	return ids
 }
 
-func (e *env) waitPublished() {
+// publishSync publishes one event, retrying for a while.
+func (e *env) publishSync(subject string, data []byte, id string) {
 	e.t.Helper()
-	select {
-	case <-e.js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		e.t.Fatal("publish acks not received")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := e.js.Publish(ctx, subject, data, jetstream.WithMsgID(id))
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("publish %s: %v", id, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
