@@ -6,11 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -63,11 +64,24 @@ func KindFromType(t string) (Kind, error) {
 // MaxIDLen is the longest id accepted.
 const MaxIDLen = 128
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
-
 // ValidID reports whether id is a valid event id: it matches
 // [A-Za-z0-9][A-Za-z0-9._:-]{0,127}. A valid id is safe as a file name.
-func ValidID(id string) bool { return idPattern.MatchString(id) }
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > MaxIDLen || !isAlnum(id[0]) {
+		return false
+	}
+	for i := 1; i < len(id); i++ {
+		c := id[i]
+		if !isAlnum(c) && c != '.' && c != '_' && c != ':' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
 
 // CheckID returns a *DecodeError wrapping ErrInvalidID when id is not valid.
 func CheckID(id string) error {
@@ -138,15 +152,17 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		b.WriteByte('"')
 		b.WriteString(name)
 		b.WriteString(`":`)
-		q, _ := json.Marshal(v)
-		b.Write(q)
+		writeJSONString(&b, v)
 	}
 	str("specversion", e.SpecVersion, true)
 	str("id", e.ID, false)
 	str("source", e.Source, false)
 	str("type", e.Type, false)
 	if !e.Time.IsZero() {
-		str("time", e.Time.UTC().Format(time.RFC3339Nano), false)
+		b.WriteString(`,"time":"`)
+		var tb [64]byte
+		b.Write(e.Time.UTC().AppendFormat(tb[:0], time.RFC3339Nano))
+		b.WriteByte('"')
 	}
 	if e.Subject != "" {
 		str("subject", e.Subject, false)
@@ -172,12 +188,29 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	}
 	if len(e.Data) > 0 {
 		b.WriteString(`,"data":`)
-		if err := json.Compact(&b, e.Data); err != nil {
+		if valid, compact := scanJSON(e.Data); valid && compact {
+			b.Write(e.Data)
+		} else if err := json.Compact(&b, e.Data); err != nil {
 			return nil, fmt.Errorf("event %s: data: %w", e.ID, err)
 		}
 	}
 	b.WriteByte('}')
 	return b.Bytes(), nil
+}
+
+// writeJSONString writes s as a JSON string, escaped as json.Marshal does.
+func writeJSONString(b *bytes.Buffer, s string) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			b.Write(q)
+			return
+		}
+	}
+	b.WriteByte('"')
+	b.WriteString(s)
+	b.WriteByte('"')
 }
 
 // UnmarshalJSON decodes a structured-mode envelope. It checks only the JSON
@@ -300,54 +333,180 @@ func isJSONContentType(ct string) bool {
 	return mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "text/json"
 }
 
+// dataFields names the fields of each kind's data whose type is checked.
+var dataFields = map[Kind]struct{ numeric, strs []string }{
+	KindExecution: {numeric: []string{"duration_ms"}, strs: []string{"action", "status", "error"}},
+	KindReward:    {numeric: []string{"reward"}, strs: []string{"execution_id", "reason"}},
+}
+
 // checkData checks that data is a JSON object whose known fields have the
-// right types, and returns its team_id ("" when absent).
+// right types, and returns its team_id ("" when absent). It reads the object
+// in one pass without decoding it: publishers call it for every event.
 func checkData(kind Kind, data json.RawMessage) (string, error) {
 	if len(data) == 0 {
 		return "", &DecodeError{Reason: ErrMissingTeam, Detail: "data is missing"}
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(data, &fields); err != nil {
+	if valid, _ := scanJSON(data); !valid {
 		if firstNonSpace(data) != '{' {
 			return "", &DecodeError{Reason: ErrNotObject, Detail: "data is not a JSON object"}
 		}
-		return "", &DecodeError{Reason: ErrNotJSON, Detail: "data: " + err.Error()}
+		var v any
+		err := json.Unmarshal(data, &v)
+		detail := "data: invalid JSON"
+		if err != nil {
+			detail = "data: " + err.Error()
+		}
+		return "", &DecodeError{Reason: ErrNotJSON, Detail: detail}
 	}
-	if fields == nil {
+	if firstNonSpace(data) != '{' {
 		return "", &DecodeError{Reason: ErrNotObject, Detail: "data is not a JSON object"}
 	}
+	want := dataFields[kind]
 	var team string
-	if raw, ok := fields["team_id"]; ok && string(raw) != "null" {
-		if err := json.Unmarshal(raw, &team); err != nil {
-			return "", &DecodeError{Reason: ErrInvalidData, Detail: "data.team_id is not a string"}
+	var err error
+	eachMember(data, func(key, val []byte) bool {
+		if string(key) == "team_id" {
+			team = ""
+			if string(val) != "null" {
+				if val[0] != '"' {
+					err = &DecodeError{Reason: ErrInvalidData, Detail: "data.team_id is not a string"}
+					return false
+				}
+				team = jsonStringValue(val)
+			}
+			return true
 		}
-	}
-	var numeric, strs []string
-	switch kind {
-	case KindExecution:
-		numeric = []string{"duration_ms"}
-		strs = []string{"action", "status", "error"}
-	case KindReward:
-		numeric = []string{"reward"}
-		strs = []string{"execution_id", "reason"}
-	}
-	for _, name := range numeric {
-		if raw, ok := fields[name]; ok && string(raw) != "null" {
-			var f float64
-			if err := json.Unmarshal(raw, &f); err != nil {
-				return "", &DecodeError{Reason: ErrInvalidData, Detail: fmt.Sprintf("data.%s is not a number", name)}
+		if string(val) == "null" {
+			return true
+		}
+		for _, name := range want.numeric {
+			if string(key) == name {
+				if !isJSONNumber(val) {
+					err = &DecodeError{Reason: ErrInvalidData, Detail: fmt.Sprintf("data.%s is not a number", name)}
+					return false
+				}
+				return true
 			}
 		}
-	}
-	for _, name := range strs {
-		if raw, ok := fields[name]; ok && string(raw) != "null" {
-			var s string
-			if err := json.Unmarshal(raw, &s); err != nil {
-				return "", &DecodeError{Reason: ErrInvalidData, Detail: fmt.Sprintf("data.%s is not a string", name)}
+		for _, name := range want.strs {
+			if string(key) == name && val[0] != '"' {
+				err = &DecodeError{Reason: ErrInvalidData, Detail: fmt.Sprintf("data.%s is not a string", name)}
+				return false
 			}
 		}
+		return true
+	})
+	if err != nil {
+		return "", err
 	}
 	return team, nil
+}
+
+// eachMember calls fn with the name and raw value of each member of the
+// valid JSON object obj, in order, until fn returns false. Names are
+// unescaped only when they hold an escape; key and val alias obj.
+func eachMember(obj []byte, fn func(key, val []byte) bool) {
+	i := skipSpace(obj, 0) + 1 // past '{'
+	for {
+		i = skipSpace(obj, i)
+		if i >= len(obj) || obj[i] == '}' {
+			return
+		}
+		kEnd := endOfString(obj, i)
+		rawKey := obj[i:kEnd]
+		i = skipSpace(obj, kEnd) + 1 // past ':'
+		i = skipSpace(obj, i)
+		vEnd := endOfValue(obj, i)
+		key := rawKey[1 : len(rawKey)-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			key = []byte(jsonStringValue(rawKey))
+		}
+		if !fn(key, obj[i:vEnd]) {
+			return
+		}
+		i = skipSpace(obj, vEnd)
+		if i < len(obj) && obj[i] == ',' {
+			i++
+		}
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\r', '\n':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// endOfString returns the index just past the JSON string starting at b[i].
+func endOfString(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(b)
+}
+
+// endOfValue returns the index just past the JSON value starting at b[i].
+func endOfValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return endOfString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				j = endOfString(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	for j := i; j < len(b); j++ {
+		switch b[j] {
+		case ',', '}', ']', ' ', '\t', '\r', '\n':
+			return j
+		}
+	}
+	return len(b)
+}
+
+// jsonStringValue returns the value of the valid JSON string literal q, as
+// encoding/json decodes it.
+func jsonStringValue(q []byte) string {
+	inner := q[1 : len(q)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner)
+	}
+	var s string
+	_ = json.Unmarshal(q, &s)
+	return s
+}
+
+// isJSONNumber reports whether the valid JSON value v is a number that fits
+// a float64, as decoding it into a float64 requires.
+func isJSONNumber(v []byte) bool {
+	if c := v[0]; c != '-' && (c < '0' || c > '9') {
+		return false
+	}
+	_, err := strconv.ParseFloat(string(v), 64)
+	return err == nil
 }
 
 func firstNonSpace(b []byte) byte {

@@ -2,6 +2,7 @@ package bhiv_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,7 +157,17 @@ func TestEnsureStreamReplicasOnCluster(t *testing.T) {
 	_, js := c.Nodes[0].Connect()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{Replicas: 3})
+	// natstest.StartCluster returns once there is a meta leader; the other
+	// peers may take a moment more to be placeable.
+	var s jetstream.Stream
+	var err error
+	for {
+		s, err = bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{Replicas: 3})
+		if err == nil || !strings.Contains(err.Error(), "no suitable peers") || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("EnsureStream R3: %v", err)
 	}

@@ -3,8 +3,8 @@
 //
 // A Publisher wraps a jetstream.JetStream. Every event is validated before
 // anything is sent, published as a CloudEvents JSON envelope on
-// <prefix>.<kind> (bhiv.events.execution, bhiv.events.reward) with the
-// Nats-Msg-Id header set to the event id, so a retried publish of the same
+// <prefix>.<kind> (bhiv.events.execution, bhiv.events.reward) with one
+// header, Nats-Msg-Id, set to the event id, so a retried publish of the same
 // event is stored once and the caller is told it was a duplicate.
 //
 // Publish, Execution and Reward are synchronous: they return when JetStream

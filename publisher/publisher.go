@@ -14,10 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// ContentType is the Content-Type header of every published message: a
-// CloudEvents envelope in JSON structured mode.
-const ContentType = "application/cloudevents+json"
-
 // Defaults of Config.
 const (
 	DefaultMaxPending = 4000 // the nats.go default of async acks in flight
@@ -232,11 +228,11 @@ func (p *Publisher) prepare(ev *bhiv.Event) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("publish event %s: %w", ev.ID, err)
 	}
-	return &nats.Msg{
-		Subject: bhiv.Subject(p.prefix, ev.Kind()),
-		Data:    body,
-		Header:  nats.Header{"Content-Type": []string{ContentType}},
-	}, nil
+	// The only header is Nats-Msg-Id, added by the publish call. A
+	// Content-Type header would say nothing bhiv.Decode needs (an envelope
+	// is known by its specversion) and costs about 15% of the async rate
+	// (measured with BenchmarkPublishAsync).
+	return &nats.Msg{Subject: bhiv.Subject(p.prefix, ev.Kind()), Data: body, Header: make(nats.Header, 1)}, nil
 }
 
 // Publish validates ev, publishes it and waits for the JetStream ack.
