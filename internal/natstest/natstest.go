@@ -115,7 +115,7 @@ type Cluster struct {
 }
 
 // StartCluster starts a 3-node JetStream cluster on 127.0.0.1 and waits for
-// its meta leader.
+// a meta leader that sees all three peers.
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
 	const n = 3
@@ -136,16 +136,18 @@ func StartCluster(t testing.TB) *Cluster {
 			o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 		}))
 	}
+	// Wait for a meta leader that sees every peer, so that the first R3
+	// stream finds room for its replicas.
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, s := range c.Nodes {
-			if s.srv != nil && s.srv.JetStreamIsLeader() {
+			if s.srv != nil && s.srv.JetStreamIsLeader() && len(s.srv.JetStreamClusterPeers()) == n {
 				return c
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("natstest: no JetStream meta leader after 30s")
+	t.Fatalf("natstest: no JetStream meta leader with %d peers after 30s", n)
 	return nil
 }
 
