@@ -42,6 +42,7 @@ type Consumer struct {
 	queue    []*inflight            // received, not yet taken by a worker
 	owned    map[*inflight]struct{} // received, not yet settled: heartbeated
 	stopping bool                   // shutdown began
+	late     []*inflight            // received after shutdown began: Nak'ed after the drain
 	ackFloor uint64                 // last ack floor seen (stream sequence)
 
 	streamCreated time.Time // creation time of the stream ackFloor belongs to
@@ -111,6 +112,10 @@ func New(js jetstream.JetStream, cfg Config) (*Consumer, error) {
 		abortHolds:   make(chan struct{}),
 		stopWorkers:  make(chan struct{}),
 		advisories:   make(chan []byte, 256),
+	}
+	if nc := js.Conn(); nc != nil && nc.Opts.MaxReconnect >= 0 {
+		c.log.Warn("the NATS connection stops reconnecting after a few attempts; build it with nats.MaxReconnects(-1) so that the consumer survives server restarts",
+			"max_reconnects", nc.Opts.MaxReconnect)
 	}
 	for i, name := range sortedNames(cfg.Sinks) {
 		s := &sinkState{name: name, bit: i, sink: cfg.Sinks[name]}
@@ -183,8 +188,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.mu.Unlock()
 	close(c.abortHolds)
 	close(c.stopWorkers)
-	c.stopConsume(cur) // what the client had buffered reaches handle, which Naks it
-	for _, t := range queued {
+	c.stopConsume(cur) // what the client had buffered reaches handle, which sets it aside
+	c.mu.Lock()
+	late := c.late
+	c.late = nil
+	c.mu.Unlock()
+	for _, t := range append(queued, late...) {
 		c.nak(t, 0)
 	}
 	timer := time.AfterFunc(c.cfg.ShutdownTimeout, cancelWork)
@@ -464,13 +473,10 @@ func (c *Consumer) handle(run *consumeRun, msg jetstream.Msg) {
 	t := &inflight{msg: msg}
 	c.mu.Lock()
 	if c.stopping {
+		// Nak'ed once the Consume is drained: a Nak now would bring it
+		// straight back to the pull request being drained.
+		c.late = append(c.late, t)
 		c.mu.Unlock()
-		if err := msg.Nak(); err != nil {
-			c.log.Warn("nak at shutdown", tint.Err(err))
-		} else {
-			c.m.naked.Inc()
-			c.m.nNaked.Add(1)
-		}
 		return
 	}
 	c.owned[t] = struct{}{}
