@@ -41,6 +41,13 @@ const (
 	bucketFilePerm fs.FileMode = 0o640
 )
 
+// The syncer waits at most this long, in steps of lingerStep, for renamed
+// files to come back before it syncs.
+const (
+	maxLinger  = time.Millisecond
+	lingerStep = 50 * time.Microsecond
+)
+
 // tmpPrefix starts the name of every temporary file. Event ids start with a
 // letter or digit, so no event file can start with it.
 const tmpPrefix = ".tmp-"
@@ -105,7 +112,10 @@ func (c BucketConfig) Validate() error {
 // syncer goroutine, which makes the data of every file handed over meanwhile
 // durable with a single syncfs(2); the writer then renames its file and
 // hands it over again, and the next syncfs, shared with the data of the
-// next writers, makes the rename durable. Deliver returns only when both
+// next writers, makes the rename durable. Before each syncfs the syncer
+// waits a moment (at most a quarter of the last sync, 1ms at most) for the
+// writers it just released to come back with their renames, so that most
+// files share a sync instead of waiting a whole round. Deliver returns only when both
 // the data and the rename of its file are durable. syncfs flushes the whole file system the bucket is
 // on: on a disk shared with heavy writers, put the bucket on a file system
 // of its own.
@@ -127,6 +137,7 @@ type Bucket struct {
 	mu         sync.Mutex
 	cond       *sync.Cond
 	pending    []*syncItem // handed over, waiting for the next sync
+	comingBack int         // writers told their data is durable, not yet back with their rename
 	closing    bool
 	syncerDone chan struct{}
 
@@ -315,6 +326,9 @@ func (b *Bucket) awaitSync(ctx context.Context, it *syncItem) error {
 		return ErrClosed
 	}
 	b.pending = append(b.pending, it)
+	if it.renamed && b.comingBack > 0 {
+		b.comingBack--
+	}
 	b.mu.Unlock()
 	b.cond.Signal()
 	select {
@@ -335,6 +349,7 @@ func (b *Bucket) awaitSync(ctx context.Context, it *syncItem) error {
 func (b *Bucket) syncLoop() {
 	defer close(b.syncerDone)
 	var batch, spare []*syncItem
+	var lastRound time.Duration
 	for {
 		b.mu.Lock()
 		for len(b.pending) == 0 && !b.closing {
@@ -344,10 +359,33 @@ func (b *Bucket) syncLoop() {
 			b.mu.Unlock()
 			return
 		}
+		// The writers told last round that their data is durable are
+		// renaming their files: give them a moment to come back, so that
+		// one sync serves them all, instead of most waiting a whole round.
+		if b.comingBack > 0 && !b.closing {
+			deadline := time.Now().Add(min(lastRound/4, maxLinger))
+			for b.comingBack > 0 && time.Now().Before(deadline) {
+				b.mu.Unlock()
+				time.Sleep(lingerStep)
+				b.mu.Lock()
+			}
+		}
+		b.comingBack = 0
 		batch, b.pending = b.pending, spare[:0]
 		b.mu.Unlock()
 
+		start := time.Now()
 		err := b.syncFS(batch)
+		lastRound = time.Since(start)
+		back := 0
+		for _, it := range batch {
+			if !it.renamed && err == nil {
+				back++
+			}
+		}
+		b.mu.Lock()
+		b.comingBack = back
+		b.mu.Unlock()
 		b.syncs.Add(1)
 		b.synced.Add(int64(len(batch)))
 		for _, it := range batch {
