@@ -168,19 +168,6 @@ func (c *config) int(env string, min int) int {
 	return n
 }
 
-func (c *config) float(env string, min float64) float64 {
-	v, from := c.lookup(env)
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil {
-		c.fail(env, from, v, errors.New("not a number"))
-		return 0
-	}
-	if f < min {
-		c.fail(env, from, v, fmt.Errorf("must be at least %g", min))
-	}
-	return f
-}
-
 func (c *config) dur(env string, min time.Duration) time.Duration {
 	v, from := c.lookup(env)
 	d, err := time.ParseDuration(v)
