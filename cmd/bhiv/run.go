@@ -44,12 +44,13 @@ var commands map[string]command
 
 func init() {
 	commands = map[string]command{
-		"version":   {"print the version", runVersion},
-		"publish":   {"publish execution or reward events (flags, or a JSON Lines file)", runPublish},
-		"consume":   {"run the consumer: JetStream → Core, Bucket, failure log", runConsume},
-		"core-stub": {"run a BHIV Core stand-in (local use and tests)", runCoreStub},
-		"dev":       {"run everything locally in one process: NATS, Core stub, consumer", runDev},
-		"replay":    {"re-send failure-log records to their sink", runReplay},
+		"version":     {"print the version", runVersion},
+		"publish":     {"publish execution or reward events (flags, or a JSON Lines file)", runPublish},
+		"consume":     {"run the consumer: JetStream → Core, Bucket, failure log", runConsume},
+		"core-stub":   {"run a BHIV Core stand-in (local use and tests)", runCoreStub},
+		"dev":         {"run everything locally in one process: NATS, Core stub, consumer", runDev},
+		"replay":      {"re-send failure-log records to their sink", runReplay},
+		"healthcheck": {"GET a URL, fail unless it answers 2xx (container health checks)", runHealthcheck},
 	}
 }
 
