@@ -3,6 +3,7 @@ package sinks
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,6 +53,42 @@ const (
 // tmpPrefix starts the name of every temporary file. Event ids start with a
 // letter or digit, so no event file can start with it.
 const tmpPrefix = ".tmp-"
+
+// staleTempAge is how old a temp file of a live process must be before
+// NewBucket removes it anyway. A writer keeps a temp file for milliseconds.
+const staleTempAge = 10 * time.Minute
+
+// pidTag names the writing process in its temp files, so that NewBucket
+// removes the leftovers of dead processes at once and leaves alone the
+// writes in progress of live ones.
+// The tag also names the host (a hash of its name), as a process id means
+// nothing in another container sharing the volume.
+var pidTag = hostTag() + "p" + strconv.Itoa(os.Getpid())
+
+func hostTag() string {
+	h, _ := os.Hostname()
+	sum := sha256.Sum256([]byte(h))
+	return "h" + hex.EncodeToString(sum[:4])
+}
+
+// tempOwnerAlive reports whether the process named in a temp file's name
+// may still be running: true for another host's process or a name without
+// a tag.
+func tempOwnerAlive(name string) bool {
+	parts := strings.Split(name, "-")
+	if len(parts) < 3 {
+		return true
+	}
+	host, pidStr, ok := strings.Cut(parts[len(parts)-2], "p")
+	if !ok || host != hostTag() {
+		return true
+	}
+	pid, err := strconv.Atoi(pidStr)
+	if err != nil || pid <= 0 {
+		return true
+	}
+	return processAlive(pid)
+}
 
 // BucketConfig configures the Bucket sink. The zero value is valid: events
 // go to DefaultBucketDir, durably.
@@ -277,7 +315,7 @@ func (b *Bucket) write(ctx context.Context, path string, data []byte) error {
 	if err := b.ensureDir(dir); err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, tmpPrefix+filepath.Base(path)+"-"+randomSuffix())
+	tmp := filepath.Join(dir, tmpPrefix+filepath.Base(path)+"-"+pidTag+"-"+randomSuffix())
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, bucketFilePerm)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -503,6 +541,12 @@ func (b *Bucket) removeStaleTemps() error {
 			}
 			for _, f := range files {
 				if !strings.HasPrefix(f.Name(), tmpPrefix) || f.IsDir() {
+					continue
+				}
+				// A temp file of a live process may be another replica's
+				// write in progress (replicas sharing a volume): leave it,
+				// unless it is too old to be one.
+				if info, err := f.Info(); err != nil || (tempOwnerAlive(f.Name()) && time.Since(info.ModTime()) < staleTempAge) {
 					continue
 				}
 				p := filepath.Join(ddir, f.Name())

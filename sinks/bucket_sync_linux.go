@@ -34,3 +34,9 @@ func syncfs(f *os.File) error {
 	}
 	return nil
 }
+
+// processAlive reports whether a process with this id runs on this host.
+func processAlive(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || err == unix.EPERM
+}

@@ -12,3 +12,7 @@ import (
 const haveSyncfs = false
 
 func syncfs(*os.File) error { return errors.ErrUnsupported }
+
+// processAlive cannot tell here: every process counts as alive, so only
+// old temp files are removed.
+func processAlive(int) bool { return true }

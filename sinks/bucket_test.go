@@ -400,11 +400,21 @@ func TestBucketRemovesStaleTemps(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "bucket")
 	stale := filepath.Join(dir, "reward", "2026-11-28", tmpPrefix+"01X.json-abc")
 	keep := filepath.Join(dir, "reward", "2026-11-28", "01X.json")
+	fresh := filepath.Join(dir, "reward", "2026-11-28", tmpPrefix+"01Y.json-def")
 	writeFile(t, stale, `{"partial`)
+	writeFile(t, fresh, `{"another process is writing`)
 	writeFile(t, keep, `{}`)
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
 	newTestBucket(t, BucketConfig{Dir: dir})
 	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("stale temp file still there: %v", err)
+	}
+	// A fresh temp file may be another replica's write in progress.
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("a fresh temp file was removed: %v", err)
 	}
 	if _, err := os.Stat(keep); err != nil {
 		t.Errorf("event file removed: %v", err)
