@@ -40,9 +40,10 @@ func adminHandler(reg *prometheus.Registry, ready func(context.Context) error) h
 	return mux
 }
 
-// listenAdmin opens the admin listener, or returns nil when addr is empty.
+// listenAdmin opens the admin listener, or returns nil when addr is empty
+// or "off".
 func listenAdmin(addr string) (net.Listener, error) {
-	if addr == "" {
+	if addr == "" || addr == "off" {
 		return nil, nil
 	}
 	ln, err := net.Listen("tcp", addr)

@@ -31,7 +31,7 @@ func TestAuditCommand(t *testing.T) {
 	env := map[string]string{
 		"NATS_URL": srv.URL(), "BHIV_CORE_URL": core + corestub.Path,
 		"BHIV_BUCKET_DIR": filepath.Join(dir, "bucket"), "BHIV_FAILED_LOG": filepath.Join(dir, "failed.log"),
-		"BHIV_ADMIN_ADDR": "",
+		"BHIV_ADMIN_ADDR": "off",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -40,7 +40,7 @@ func TestConsumeCoreMTLS(t *testing.T) {
 		"BHIV_CORE_KEY_FILE":  pki.clientKey,
 		"BHIV_BUCKET_DIR":     filepath.Join(dir, "bucket"),
 		"BHIV_FAILED_LOG":     filepath.Join(dir, "failed.log"),
-		"BHIV_ADMIN_ADDR":     "",
+		"BHIV_ADMIN_ADDR":     "off",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

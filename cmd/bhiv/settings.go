@@ -74,7 +74,7 @@ var (
 		{env: "BHIV_SHUTDOWN_TIMEOUT", def: "30s", help: "time to finish in-flight events on SIGTERM"},
 	}}
 	adminSettings = group{"Admin server", []setting{
-		{env: "BHIV_ADMIN_ADDR", def: "127.0.0.1:8081", help: "address of /metrics, /healthz, /readyz (empty turns it off)"},
+		{env: "BHIV_ADMIN_ADDR", def: "127.0.0.1:8081", help: "address of /metrics, /healthz, /readyz (off or empty turns it off)"},
 	}}
 	stubSettings = group{"Core stub (bhiv core-stub, bhiv dev)", []setting{
 		{env: "BHIV_CORE_STUB_ADDR", def: "127.0.0.1:9000", help: "address the Core stand-in listens on"},
