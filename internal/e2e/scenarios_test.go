@@ -1,0 +1,283 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// 1. Steady load with Core failing 20% with 503 and 200 ms latency on 10%.
+func TestSteadyLoadWithCoreFaults(t *testing.T) {
+	s := newStack(t, 1, "--fail-rate", "0.2", "--status", "503", "--latency", "200ms", "--latency-rate", "0.1")
+	s.consumer()
+	n := size(2000, 20000)
+	_, done := s.publish(n, 0)
+	<-done
+	s.drained(3 * time.Minute)
+	s.account("1-steady-20pct-503", n)
+}
+
+// 2. Core answers 429 with Retry-After for a while, then recovers.
+func TestCore429RetryAfter(t *testing.T) {
+	s := newStack(t, 1)
+	s.consumer()
+	s.setFaults(`{"fail_rate":1,"status":429,"retry_after":"1"}`)
+	n := size(1000, 5000)
+	_, done := s.publish(n, 400)
+	time.Sleep(5 * time.Second)
+	s.setFaults(`{"fail_rate":0}`)
+	<-done
+	s.drained(2 * time.Minute)
+	r := s.account("2-core-429-retry-after", n)
+	if r.FailureRecords > 64 {
+		t.Errorf("%d failure records: a 429 phase should hold events, not log them", r.FailureRecords)
+	}
+}
+
+// 3. Core down (connection refused) mid-run, then back: nothing lost and the
+// failure log (nearly) empty, because the open breaker holds events in
+// JetStream.
+func TestCoreDownThenBack(t *testing.T) {
+	s := newStack(t, 1)
+	s.consumer()
+	n := size(2000, 12000)
+	_, done := s.publish(n, 200)
+	time.Sleep(2 * time.Second)
+	s.stub.kill(syscall.SIGKILL)
+	time.Sleep(size(5*time.Second, 30*time.Second))
+	s.stub.restart()
+	<-done
+	s.drained(3 * time.Minute)
+	r := s.account("3-core-down", n)
+	if r.FailureRecords > 64 {
+		t.Errorf("%d failure records for a Core outage: want at most BHIV_CONCURRENCY (64), aim for 0", r.FailureRecords)
+	}
+}
+
+// 4. kill -9 of the consumer 5 times during the run, restarting it each time.
+func TestConsumerKilled(t *testing.T) {
+	s := newStack(t, 1)
+	c := s.consumer()
+	n := size(3000, 20000)
+	_, done := s.publish(n, size(600.0, 2000.0))
+	for i := 0; i < 5; i++ {
+		time.Sleep(800 * time.Millisecond)
+		c.kill(syscall.SIGKILL)
+		c.restart()
+	}
+	<-done
+	s.drained(3 * time.Minute)
+	s.account("4-consumer-kill-9-x5", n)
+}
+
+// 5. nats-server killed and restarted twice mid-run (the file store persists).
+func TestNATSServerKilled(t *testing.T) {
+	s := newStack(t, 1)
+	s.consumer()
+	n := size(2000, 20000)
+	_, done := s.publish(n, size(400.0, 2000.0))
+	for i := 0; i < 2; i++ {
+		time.Sleep(1500 * time.Millisecond)
+		s.nats[0].kill(syscall.SIGKILL)
+		time.Sleep(time.Second)
+		s.nats[0].restart()
+	}
+	<-done
+	s.drained(3 * time.Minute)
+	s.account("5-nats-server-kill-9-x2", n)
+}
+
+// 6. The bucket unwritable for a while, then writable. Tests run as root,
+// which chmod does not stop: the bucket directory is swapped for a plain
+// file, so every write fails with ENOTDIR, then swapped back.
+func TestBucketUnwritable(t *testing.T) {
+	s := newStack(t, 1)
+	s.consumer()
+	n := size(1500, 10000)
+	_, done := s.publish(n, 300)
+	time.Sleep(1500 * time.Millisecond)
+	bucket := filepath.Join(s.dir, "bucket")
+	if err := os.Rename(bucket, bucket+".away"); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(bucket, []byte("not a directory"), 0o640)
+	time.Sleep(size(3*time.Second, 10*time.Second))
+	os.Remove(bucket)
+	if err := os.Rename(bucket+".away", bucket); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	s.drained(3 * time.Minute)
+	r := s.account("6-bucket-unwritable", n)
+	if r.ByClass["bucket/retryable_exhausted"] == 0 {
+		t.Errorf("no bucket failure records: the outage did not bite (%v)", r.ByClass)
+	}
+}
+
+// 7. Hostile inputs mixed into the stream: every one accounted for, the
+// consumer never crashes, memory stays bounded.
+func TestHostileInputs(t *testing.T) {
+	s := newStack(t, 1)
+	c := s.consumer()
+	nc, _ := s.js()
+	n := size(500, 5000)
+	_, done := s.publish(n, 0)
+	hostile := size(1000, 1000)
+	big := strings.Repeat("x", 5<<20)
+	deep := strings.Repeat("[", 20000) + strings.Repeat("]", 20000)
+	for i := 0; i < hostile; i++ {
+		subj := "bhiv.events.execution"
+		msg := nats.NewMsg(subj)
+		switch i % 10 {
+		case 0:
+			b := make([]byte, 200)
+			rand.Read(b)
+			msg.Data = b
+		case 1:
+			msg.Data = []byte(`{"team_id":"t1","action":"trunc`)
+		case 2:
+			if i%50 == 2 { // 5 MiB bodies, a few of them
+				msg.Data = []byte(`{"team_id":"t1","pad":"` + big + `"}`)
+			} else {
+				msg.Data = []byte(`{"team_id":"t1","pad":"` + big[:2<<20] + `"}`)
+			}
+		case 3:
+			msg.Data = []byte(deep)
+		case 4:
+			msg.Data = []byte(`{"team_id":"t1","action":"a"}`)
+			msg.Header.Set("Nats-Msg-Id", "../../etc/passwd-"+strconv.Itoa(i))
+		case 5:
+			msg.Data = []byte(`{"specversion":"1.0","id":"../../../tmp/x` + strconv.Itoa(i) + `","source":"s","type":"bhiv.execution","data":{"team_id":"t"}}`)
+		case 6:
+			msg.Data = []byte("{\"team_id\":\"t\x00\x01\x1b[31m\",\"action\":\"\x07\"}")
+		case 7:
+			msg.Data = []byte(fmt.Sprintf(`{"specversion":"1.0","id":"dup-%d","source":"s","type":"bhiv.execution","data":{"team_id":"t","variant":%d}}`, i%30, i))
+		case 8:
+			msg.Subject = "bhiv.events.bogus"
+			msg.Data = []byte(`{"team_id":"t1"}`)
+		case 9:
+			msg.Data = []byte(`[{"team_id":"t1"}]`)
+		}
+		if err := nc.PublishMsg(msg); err != nil {
+			t.Fatalf("publish hostile %d: %v", i, err)
+		}
+	}
+	nc.Flush()
+	<-done
+	s.drained(3 * time.Minute)
+	if c.cmd == nil {
+		t.Fatal("the consumer exited")
+	}
+	hwm := vmHWM(t, c.pid())
+	t.Logf("consumer peak RSS %d MiB", hwm>>20)
+	if hwm > 1<<30 {
+		t.Errorf("consumer peak RSS %d MiB: memory is not bounded", hwm>>20)
+	}
+	r := s.account("7-hostile-inputs", n+hostile)
+	if r.Invalid < hostile/2 {
+		t.Errorf("only %d invalid inputs seen", r.Invalid)
+	}
+}
+
+// 8. Two consumer processes, one killed mid-run.
+func TestTwoConsumersOneKilled(t *testing.T) {
+	s := newStack(t, 1)
+	a := s.consumer()
+	s.consumer()
+	n := size(3000, 20000)
+	_, done := s.publish(n, size(800.0, 2000.0))
+	time.Sleep(2 * time.Second)
+	a.kill(syscall.SIGKILL)
+	<-done
+	s.drained(size(40*time.Second, 3*time.Minute))
+	s.account("8-two-consumers-one-killed", n)
+}
+
+// 9. A 3-node JetStream cluster, stream with 3 replicas, two consumers; the
+// stream leader killed mid-run.
+func TestClusterLeaderKilled(t *testing.T) {
+	s := newStack(t, 3)
+	s.consumer()
+	s.consumer()
+	n := size(2000, 20000)
+	_, done := s.publish(n, size(400.0, 2000.0))
+	time.Sleep(2 * time.Second)
+	_, js := s.js()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	st, err := js.Stream(ctx, "BHIV")
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := st.CachedInfo()
+	if info.Config.Replicas != 3 || info.Cluster == nil {
+		t.Fatalf("stream replicas %d, cluster %+v", info.Config.Replicas, info.Cluster)
+	}
+	leader := info.Cluster.Leader
+	var killed bool
+	for i, p := range s.nats {
+		if leader == fmt.Sprintf("n%d", i) {
+			t.Logf("killing stream leader %s", leader)
+			p.kill(syscall.SIGKILL)
+			killed = true
+		}
+	}
+	if !killed {
+		t.Fatalf("stream leader %q not found", leader)
+	}
+	<-done
+	s.drained(3 * time.Minute)
+	s.account("9-cluster-leader-killed", n)
+}
+
+// 10. Graceful stop under load: SIGTERM, exit 0 within the shutdown timeout,
+// and nothing waits for AckWait afterwards.
+func TestGracefulStopUnderLoad(t *testing.T) {
+	s := newStack(t, 1, "--latency", "300ms")
+	c := s.consumer("BHIV_ACK_WAIT=60s")
+	n := size(1500, 10000)
+	_, done := s.publish(n, 0)
+	time.Sleep(2 * time.Second)
+	start := time.Now()
+	if err := c.kill(syscall.SIGTERM); err != nil {
+		t.Fatalf("consumer exit after SIGTERM: %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("SIGTERM → exit in %s", took)
+	if took > 5*time.Second+10*time.Second {
+		t.Errorf("exit took %s, shutdown timeout is 5s", took)
+	}
+	<-done
+	// A new consumer gets everything at once: nothing waits for the 60 s AckWait.
+	restart := time.Now()
+	s.consumer("BHIV_ACK_WAIT=60s")
+	s.drained(50 * time.Second)
+	t.Logf("a new consumer drained the rest in %s (AckWait 60s)", time.Since(restart))
+	s.account("10-sigterm-under-load", n)
+}
+
+// vmHWM returns the peak resident set of a process.
+func vmHWM(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
