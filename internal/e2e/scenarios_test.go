@@ -280,4 +280,3 @@ func vmHWM(t *testing.T, pid int) int64 {
 	}
 	return 0
 }
-
