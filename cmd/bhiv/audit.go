@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
+	"github.com/lmittmann/tint"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hackaverse/bhiv"
@@ -14,13 +15,16 @@ import (
 )
 
 // runAudit reconciles the stream with Core (when its record is given), the
-// bucket and the failure log, and fails when any event is lost.
+// bucket and the failure log, prints the report, and fails when any event is
+// lost. Events the consumer has not processed yet are pending and not
+// judged; with --wait it first waits for the consumer to catch up, and then
+// fails when it did not.
 func runAudit(ctx context.Context, args []string, e env) error {
 	fs := newFlagSet("audit", e)
 	c := newConfig(fs, e.getenv, natsSettings, bucketSettings, failureSettings, consumerSettings, logSettings)
-	coreRecord := fs.String("core-record", "", "JSON Lines record of what Core received (bhiv core-stub --record); without it Core is not checked")
+	coreRecord := fs.String("core-record", "", "JSON Lines record of what Core received (bhiv core-stub --record); without it, Core is inferred from acks and the bucket")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	wait := fs.Duration("wait", 0, "wait up to this long for the consumer to have nothing pending before judging")
+	wait := fs.Duration("wait", 0, "wait up to this long for the consumer to have nothing pending before judging (fails when it still has)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -32,12 +36,8 @@ func runAudit(ctx context.Context, args []string, e env) error {
 	if err := c.err(); err != nil {
 		return usageError{err}
 	}
-	var coreSeen map[string]int
-	if *coreRecord != "" {
-		var err error
-		if coreSeen, err = audit.ReadCoreRecord(*coreRecord); err != nil {
-			return err
-		}
+	if *wait < 0 {
+		return usageError{fmt.Errorf("--wait %s: must not be negative", *wait)}
 	}
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	nc, err := connect(cctx, n, "bhiv audit", log)
@@ -48,43 +48,61 @@ func runAudit(ctx context.Context, args []string, e env) error {
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return err
+		return fmt.Errorf("jetstream: %w", err)
 	}
-	cfg := audit.Config{JS: js, Stream: n.stream.Name, Durable: durable, BucketDir: bucketDir, FailureLog: failedLog,
-		CoreSeen: coreSeen, Logger: log, Decode: bhiv.DecodeOptions{SubjectPrefix: n.stream.SubjectPrefix, MaxBytes: n.maxEventBytes}}
+	settled := true
 	if *wait > 0 {
-		waitIdle(ctx, js, n.stream.Name, durable, *wait)
+		settled = waitIdle(ctx, js, n.stream.Name, durable, *wait, log)
 	}
-	r, err := audit.Check(ctx, cfg)
+	r, err := audit.Check(ctx, audit.Config{JS: js, Stream: n.stream.Name, Durable: durable,
+		Decode:    bhiv.DecodeOptions{SubjectPrefix: n.stream.SubjectPrefix, MaxBytes: n.maxEventBytes},
+		BucketDir: bucketDir, FailureLog: failedLog, CoreRecord: *coreRecord, Logger: log})
 	if err != nil {
 		return err
 	}
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
-		enc.Encode(r)
+		if err := enc.Encode(r); err != nil {
+			return fmt.Errorf("audit: write report: %w", err)
+		}
 	} else {
 		fmt.Fprint(e.stdout, r.String())
 	}
-	if !r.OK() {
+	switch {
+	case !r.OK():
 		return fmt.Errorf("audit: %d event(s) lost", len(r.Lost))
-	}
-	if r.Pending > 0 {
-		return errors.New("audit: the consumer has not processed everything yet (pending > 0); run again later or with --wait")
+	case r.Pending > 0 && *wait > 0 && !settled:
+		return fmt.Errorf("audit: the consumer still had events pending after --wait %s (%d not judged)", *wait, r.Pending)
+	case r.Pending > 0:
+		log.Warn("audit: events the consumer has not processed yet were not judged; run again later or with --wait", "pending", r.Pending)
 	}
 	return nil
 }
 
-// waitIdle waits, up to d, until the durable has nothing pending or ack-pending.
-func waitIdle(ctx context.Context, js jetstream.JetStream, stream, durable string, d time.Duration) {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+// waitIdle waits, up to d, until the durable has nothing pending or
+// ack-pending, and reports whether it got there.
+func waitIdle(ctx context.Context, js jetstream.JetStream, stream, durable string, d time.Duration, log *slog.Logger) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		cons, err := js.Consumer(ctx, stream, durable)
 		if err == nil {
-			if info, err := cons.Info(ctx); err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
-				return
+			info, ierr := cons.Info(ctx)
+			if ierr == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+				return true
 			}
+			err = ierr
 		}
-		time.Sleep(250 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				log.Warn("audit: consumer state unknown", "durable", durable, tint.Err(err))
+			}
+			return false
+		case <-tick.C:
+		}
 	}
 }

@@ -1,7 +1,3 @@
-// Package audit reconciles a run of the pipeline: every event the stream
-// holds must be at Core and in the bucket, or in the failure log for the
-// sink that lacks it (invalid input: in the failure log as such). It is the
-// accounting check of the fault-injection suite and of `bhiv audit`.
 package audit
 
 import (
@@ -14,137 +10,338 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/consumer"
 	"github.com/hackaverse/bhiv/internal/corestub"
 	"github.com/hackaverse/bhiv/sinks"
 )
 
-// Config says where to look.
+// Names of the places an event can be missing from, as found in Lost.Missing.
+const (
+	MissingCore   = sinks.CoreName   // "core"
+	MissingBucket = sinks.BucketName // "bucket"
+	MissingDecode = bhiv.SinkDecode  // "decode": invalid input without its failure record
+)
+
+// tmpPrefix starts the names of the Bucket sink's temporary files, which are
+// not events.
+const tmpPrefix = ".tmp-"
+
+// fetchBatch is how many stream messages are fetched at a time.
+const fetchBatch = 128
+
+// Config says where to look. JS is required; the other fields may be empty.
 type Config struct {
-	JS         jetstream.JetStream
-	Stream     string // default bhiv.DefaultStreamName
-	Durable    string // the consumer's durable, to tell pending from lost; "" skips that
-	Decode     bhiv.DecodeOptions
-	BucketDir  string
+	// JS reaches the stream.
+	JS jetstream.JetStream
+	// Stream is the stream name; default bhiv.DefaultStreamName.
+	Stream string
+	// Durable is the consumer's durable name, whose ack floor tells pending
+	// from lost; "" judges every message as processed.
+	Durable string
+	// Decode must match the consumer's decode options (subject prefix, size
+	// limit), so that bare events get the same derived ids.
+	Decode bhiv.DecodeOptions
+	// BucketDir is the Bucket sink's directory; "" means an empty bucket.
+	BucketDir string
+	// FailureLog is the failure log's path (rotated files included); "" or a
+	// missing file means an empty failure log.
 	FailureLog string
-	// CoreSeen holds how many times Core received each event id; nil when
-	// what Core received is unknown (then Core is not checked).
+	// CoreRecord is the core stub's record file (one JSON line {"id","kind"}
+	// per event received). It is read after the consumer's ack floor, so it
+	// is the right choice for a live system.
+	CoreRecord string
+	// CoreSeen is how many times Core received each event id, when the
+	// caller knows it otherwise (ignored when CoreRecord is set). When both
+	// are unset, what Core received is inferred: an event that the consumer
+	// acked, that the bucket side accounts for and that has no Core failure
+	// record was settled at Core.
 	CoreSeen map[string]int
-	Logger   *slog.Logger
+	// Logger receives warnings; nil discards them.
+	Logger *slog.Logger
 }
 
-// Lost is an event that is neither where it belongs nor in the failure log.
+// Validate reports whether the config can be used.
+func (c Config) Validate() error {
+	if c.JS == nil {
+		return errors.New("audit: no JetStream context")
+	}
+	return nil
+}
+
+// Lost is a published message that is neither where it belongs nor in the
+// failure log.
 type Lost struct {
-	ID        string   `json:"id,omitempty"`
-	StreamSeq uint64   `json:"stream_seq"`
-	Missing   []string `json:"missing"` // sinks lacking it: "core", "bucket", or "decode" for invalid input
+	ID        string    `json:"id,omitempty"` // empty for invalid input without a valid Nats-Msg-Id
+	Kind      bhiv.Kind `json:"kind,omitempty"`
+	StreamSeq uint64    `json:"stream_seq"` // the first message with this id
+	// Missing names what lacks it: MissingCore, MissingBucket, or
+	// MissingDecode for invalid input.
+	Missing []string `json:"missing"`
+}
+
+// ConsumerState is what the durable consumer reported before the check.
+type ConsumerState struct {
+	Durable       string `json:"durable"`
+	Found         bool   `json:"found"`
+	AckFloor      uint64 `json:"ack_floor_stream_seq"`
+	NumPending    uint64 `json:"num_pending"`
+	NumAckPending int    `json:"num_ack_pending"`
 }
 
 // Report is the outcome of a reconciliation.
 type Report struct {
-	StreamMessages int            `json:"stream_messages"`
-	Events         int            `json:"events"`        // distinct valid event ids
-	Invalid        int            `json:"invalid_input"` // messages that are not valid events
-	CoreKnown      bool           `json:"core_known"`
-	AtCore         int            `json:"at_core"`         // distinct ids Core received
-	CoreDuplicates int            `json:"core_duplicates"` // extra receipts (allowed)
-	InBucket       int            `json:"in_bucket"`
+	Stream         string `json:"stream"`
+	FirstSeq       uint64 `json:"first_seq"`
+	LastSeq        uint64 `json:"last_seq"`
+	StreamMessages int    `json:"stream_messages"`
+	// Published is Events + Invalid: what had to be accounted for.
+	Published int `json:"published"`
+	// Events counts distinct valid event ids; RepeatedIDs the further
+	// messages that carried an id already seen (counted once).
+	Events      int `json:"events"`
+	RepeatedIDs int `json:"repeated_ids"`
+	Invalid     int `json:"invalid_input"` // messages that are not valid events
+	// CoreKnown tells whether AtCore comes from what Core received (true)
+	// or is inferred from the consumer's acks and the bucket (false).
+	CoreKnown      bool `json:"core_known"`
+	AtCore         int  `json:"at_core"`         // events Core has
+	CoreDuplicates int  `json:"core_duplicates"` // receipts beyond the first (allowed)
+	CoreOther      int  `json:"core_unpublished"`
+	InBucket       int  `json:"in_bucket"`
+	// FailureRecords counts the failure log's lines, ByClass them by
+	// "sink/class"; InFailureLog counts the published messages that at least
+	// one record accounts for.
 	FailureRecords int            `json:"failure_records"`
 	ByClass        map[string]int `json:"failure_records_by_sink_class"`
-	Pending        int            `json:"pending"` // not yet processed (above the ack floor)
-	Lost           []Lost         `json:"lost"`
-	Unexplained    []string       `json:"unexplained_bucket_files"`
+	InFailureLog   int            `json:"in_failure_log"`
+	Consumer       *ConsumerState `json:"consumer,omitempty"`
+	// Pending counts messages not accounted for yet that the consumer has
+	// not processed (above its ack floor); they are not judged.
+	Pending int    `json:"pending"`
+	Lost    []Lost `json:"lost"`
+	// Unexplained lists bucket files, relative to the bucket directory, that
+	// no message of the stream explains.
+	Unexplained []string `json:"unexplained_bucket_files"`
 }
 
 // OK reports whether nothing is lost.
 func (r *Report) OK() bool { return len(r.Lost) == 0 }
 
-// String renders the report as a short table.
+// maxListed is how many lost ids and unexplained files String lists.
+const maxListed = 20
+
+// String renders the report as a table.
 func (r *Report) String() string {
 	var b strings.Builder
-	core := "unknown"
-	if r.CoreKnown {
-		core = fmt.Sprintf("%d (duplicates %d)", r.AtCore, r.CoreDuplicates)
+	row := func(name, format string, args ...any) {
+		fmt.Fprintf(&b, "%-16s %s\n", name, fmt.Sprintf(format, args...))
 	}
-	fmt.Fprintf(&b, "stream messages  %d\n", r.StreamMessages)
-	fmt.Fprintf(&b, "events           %d (+ %d invalid input)\n", r.Events, r.Invalid)
-	fmt.Fprintf(&b, "at Core          %s\n", core)
-	fmt.Fprintf(&b, "in bucket        %d\n", r.InBucket)
-	fmt.Fprintf(&b, "failure records  %d", r.FailureRecords)
+	row("stream", "%s seq %d..%d, %d message(s)", r.Stream, r.FirstSeq, r.LastSeq, r.StreamMessages)
+	row("published", "%d (%d events, %d invalid input; %d repeated id(s) counted once)", r.Published, r.Events, r.Invalid, r.RepeatedIDs)
+	if c := r.Consumer; c != nil {
+		if c.Found {
+			row("consumer", "%s: ack floor %d, pending %d, ack pending %d", c.Durable, c.AckFloor, c.NumPending, c.NumAckPending)
+		} else {
+			row("consumer", "%s: not found (every message judged as processed)", c.Durable)
+		}
+	}
+	if r.CoreKnown {
+		row("at Core", "%d (duplicates %d, not in the stream %d)", r.AtCore, r.CoreDuplicates, r.CoreOther)
+	} else {
+		row("at Core", "%d (inferred from acks and the bucket: no Core record given)", r.AtCore)
+	}
+	row("in bucket", "%d", r.InBucket)
+	fl := fmt.Sprintf("%d record(s)", r.FailureRecords)
 	if len(r.ByClass) > 0 {
 		keys := make([]string, 0, len(r.ByClass))
 		for k := range r.ByClass {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		var parts []string
-		for _, k := range keys {
-			parts = append(parts, fmt.Sprintf("%s=%d", k, r.ByClass[k]))
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = fmt.Sprintf("%s=%d", k, r.ByClass[k])
 		}
-		fmt.Fprintf(&b, " (%s)", strings.Join(parts, ", "))
+		fl += " (" + strings.Join(parts, ", ") + ")"
 	}
-	fmt.Fprintf(&b, "\npending          %d\n", r.Pending)
-	fmt.Fprintf(&b, "unexplained      %d bucket file(s)\n", len(r.Unexplained))
-	fmt.Fprintf(&b, "lost             %d\n", len(r.Lost))
-	for i, l := range r.Lost {
-		if i == 20 {
-			fmt.Fprintf(&b, "  … and %d more\n", len(r.Lost)-20)
+	row("failure log", "%s, accounting for %d published", fl, r.InFailureLog)
+	row("pending", "%d", r.Pending)
+	row("unexplained", "%d bucket file(s)", len(r.Unexplained))
+	for i, p := range r.Unexplained {
+		if i == maxListed {
+			fmt.Fprintf(&b, "  … and %d more\n", len(r.Unexplained)-maxListed)
 			break
+		}
+		fmt.Fprintf(&b, "  %s\n", p)
+	}
+	row("lost", "%d", len(r.Lost))
+	for i, l := range r.Lost {
+		if i == maxListed {
+			fmt.Fprintf(&b, "  … and %d more\n", len(r.Lost)-maxListed)
+			break
+		}
+		if l.ID == "" {
+			fmt.Fprintf(&b, "  seq %d invalid input missing from the failure log\n", l.StreamSeq)
+			continue
 		}
 		fmt.Fprintf(&b, "  seq %d id %q missing from %s\n", l.StreamSeq, l.ID, strings.Join(l.Missing, ", "))
 	}
 	return b.String()
 }
 
+// failures indexes the failure log.
+type failures struct {
+	byID  map[string]map[string]bool // sink → event id
+	bySeq map[string]map[uint64]bool // sink → stream seq
+}
+
+func (f *failures) add(sink string, id string, seq uint64) {
+	if id != "" {
+		if f.byID[sink] == nil {
+			f.byID[sink] = map[string]bool{}
+		}
+		f.byID[sink][id] = true
+	}
+	if seq != 0 {
+		if f.bySeq[sink] == nil {
+			f.bySeq[sink] = map[uint64]bool{}
+		}
+		f.bySeq[sink][seq] = true
+	}
+}
+
+// has reports whether a record of sink names the event id or one of seqs.
+func (f *failures) has(sink, id string, seqs []uint64) bool {
+	if id != "" && f.byID[sink][id] {
+		return true
+	}
+	for _, s := range seqs {
+		if f.bySeq[sink][s] {
+			return true
+		}
+	}
+	return false
+}
+
+// whole reports whether a record covers the message as a whole: the
+// consumer's record of a message it could not fetch, or a decode record (the
+// consumer found it invalid).
+func (f *failures) whole(seqs []uint64) bool {
+	return f.has(consumer.SinkConsumer, "", seqs) || f.has(bhiv.SinkDecode, "", seqs)
+}
+
+// anySeq reports whether any record names the stream seq.
+func (f *failures) anySeq(seq uint64) bool {
+	for _, m := range f.bySeq {
+		if m[seq] {
+			return true
+		}
+	}
+	return false
+}
+
+// event is what the stream holds about one event id.
+type event struct {
+	id      string
+	kind    bhiv.Kind
+	seqs    []uint64
+	paths   []string // bucket files (relative) its messages make
+	pending bool     // a message with this id is above the ack floor
+}
+
 // Check reconciles the stream with Core, the bucket and the failure log.
+//
+// It reads, in this order, the durable's ack floor, the failure log, what
+// Core received, the bucket and then the stream up to its last sequence at
+// that time, so that on a live system whatever the consumer had acked when
+// the check began is found where it belongs.
 func Check(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if cfg.Stream == "" {
 		cfg.Stream = bhiv.DefaultStreamName
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Report{ByClass: map[string]int{}, CoreKnown: cfg.CoreSeen != nil}
+	r := &Report{Stream: cfg.Stream, ByClass: map[string]int{}, Lost: []Lost{}, Unexplained: []string{}}
 
-	// What the failure log holds.
-	bySinkID := map[string]map[string]bool{} // sink → event id
-	bySeq := map[uint64]bool{}               // invalid input and unfetchable messages, by stream seq
-	err := sinks.ReadFailureLog(cfg.FailureLog, cfg.Logger, func(rec bhiv.FailureRecord) error {
-		r.FailureRecords++
-		r.ByClass[rec.Sink+"/"+string(rec.ErrorClass)]++
-		if rec.EventID != "" {
-			if bySinkID[rec.Sink] == nil {
-				bySinkID[rec.Sink] = map[string]bool{}
+	// 1. The durable's ack floor: above it, an unaccounted message may just
+	// be pending.
+	var floor uint64
+	haveFloor := false
+	if cfg.Durable != "" {
+		st := &ConsumerState{Durable: cfg.Durable}
+		r.Consumer = st
+		cons, err := cfg.JS.Consumer(ctx, cfg.Stream, cfg.Durable)
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			log.Warn("audit: durable consumer not found; judging every message as processed", "stream", cfg.Stream, "durable", cfg.Durable)
+		case err != nil:
+			return nil, fmt.Errorf("audit: stream %s, durable %s: %w", cfg.Stream, cfg.Durable, err)
+		default:
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("audit: stream %s, durable %s: %w", cfg.Stream, cfg.Durable, err)
 			}
-			bySinkID[rec.Sink][rec.EventID] = true
-		} else if rec.StreamSeq != 0 {
-			bySeq[rec.StreamSeq] = true
+			st.Found, st.AckFloor, st.NumPending, st.NumAckPending = true, info.AckFloor.Stream, info.NumPending, info.NumAckPending
+			floor, haveFloor = info.AckFloor.Stream, true
 		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("audit: failure log: %w", err)
 	}
 
-	// What the bucket holds: event id → present.
+	// 2. The failure log.
+	fl := &failures{byID: map[string]map[string]bool{}, bySeq: map[string]map[uint64]bool{}}
+	if cfg.FailureLog != "" {
+		err := sinks.ReadFailureLog(cfg.FailureLog, log, func(rec bhiv.FailureRecord) error {
+			r.FailureRecords++
+			r.ByClass[rec.Sink+"/"+string(rec.ErrorClass)]++
+			fl.add(rec.Sink, rec.EventID, rec.StreamSeq)
+			return nil
+		})
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("audit: failure log: %w", err)
+		}
+	}
+
+	// 3. What Core received.
+	coreSeen := cfg.CoreSeen
+	if cfg.CoreRecord != "" {
+		var err error
+		if coreSeen, err = ReadCoreRecord(cfg.CoreRecord); err != nil {
+			return nil, err
+		}
+	}
+	r.CoreKnown = coreSeen != nil
+
+	// 4. The bucket: relative paths of its event files.
 	bucket := map[string]bool{}
 	if cfg.BucketDir != "" {
 		err := filepath.WalkDir(cfg.BucketDir, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				if errors.Is(err, fs.ErrNotExist) {
-					return nil
+					return nil // gone while walking, or no bucket yet
 				}
 				return err
 			}
-			if !d.IsDir() && strings.HasSuffix(path, ".json") {
-				bucket[strings.TrimSuffix(d.Name(), ".json")] = true
+			if d.IsDir() || strings.HasPrefix(d.Name(), tmpPrefix) {
+				return nil
 			}
+			rel, err := filepath.Rel(cfg.BucketDir, path)
+			if err != nil {
+				return err
+			}
+			bucket[filepath.ToSlash(rel)] = true
 			return nil
 		})
 		if err != nil {
@@ -152,81 +349,134 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 
-	// The durable's ack floor: above it, an unaccounted event may just be pending.
-	var floor uint64
-	haveFloor := false
-	if cfg.Durable != "" {
-		cons, err := cfg.JS.Consumer(ctx, cfg.Stream, cfg.Durable)
-		if err == nil {
-			info, err := cons.Info(ctx)
-			if err == nil {
-				floor, haveFloor = info.AckFloor.Stream, true
-			}
-		} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return nil, fmt.Errorf("audit: durable %s: %w", cfg.Durable, err)
-		}
-	}
-
-	// Every message of the stream.
-	seen := map[string]bool{}
-	err = eachMessage(ctx, cfg.JS, cfg.Stream, func(m bhiv.Message) {
+	// 5. Every message of the stream.
+	events := map[string]*event{}
+	var order []*event
+	explained := map[string]bool{}
+	err := eachMessage(ctx, cfg.JS, cfg.Stream, r, func(m bhiv.Message) {
 		r.StreamMessages++
-		pending := haveFloor && m.Sequence > floor
+		above := haveFloor && m.Sequence > floor
 		ev, derr := bhiv.Decode(m, cfg.Decode)
 		if derr != nil {
 			r.Invalid++
-			if !bySeq[m.Sequence] {
-				if pending {
-					r.Pending++
-				} else {
-					r.Lost = append(r.Lost, Lost{StreamSeq: m.Sequence, Missing: []string{bhiv.SinkDecode}})
+			switch {
+			case fl.anySeq(m.Sequence):
+				r.InFailureLog++
+			case above:
+				r.Pending++
+			default:
+				l := Lost{StreamSeq: m.Sequence, Missing: []string{MissingDecode}}
+				if id := firstHeader(m.Header, bhiv.MsgIDHeader); bhiv.ValidID(id) {
+					l.ID = id
 				}
+				if k, err := bhiv.KindFromSubject(cfg.Decode.SubjectPrefix, m.Subject); err == nil {
+					l.Kind = k
+				}
+				r.Lost = append(r.Lost, l)
 			}
 			return
 		}
-		if seen[ev.ID] {
-			return // the same id again: one event
+		e := events[ev.ID]
+		if e == nil {
+			e = &event{id: ev.ID, kind: ev.Kind()}
+			events[ev.ID] = e
+			order = append(order, e)
+		} else {
+			r.RepeatedIDs++
 		}
-		seen[ev.ID] = true
-		r.Events++
-		whole := bySeq[m.Sequence] // recorded as a whole (max deliveries, not fetchable)
-		var missing []string
-		if cfg.CoreSeen != nil && cfg.CoreSeen[ev.ID] == 0 && !bySinkID["core"][ev.ID] && !whole {
-			missing = append(missing, "core")
-		}
-		if bucket[ev.ID] {
-			r.InBucket++
-		} else if !bySinkID["bucket"][ev.ID] && !whole {
-			missing = append(missing, "bucket")
-		}
-		if len(missing) > 0 {
-			if pending {
-				r.Pending++
-			} else {
-				r.Lost = append(r.Lost, Lost{ID: ev.ID, StreamSeq: m.Sequence, Missing: missing})
-			}
+		e.seqs = append(e.seqs, m.Sequence)
+		e.pending = e.pending || above
+		if p, ok := bucketPath(&ev); ok {
+			e.paths = append(e.paths, p)
+			explained[p] = true
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	for _, n := range cfg.CoreSeen {
-		if n > 0 {
-			r.AtCore++
-			r.CoreDuplicates += n - 1
+	r.Events = len(order)
+	r.Published = r.Events + r.Invalid
+
+	for _, e := range order {
+		whole := fl.whole(e.seqs)
+		coreRec := fl.has(MissingCore, e.id, e.seqs)
+		bucketRec := fl.has(MissingBucket, e.id, e.seqs)
+		if whole || coreRec || bucketRec {
+			r.InFailureLog++
+		}
+		inBucket := slices.ContainsFunc(e.paths, func(p string) bool { return bucket[p] })
+		if inBucket {
+			r.InBucket++
+		}
+		bucketOK := inBucket || bucketRec || whole
+		var missing []string
+		if coreSeen != nil {
+			if coreSeen[e.id] > 0 {
+				r.AtCore++
+			} else if !coreRec && !whole {
+				missing = append(missing, MissingCore)
+			}
+		} else if bucketOK && !coreRec && !whole && !e.pending {
+			r.AtCore++ // acked, so the consumer settled Core, and not as a failure
+		}
+		if !bucketOK {
+			missing = append(missing, MissingBucket)
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		if e.pending {
+			r.Pending++
+			continue
+		}
+		r.Lost = append(r.Lost, Lost{ID: e.id, Kind: e.kind, StreamSeq: e.seqs[0], Missing: missing})
+	}
+	sort.Slice(r.Lost, func(i, j int) bool { return r.Lost[i].StreamSeq < r.Lost[j].StreamSeq })
+
+	for id, n := range coreSeen {
+		if n <= 0 {
+			continue
+		}
+		r.CoreDuplicates += n - 1
+		if events[id] == nil {
+			r.CoreOther++
 		}
 	}
-	for id := range bucket {
-		if !seen[id] {
-			r.Unexplained = append(r.Unexplained, id)
+	for p := range bucket {
+		if !explained[p] {
+			r.Unexplained = append(r.Unexplained, p)
 		}
 	}
 	sort.Strings(r.Unexplained)
+	if len(r.Unexplained) > 0 && r.FirstSeq > 1 {
+		log.Warn("audit: the stream no longer holds its first messages; bucket files of events that aged out count as unexplained",
+			"first_seq", r.FirstSeq, "unexplained", len(r.Unexplained))
+	}
 	return r, nil
 }
 
-// eachMessage calls fn with every message of the stream, in order.
-func eachMessage(ctx context.Context, js jetstream.JetStream, stream string, fn func(bhiv.Message)) error {
+// bucketPath is the Bucket sink's file for ev, relative to the bucket
+// directory: <kind>/<YYYY-MM-DD of the event time in UTC>/<id>.json.
+func bucketPath(ev *bhiv.Event) (string, bool) {
+	kind := ev.Kind()
+	if !kind.Valid() || !bhiv.ValidID(ev.ID) || ev.Time.IsZero() {
+		return "", false
+	}
+	return string(kind) + "/" + ev.Time.UTC().Format(time.DateOnly) + "/" + ev.ID + ".json", true
+}
+
+func firstHeader(h map[string][]string, key string) string {
+	for k, v := range h {
+		if len(v) > 0 && strings.EqualFold(k, key) {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+// eachMessage calls fn with every message of the stream, in order, up to the
+// last sequence the stream had when it was called; it sets r's stream range.
+func eachMessage(ctx context.Context, js jetstream.JetStream, stream string, r *Report, fn func(bhiv.Message)) error {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("audit: stream %s: %w", stream, err)
@@ -235,16 +485,32 @@ func eachMessage(ctx context.Context, js jetstream.JetStream, stream string, fn 
 	if err != nil {
 		return fmt.Errorf("audit: stream %s: %w", stream, err)
 	}
+	r.FirstSeq, r.LastSeq = info.State.FirstSeq, info.State.LastSeq
 	if info.State.Msgs == 0 {
 		return nil
 	}
 	last := info.State.LastSeq
-	oc, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	oc, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{InactiveThreshold: 30 * time.Second})
 	if err != nil {
 		return fmt.Errorf("audit: read stream %s: %w", stream, err)
 	}
+	defer func() {
+		// The server removes the ephemeral consumer when inactive anyway.
+		if ci := oc.CachedInfo(); ci != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = s.DeleteConsumer(dctx, ci.Name)
+			cancel()
+		}
+	}()
+	seen := info.State.FirstSeq - 1 // the last sequence handed to fn
 	for {
-		batch, err := oc.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// Ask for no more than can remain, so that a batch ends as soon as
+		// the stream's tail is read (only gaps make it wait for MaxWait).
+		want := int(min(uint64(fetchBatch), last-seen))
+		batch, err := oc.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return fmt.Errorf("audit: read stream %s: %w", stream, err)
 		}
@@ -255,25 +521,25 @@ func eachMessage(ctx context.Context, js jetstream.JetStream, stream string, fn 
 			if err != nil {
 				return fmt.Errorf("audit: read stream %s: %w", stream, err)
 			}
+			if md.Sequence.Stream > last {
+				seen = last // published after the check began: past the end
+				continue
+			}
+			seen = md.Sequence.Stream
 			fn(bhiv.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(),
 				Stream: stream, Sequence: md.Sequence.Stream, Timestamp: md.Timestamp})
-			if md.Sequence.Stream >= last {
-				return nil
-			}
 		}
-		if batch.Error() != nil && !errors.Is(batch.Error(), jetstream.ErrNoMessages) {
-			return fmt.Errorf("audit: read stream %s: %w", stream, batch.Error())
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("audit: read stream %s: %w", stream, err)
 		}
-		if n == 0 {
-			return nil
-		}
-		if err := ctx.Err(); err != nil {
-			return err
+		if seen >= last || n == 0 {
+			return nil // done, or the tail was removed (limits) while reading
 		}
 	}
 }
 
-// ReadCoreRecord reads the core stub's record file into id → receipts.
+// ReadCoreRecord reads the core stub's record file into id → receipts. A
+// torn last line is skipped.
 func ReadCoreRecord(path string) (map[string]int, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -289,5 +555,8 @@ func ReadCoreRecord(path string) (map[string]int, error) {
 			seen[rec.ID]++
 		}
 	}
-	return seen, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("audit: core record: %w", err)
+	}
+	return seen, nil
 }
