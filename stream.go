@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -98,15 +99,33 @@ func (c StreamConfig) JetStream() jetstream.StreamConfig {
 	}
 }
 
-// EnsureStream creates the stream, or updates it to c when it exists.
+// EnsureStream creates the stream, or updates it to c when it exists and
+// differs. A stream that already matches is left alone, so that the many
+// publishers and consumers calling EnsureStream at start cost the server no
+// update.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	cfg := c.JetStream()
-	s, err := js.CreateOrUpdateStream(ctx, cfg)
+	s, err := js.Stream(ctx, cfg.Name)
+	if err == nil && matches(s.CachedInfo().Config, cfg) {
+		return s, nil
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("ensure stream %s on %s: %w", cfg.Name, cfg.Subjects[0], err)
+	}
+	s, err = js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s on %s: %w", cfg.Name, cfg.Subjects[0], err)
 	}
 	return s, nil
+}
+
+// matches reports whether the existing stream config has every setting
+// EnsureStream manages.
+func matches(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.Storage == want.Storage &&
+		have.Retention == want.Retention && have.Discard == want.Discard && have.MaxAge == want.MaxAge &&
+		have.Duplicates == want.Duplicates && have.Replicas == want.Replicas && have.Description == want.Description
 }
