@@ -85,26 +85,11 @@ func connect(ctx context.Context, n natsConfig, name string, log *slog.Logger) (
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", redactURL(nc.ConnectedUrlRedacted())) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats error", tint.Err(err)) }),
 	}
-	switch {
-	case n.creds != "":
-		opts = append(opts, nats.UserCredentials(n.creds))
-	case n.user != "":
-		opts = append(opts, nats.UserInfo(n.user, n.password))
-	case n.token != "":
-		opts = append(opts, nats.Token(n.token))
-	case n.nkeySeed != "":
-		opt, err := nats.NkeyOptionFromSeed(n.nkeySeed)
-		if err != nil {
-			return nil, fmt.Errorf("NATS_NKEY_SEED: %w", err)
-		}
-		opts = append(opts, opt)
+	auth, err := natsAuth(n)
+	if err != nil {
+		return nil, err
 	}
-	if n.ca != "" {
-		opts = append(opts, nats.RootCAs(n.ca))
-	}
-	if n.cert != "" {
-		opts = append(opts, nats.ClientCert(n.cert, n.key))
-	}
+	opts = append(opts, auth...)
 	type result struct {
 		nc  *nats.Conn
 		err error
@@ -128,6 +113,32 @@ func connect(ctx context.Context, n natsConfig, name string, log *slog.Logger) (
 		}()
 		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(n.url), ctx.Err())
 	}
+}
+
+// natsAuth returns the auth and TLS options of the settings.
+func natsAuth(n natsConfig) ([]nats.Option, error) {
+	var opts []nats.Option
+	switch {
+	case n.creds != "":
+		opts = append(opts, nats.UserCredentials(n.creds))
+	case n.user != "":
+		opts = append(opts, nats.UserInfo(n.user, n.password))
+	case n.token != "":
+		opts = append(opts, nats.Token(n.token))
+	case n.nkeySeed != "":
+		opt, err := nats.NkeyOptionFromSeed(n.nkeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("NATS_NKEY_SEED: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	if n.ca != "" {
+		opts = append(opts, nats.RootCAs(n.ca))
+	}
+	if n.cert != "" {
+		opts = append(opts, nats.ClientCert(n.cert, n.key))
+	}
+	return opts, nil
 }
 
 // jetStream returns the JetStream context of nc and, when managing the

@@ -50,6 +50,7 @@ func init() {
 		"core-stub":   {"run a BHIV Core stand-in (local use and tests)", runCoreStub},
 		"dev":         {"run everything locally in one process: NATS, Core stub, consumer", runDev},
 		"replay":      {"re-send failure-log records to their sink", runReplay},
+		"bench":       {"measure throughput and latency (against a stack, or --embedded)", runBench},
 		"audit":       {"reconcile the stream with Core, the bucket and the failure log", runAudit},
 		"healthcheck": {"GET a URL, fail unless it answers 2xx (container health checks)", runHealthcheck},
 	}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/hackaverse/bhiv/internal/bench"
+)
+
+// runBench is `bhiv bench`: a load tool for sizing a deployment.
+func runBench(ctx context.Context, args []string, e env) error {
+	fs := newFlagSet("bench", e)
+	c := newConfig(fs, e.getenv, natsSettings, consumerSettings, logSettings)
+	embedded := fs.Bool("embedded", false, "run a self-contained stack in-process: embedded NATS, core stub, consumer, durable bucket")
+	events := fs.Int("events", 10000, "events to publish")
+	duration := fs.Duration("duration", 0, "publish for this long instead of a count")
+	rate := fs.Float64("rate", 0, "events per second (0 = as fast as possible)")
+	size := fs.Int("size", 256, "approximate size of each event's data, in bytes")
+	execShare := fs.Float64("execution-share", 0.7, "share of execution events (the rest are rewards)")
+	coreLatency := fs.Duration("core-latency", 0, "latency of the embedded core stub")
+	withCeilings := fs.Bool("ceilings", false, "also measure the bare parts (JetStream, HTTP, files) in the same run")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	dir := fs.String("dir", "", "data directory of the embedded stack (default: a temporary one)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log := newLogger(c, e.stderr)
+	n := readNATS(c)
+	concurrency := c.int("BHIV_CONCURRENCY", 1)
+	durable := c.str("BHIV_CONSUMER")
+	if err := c.err(); err != nil {
+		return usageError{err}
+	}
+	cfg := bench.Config{
+		Events: *events, Duration: *duration, Rate: *rate, Size: *size, Execution: *execShare,
+		Concurrency: concurrency, CoreLatency: *coreLatency, Ceilings: *withCeilings,
+		Embedded: *embedded, Dir: *dir, Stream: n.stream.Name, Durable: durable, Logger: log,
+	}
+	if *duration > 0 {
+		cfg.Events = 0
+	}
+	if err := cfg.Validate(); err != nil && *embedded {
+		return usageError{err}
+	}
+	if !*embedded {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		nc, err := connect(cctx, n, "bhiv bench", log)
+		cancel()
+		if err != nil {
+			return err
+		}
+		nc.Close() // checked the credentials; the engine connects on its own
+		cfg.NATSURL = n.url
+		if cfg.NATSOpts, err = natsAuth(n); err != nil {
+			return err
+		}
+	}
+	if isTerminal(e.stderr) && !*asJSON {
+		var bar *progressbar.ProgressBar
+		cfg.Progress = func(done, total int) {
+			if bar == nil {
+				bar = progressbar.NewOptions(max(total, -1), progressbar.OptionSetWriter(e.stderr),
+					progressbar.OptionSetDescription("publishing"), progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
+			}
+			bar.Set(done)
+		}
+	}
+	r, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	printBench(e.stdout, r, *embedded, concurrency, *coreLatency)
+	return nil
+}
+
+func printBench(w io.Writer, r *bench.Result, embedded bool, concurrency int, latency time.Duration) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "events\t%d\n", r.Events)
+	fmt.Fprintf(tw, "publish rate\t%.0f events/s\n", r.PublishRate)
+	fmt.Fprintf(tw, "end-to-end\t%.0f events/s\t(publish → acked by the consumer, both sinks)\n", r.EndToEndRate)
+	if r.Latency != nil {
+		fmt.Fprintf(tw, "latency publish → Core\tp50 %s  p90 %s  p99 %s  max %s\n", ms(r.Latency.P50), ms(r.Latency.P90), ms(r.Latency.P99), ms(r.Latency.Max))
+	} else if !embedded {
+		fmt.Fprintf(tw, "latency publish → Core\tn/a against a running stack (Core is not ours to watch)\n")
+	}
+	if embedded {
+		fmt.Fprintf(tw, "failure-log records\t%d\n", r.FailureRecords)
+	}
+	fmt.Fprintf(tw, "peak RSS\t%.0f MiB\t(this process)\n", float64(r.PeakRSSBytes)/(1<<20))
+	if len(r.Ceilings) > 0 {
+		fmt.Fprintf(tw, "\nceilings, same run\tevents/s\tend-to-end as a share\n")
+		keys := make([]string, 0, len(r.Ceilings))
+		for k := range r.Ceilings {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(tw, "  %s\t%.0f\t%.2f\n", k, r.Ceilings[k], r.EndToEndRate/r.Ceilings[k])
+		}
+		if latency > 0 {
+			fmt.Fprintf(tw, "  concurrency / core latency\t%.0f\t%.2f\n", float64(concurrency)/latency.Seconds(), r.EndToEndRate/(float64(concurrency)/latency.Seconds()))
+		}
+	}
+	tw.Flush()
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
