@@ -382,3 +382,6 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// runCmd runs a command to its end and returns its error.
+func runCmd(name string, args ...string) error { return exec.Command(name, args...).Run() }

@@ -1,0 +1,88 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+)
+
+// TestComposeTopology runs the docker-compose.yml topology as processes —
+// nats-server, `bhiv core-stub` and `bhiv consume` with the commands and
+// environment the compose file gives them (.env from .env.example), host
+// names mapped to 127.0.0.1 ports — publishes, and accounts for every event.
+func TestComposeTopology(t *testing.T) {
+	root := filepath.Join("..", "..")
+	dir := t.TempDir()
+	for src, dst := range map[string]string{"docker-compose.yml": "docker-compose.yml", ".env.example": ".env"} {
+		b, err := os.ReadFile(filepath.Join(root, src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, dst), b, 0o644)
+	}
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(dir, "docker-compose.yml")}, cli.WithWorkingDirectory(dir), cli.WithDotEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, 1) // nats-server as a process; its own core stub is replaced below
+	s.stub.kill(9)
+	stubPort, adminPort := freePort(t), freePort(t)
+	natsHostPort := strings.TrimPrefix(s.natsURL, "nats://")
+	mapHosts := func(v string) string {
+		v = strings.ReplaceAll(v, "nats:4222", natsHostPort)
+		v = strings.ReplaceAll(v, "core-stub:9000", fmt.Sprintf("127.0.0.1:%d", stubPort))
+		v = strings.ReplaceAll(v, "0.0.0.0:9000", fmt.Sprintf("127.0.0.1:%d", stubPort))
+		v = strings.ReplaceAll(v, "0.0.0.0:8081", fmt.Sprintf("127.0.0.1:%d", adminPort))
+		v = strings.ReplaceAll(v, "127.0.0.1:8081", fmt.Sprintf("127.0.0.1:%d", adminPort))
+		return strings.ReplaceAll(v, "/data/", s.dir+"/data/")
+	}
+	envOf := func(service string) []string {
+		var env []string
+		for k, v := range p.Services[service].Environment {
+			if v != nil {
+				env = append(env, k+"="+mapHosts(*v))
+			}
+		}
+		return append(env, "LOG_FORMAT=json")
+	}
+	stubSvc, consSvc := p.Services["core-stub"], p.Services["consumer"]
+	stub := start(t, s.dir, "compose-core-stub", envOf("core-stub"), bhivBin, append(stubSvc.Command, "--record", filepath.Join(s.dir, "core.jsonl"))...)
+	defer stub.dump()
+	waitFor(t, 10*time.Second, "core stub", func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/bhiv/core/stats", stubPort))
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	cons := start(t, s.dir, "compose-consumer", envOf("consumer"), bhivBin, consSvc.Command...)
+	s.consumers = append(s.consumers, cons)
+	// The compose health check of the consumer passes once it is ready.
+	waitFor(t, 20*time.Second, "consumer healthy", func() bool {
+		hc := consSvc.HealthCheck.Test // ["CMD", "/bhiv", "healthcheck", URL]
+		return runCmd(bhivBin, append(hc[2:len(hc)-1], mapHosts(hc[len(hc)-1]))...) == nil
+	})
+	n := 500
+	_, done := s.publish(n, 0)
+	<-done
+	s.drained(time.Minute)
+	if _, err := os.Stat(filepath.Join(s.dir, "data", "bucket")); err != nil {
+		t.Errorf("the bucket is not where compose puts it: %v", err)
+	}
+	// account() reads the bucket and failure log at the stack's default
+	// paths; point it at compose's.
+	os.Rename(filepath.Join(s.dir, "data", "bucket"), filepath.Join(s.dir, "bucket"))
+	os.Rename(filepath.Join(s.dir, "data", "failed_core_sends.log"), filepath.Join(s.dir, "failed.log"))
+	s.account("compose-topology", n)
+}
