@@ -49,11 +49,12 @@ func TestCore429RetryAfter(t *testing.T) {
 func TestCoreDownThenBack(t *testing.T) {
 	s := newStack(t, 1)
 	s.consumer()
-	n := size(2000, 12000)
+	// Long: a steady 200 events/s for 80 s with Core down for 60 s of it.
+	n := size(2000, 16000)
 	_, done := s.publish(n, 200)
-	time.Sleep(2 * time.Second)
+	time.Sleep(size(2*time.Second, 10*time.Second))
 	s.stub.kill(syscall.SIGKILL)
-	time.Sleep(size(5*time.Second, 30*time.Second))
+	time.Sleep(size(5*time.Second, 60*time.Second))
 	s.stub.restart()
 	<-done
 	s.drained(3 * time.Minute)
