@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,6 +102,13 @@ func connect(ctx context.Context, n natsConfig, name string, log *slog.Logger) (
 	}()
 	select {
 	case r := <-ch:
+		var verr *tls.CertificateVerificationError
+		if errors.Is(r.err, nats.ErrTLS) && !errors.As(r.err, &verr) {
+			// A server that refuses the client certificate (or its
+			// absence) may close the connection right after the
+			// handshake, without saying why.
+			return nil, fmt.Errorf("connect to NATS at %s: TLS failed; does the server require a client certificate (NATS_CERT, NATS_KEY)?: %w", redactURL(n.url), r.err)
+		}
 		if r.err != nil {
 			return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(n.url), r.err)
 		}
