@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
-	"encoding/json"
-	"net/http"
+	"flag"
+	"io"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,29 +17,27 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
-
-	"github.com/hackaverse/bhiv/internal/natstest"
 )
 
-// loadCompose loads docker-compose.yml as docker compose would, with .env
-// copied from .env.example, and every profile on.
-func loadCompose(t *testing.T) *types.Project {
+// repoRoot is the repository, seen from this package's directory.
+var repoRoot = filepath.Join("..", "..")
+
+// loadCompose loads docker-compose.yml as `docker compose` would after
+// `cp .env.example .env`, with the given profiles on ("*": all).
+func loadCompose(t *testing.T, profiles ...string) *types.Project {
 	t.Helper()
-	root := filepath.Join("..", "..")
 	dir := t.TempDir()
-	for _, f := range []string{"docker-compose.yml", ".env.example"} {
-		b, err := os.ReadFile(filepath.Join(root, f))
+	for from, to := range map[string]string{"docker-compose.yml": "docker-compose.yml", ".env.example": ".env"} {
+		b, err := os.ReadFile(filepath.Join(repoRoot, from))
 		if err != nil {
 			t.Fatal(err)
 		}
-		name := f
-		if f == ".env.example" {
-			name = ".env"
+		if err := os.WriteFile(filepath.Join(dir, to), b, 0o644); err != nil {
+			t.Fatal(err)
 		}
-		os.WriteFile(filepath.Join(dir, name), b, 0o644)
 	}
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(dir, "docker-compose.yml")},
-		cli.WithWorkingDirectory(dir), cli.WithDotEnv, cli.WithProfiles([]string{"*"}))
+		cli.WithWorkingDirectory(dir), cli.WithDotEnv, cli.WithProfiles(profiles))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,11 +48,72 @@ func loadCompose(t *testing.T) *types.Project {
 	return p
 }
 
-// TestCompose checks that docker-compose.yml is consistent with the binary:
-// its commands are real subcommands, its environment names real settings,
-// and it has the volumes, health checks and start-up order a user needs.
+// inRepo maps a path compose resolved against the project directory back
+// to the repository.
+func inRepo(t *testing.T, p *types.Project, path string) string {
+	t.Helper()
+	rel, err := filepath.Rel(p.WorkingDir, path)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		t.Fatalf("%s is outside the project", path)
+	}
+	return filepath.Join(repoRoot, rel)
+}
+
+// environ is a service's environment as the binary reads it (main.go's
+// getenv: empty reads as unset, but an empty BHIV_ADMIN_ADDR is off).
+func environ(svc types.ServiceConfig) func(string) string {
+	return func(k string) string {
+		v := svc.Environment[k]
+		if v == nil {
+			return ""
+		}
+		if *v == "" && k == "BHIV_ADMIN_ADDR" {
+			return "off"
+		}
+		return *v
+	}
+}
+
+// healthURL returns the URL a `CMD <binary> healthcheck URL` (or wget) test
+// asks.
+func healthURL(t *testing.T, hc *types.HealthCheckConfig) *url.URL {
+	t.Helper()
+	if hc == nil || hc.Disable || len(hc.Test) < 2 {
+		t.Fatalf("no health check: %+v", hc)
+	}
+	if hc.Test[0] != "CMD" {
+		t.Errorf("health check %v: use the exec form (CMD); the images have no shell", hc.Test)
+	}
+	for _, a := range hc.Test[1:] {
+		if strings.HasPrefix(a, "http://") {
+			u, err := url.Parse(a)
+			if err != nil {
+				t.Fatalf("health check URL: %v", err)
+			}
+			return u
+		}
+	}
+	t.Fatalf("health check %v asks no http:// URL", hc.Test)
+	return nil
+}
+
+func port(t *testing.T, hostport string) string {
+	t.Helper()
+	_, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		t.Fatalf("%q: %v", hostport, err)
+	}
+	return p
+}
+
+// TestCompose checks that docker-compose.yml, loaded with compose-go the
+// way `docker compose up` loads it, is consistent with the binary: the
+// bhiv services run real subcommands with settings the binary knows and
+// accepts, every service has a health check that asks the port it listens
+// on, the consumer starts after its dependencies are healthy, and the
+// monitoring services stay off unless their profile is asked for.
 func TestCompose(t *testing.T) {
-	p := loadCompose(t)
+	p := loadCompose(t, "*")
 	known := map[string]bool{}
 	for _, g := range allGroups {
 		for _, s := range g.settings {
@@ -63,148 +125,261 @@ func TestCompose(t *testing.T) {
 			t.Fatalf("service %s is missing", name)
 		}
 	}
-	for _, name := range []string{"core-stub", "consumer"} {
-		svc := p.Services[name]
-		t.Run(name, func(t *testing.T) {
-			if svc.Build == nil {
-				t.Errorf("not built from this repo's Dockerfile")
+	consumer, stub, nats := p.Services["consumer"], p.Services["core-stub"], p.Services["nats"]
+
+	// The services built from this repository: bhiv subcommands, .env,
+	// known settings only, and `bhiv healthcheck` on their own port.
+	for _, tc := range []struct {
+		service, command, listenEnv, healthPath string
+	}{
+		{"core-stub", "core-stub", "BHIV_CORE_STUB_ADDR", "/bhiv/core/stats"},
+		{"consumer", "consume", "BHIV_ADMIN_ADDR", "/readyz"},
+	} {
+		t.Run(tc.service, func(t *testing.T) {
+			svc := p.Services[tc.service]
+			if svc.Build == nil || svc.Build.Context != p.WorkingDir || filepath.Base(svc.Build.Dockerfile) != "Dockerfile" {
+				t.Errorf("not built from this repository's Dockerfile: %+v", svc.Build)
 			}
-			if len(svc.Command) == 0 {
-				t.Fatalf("no command")
+			if len(svc.Command) == 0 || svc.Command[0] != tc.command {
+				t.Fatalf("command %v, want %s", svc.Command, tc.command)
 			}
 			if _, ok := commands[svc.Command[0]]; !ok {
 				t.Errorf("command %q is not a bhiv subcommand", svc.Command[0])
 			}
-			if len(svc.EnvFiles) == 0 || filepath.Base(svc.EnvFiles[0].Path) != ".env" {
-				t.Errorf("env_file .env missing: %+v", svc.EnvFiles)
+			if len(svc.EnvFiles) != 1 || filepath.Base(svc.EnvFiles[0].Path) != ".env" {
+				t.Errorf("env_file is not .env: %+v", svc.EnvFiles)
 			}
 			for k := range svc.Environment {
 				if !known[k] {
 					t.Errorf("environment %s is not a bhiv setting", k)
 				}
 			}
-			hc := svc.HealthCheck
-			if hc == nil || len(hc.Test) < 3 {
-				t.Fatalf("no health check")
+			// The env_file carries every setting from .env.example.
+			for k := range known {
+				if _, ok := svc.Environment[k]; !ok {
+					t.Errorf("%s does not get %s from .env", tc.service, k)
+				}
 			}
-			if hc.Test[1] != "/bhiv" || hc.Test[2] != "healthcheck" {
-				t.Errorf("health check %v does not use `bhiv healthcheck`", hc.Test)
+			listen := environ(svc)(tc.listenEnv)
+			if host, _, err := net.SplitHostPort(listen); err != nil || (host != "0.0.0.0" && host != "") {
+				t.Errorf("%s=%q: not reachable from other containers (listen on 0.0.0.0)", tc.listenEnv, listen)
+			}
+			hc := svc.HealthCheck
+			u := healthURL(t, hc)
+			if len(hc.Test) < 3 || hc.Test[1] != "/bhiv" || hc.Test[2] != "healthcheck" {
+				t.Errorf("health check %v does not run `/bhiv healthcheck` (distroless: no shell, no curl)", hc.Test)
+			}
+			if u.Port() != port(t, listen) || u.Path != tc.healthPath {
+				t.Errorf("health check asks %s, want port %s path %s", u, port(t, listen), tc.healthPath)
+			}
+			if hc.Interval == nil || hc.Retries == nil || hc.Timeout == nil {
+				t.Errorf("health check without interval, timeout or retries: %+v", hc)
 			}
 		})
 	}
-	consumer := p.Services["consumer"]
-	for _, dep := range []string{"nats", "core-stub"} {
-		if d, ok := consumer.DependsOn[dep]; !ok || d.Condition != types.ServiceConditionHealthy {
-			t.Errorf("consumer must depend on %s being healthy: %+v", dep, consumer.DependsOn)
-		}
-	}
-	if !slices.ContainsFunc(consumer.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == "/data" }) {
-		t.Errorf("consumer has no volume on /data")
-	}
-	env := consumer.Environment
-	val := func(k string) string {
-		if v := env[k]; v != nil {
-			return *v
-		}
-		return ""
-	}
-	if !strings.Contains(val("NATS_URL"), "nats:4222") {
-		t.Errorf("consumer NATS_URL = %q", val("NATS_URL"))
-	}
-	stubAddr := p.Services["core-stub"].Environment["BHIV_CORE_STUB_ADDR"]
-	if stubAddr == nil || !strings.HasSuffix(*stubAddr, ":9000") || !strings.Contains(val("BHIV_CORE_URL"), "core-stub:9000/bhiv/core") {
-		t.Errorf("consumer BHIV_CORE_URL %q does not reach core-stub", val("BHIV_CORE_URL"))
-	}
-	if !strings.HasPrefix(val("BHIV_ADMIN_ADDR"), "0.0.0.0:") {
-		t.Errorf("admin server not reachable from other containers: %q", val("BHIV_ADMIN_ADDR"))
-	}
-	nats := p.Services["nats"]
-	if !slices.Contains(nats.Command, "-js") || nats.HealthCheck == nil {
-		t.Errorf("nats: JetStream off or no health check: %v", nats.Command)
-	}
-	for _, name := range []string{"prometheus", "grafana"} {
-		if !slices.Contains(p.Services[name].Profiles, "monitoring") {
-			t.Errorf("%s is not in the monitoring profile", name)
-		}
-	}
-	// The env_file carries every setting, so the file compose reads is complete.
-	for k := range known {
-		if _, ok := p.Services["consumer"].Environment[k]; !ok {
-			t.Errorf("consumer does not get %s from .env", k)
-		}
-	}
-}
 
-// TestDashboardMetricsExist checks that every bhiv_ metric the Grafana
-// dashboard queries is exported by a real consume run (the series come from
-// TestMetricsAndSecrets' kind of run, scraped here again).
-func TestDashboardMetricsExist(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "grafana", "dashboards", "bhiv.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &dash); err != nil {
-		t.Fatalf("dashboard JSON: %v", err)
-	}
-	exported := scrapeRealRun(t)
-	re := regexp.MustCompile(`\b(bhiv_[a-z_]+|process_[a-z_]+|go_[a-z_]+)\b`)
-	n := 0
-	for _, p := range dash.Panels {
-		for _, tg := range p.Targets {
-			for _, m := range re.FindAllString(tg.Expr, -1) {
-				n++
-				if !exported[m] {
-					t.Errorf("panel %q queries %s, which bhiv does not export", p.Title, m)
+	t.Run("consumer wiring", func(t *testing.T) {
+		env := environ(consumer)
+		if u, err := url.Parse(env("NATS_URL")); err != nil || u.Hostname() != "nats" || u.Port() != "4222" {
+			t.Errorf("NATS_URL=%q does not reach the nats service", env("NATS_URL"))
+		}
+		u, err := url.Parse(env("BHIV_CORE_URL"))
+		if err != nil || u.Hostname() != "core-stub" || u.Port() != port(t, environ(stub)("BHIV_CORE_STUB_ADDR")) || u.Path != "/bhiv/core" {
+			t.Errorf("BHIV_CORE_URL=%q does not reach the core-stub service", env("BHIV_CORE_URL"))
+		}
+		// The bucket and the failure log live in the /data volume.
+		if !slices.ContainsFunc(consumer.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == "/data" }) {
+			t.Errorf("consumer has no volume on /data: %+v", consumer.Volumes)
+		}
+		for _, k := range []string{"BHIV_BUCKET_DIR", "BHIV_FAILED_LOG"} {
+			if !strings.HasPrefix(env(k), "/data/") {
+				t.Errorf("%s=%q is not in the /data volume", k, env(k))
+			}
+		}
+		for _, dep := range []string{"nats", "core-stub"} {
+			if d, ok := consumer.DependsOn[dep]; !ok || d.Condition != types.ServiceConditionHealthy {
+				t.Errorf("consumer must wait for %s to be healthy: %+v", dep, consumer.DependsOn)
+			}
+		}
+		// docker compose stop sends SIGTERM, then SIGKILL after the grace
+		// period: it must outlast the consumer's own shutdown.
+		shutdown, err := time.ParseDuration(env("BHIV_SHUTDOWN_TIMEOUT"))
+		if err != nil {
+			shutdown = 30 * time.Second
+		}
+		if consumer.StopGracePeriod == nil || time.Duration(*consumer.StopGracePeriod) < shutdown+5*time.Second {
+			t.Errorf("stop_grace_period %v does not outlast BHIV_SHUTDOWN_TIMEOUT %s", consumer.StopGracePeriod, shutdown)
+		}
+	})
+
+	t.Run("consumer settings accepted", func(t *testing.T) {
+		// The settings the consumer container gets pass the binary's own
+		// checks (as `bhiv consume` reads them, before it connects).
+		fs := flag.NewFlagSet("consume", flag.ContinueOnError)
+		c := newConfig(fs, environ(consumer), natsSettings, coreSettings, bucketSettings, failureSettings, consumerSettings, adminSettings, logSettings)
+		if err := fs.Parse(nil); err != nil {
+			t.Fatal(err)
+		}
+		newLogger(c, io.Discard)
+		n := readNATS(c)
+		readSinks(c, readConsumer(c, n).Concurrency)
+		c.str("BHIV_ADMIN_ADDR")
+		if err := c.err(); err != nil {
+			t.Errorf("bhiv consume would refuse the compose settings: %v", err)
+		}
+	})
+
+	t.Run("nats", func(t *testing.T) {
+		if !strings.HasPrefix(nats.Image, "nats:") {
+			t.Errorf("image %q is not the official nats image", nats.Image)
+		}
+		flagVal := func(name string) (string, bool) {
+			i := slices.Index(nats.Command, name)
+			if i < 0 {
+				return "", false
+			}
+			if i+1 < len(nats.Command) {
+				return nats.Command[i+1], true
+			}
+			return "", true
+		}
+		if _, ok := flagVal("-js"); !ok {
+			t.Errorf("JetStream is off: %v", nats.Command)
+		}
+		store, _ := flagVal("-sd")
+		if store == "" || !slices.ContainsFunc(nats.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == store }) {
+			t.Errorf("JetStream store %q is not on a volume: %+v", store, nats.Volumes)
+		}
+		monitor, _ := flagVal("-m")
+		u := healthURL(t, nats.HealthCheck)
+		if monitor == "" || u.Port() != monitor || u.Path != "/healthz" || u.Query().Get("js-enabled-only") != "true" {
+			t.Errorf("health check asks %s; want the monitoring port (-m %s) /healthz?js-enabled-only=true", u, monitor)
+		}
+		// The default nats image is built FROM scratch: no shell, no wget.
+		// The -alpine variant has busybox wget.
+		if slices.Contains(nats.HealthCheck.Test, "wget") && !strings.Contains(nats.Image, "alpine") {
+			t.Errorf("health check uses wget, which image %s does not have (use an -alpine tag)", nats.Image)
+		}
+	})
+
+	t.Run("monitoring profile", func(t *testing.T) {
+		for _, name := range []string{"prometheus", "grafana"} {
+			if !slices.Contains(p.Services[name].Profiles, "monitoring") {
+				t.Errorf("%s is not in the monitoring profile", name)
+			}
+			for _, v := range p.Services[name].Volumes {
+				if v.Type == types.VolumeTypeBind {
+					if _, err := os.Stat(inRepo(t, p, v.Source)); err != nil {
+						t.Errorf("%s mounts %s, which the repository lacks", name, v.Source)
+					}
 				}
 			}
 		}
-	}
-	if n < 10 {
-		t.Errorf("the dashboard queries only %d metrics", n)
-	}
+		// Plain `docker compose up` starts the three services only.
+		plain := loadCompose(t)
+		if got := slices.Sorted(func(yield func(string) bool) {
+			for n := range plain.Services {
+				if !yield(n) {
+					return
+				}
+			}
+		}); !slices.Equal(got, []string{"consumer", "core-stub", "nats"}) {
+			t.Errorf("without a profile compose starts %v", got)
+		}
+	})
 }
 
-// scrapeRealRun runs `bhiv consume` briefly and returns the metric names its
-// /metrics exports (histogram series names included).
-func scrapeRealRun(t *testing.T) map[string]bool {
+// dockerfile is the Dockerfile's instructions, continuation lines joined.
+func dockerfile(t *testing.T) []string {
 	t.Helper()
-	ns := natstest.Start(t)
-	srv := ns.URL()
-	dir := t.TempDir()
-	core := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	env := map[string]string{
-		"NATS_URL": srv, "BHIV_CORE_URL": core + "/bhiv/core", "BHIV_BUCKET_DIR": filepath.Join(dir, "b"),
-		"BHIV_FAILED_LOG": filepath.Join(dir, "f.log"), "BHIV_ADMIN_ADDR": "127.0.0.1:0", "LOG_FORMAT": "json",
-		"BHIV_CORE_BATCH_MAX": "2",
+	f, err := os.Open(filepath.Join(repoRoot, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"bhiv", "consume"}, envMap(env), &logs, &logs) }()
-	defer func() { cancel(); <-done }()
-	if _, errOut, err := runBhiv(t, context.Background(), env, "publish", "execution", "--team", "t", "--action", "a"); err != nil {
-		t.Fatalf("publish: %v %s", err, errOut)
-	}
-	// An invalid message, so that the failure-record series exist too.
-	nc, _ := ns.Connect()
-	nc.Publish("bhiv.events.reward", []byte("not json"))
-	nc.Flush()
-	url := waitForLogField(t, &logs, "admin server listening", "metrics")
-	names := map[string]bool{}
-	waitFor(t, 20*time.Second, func() bool {
-		for k := range parseMetrics(httpGet(t, url)) {
-			name, _, _ := strings.Cut(k, "{")
-			names[name] = true
+	defer f.Close()
+	var out []string
+	cur := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if cur == "" && (line == "" || strings.HasPrefix(line, "#")) {
+			continue
 		}
-		return names["bhiv_sink_delivery_duration_seconds_bucket"] && names["bhiv_failure_records_total"]
-	})
-	return names
+		if s, ok := strings.CutSuffix(line, "\\"); ok {
+			cur += s + " "
+			continue
+		}
+		out = append(out, cur+line)
+		cur = ""
+	}
+	return out
+}
+
+// TestComposeDockerfile checks the image the compose services are built
+// from: a static, trimmed, versioned build, run as a non-root user from a
+// base without a shell, with /bhiv as entry point (the health checks call
+// it), /data as volume and the admin and stub ports exposed; and that the
+// build context leaves out .env and local data.
+func TestComposeDockerfile(t *testing.T) {
+	ins := dockerfile(t)
+	var froms []string
+	final := map[string][]string{} // instruction → arguments, in the last stage
+	build := ""
+	for _, in := range ins {
+		op, args, _ := strings.Cut(in, " ")
+		op = strings.ToUpper(op)
+		if op == "FROM" {
+			froms = append(froms, args)
+			final = map[string][]string{}
+			continue
+		}
+		final[op] = append(final[op], args)
+		if op == "RUN" && strings.Contains(args, "go build") {
+			build = args
+		}
+	}
+	if len(froms) < 2 || !strings.HasPrefix(froms[0], "golang:1.26") {
+		t.Errorf("not a multi-stage build from golang:1.26: FROM %v", froms)
+	}
+	base := froms[len(froms)-1]
+	if !strings.HasPrefix(base, "gcr.io/distroless/static") && !strings.HasPrefix(base, "scratch") {
+		t.Errorf("final stage %q is not distroless static or scratch", base)
+	}
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-s -w", "-X main.version=", "./cmd/bhiv"} {
+		if !strings.Contains(build, want) {
+			t.Errorf("go build %q lacks %s", build, want)
+		}
+	}
+	if u := final["USER"]; len(u) == 0 || regexp.MustCompile(`^(0|root)(:|$)`).MatchString(u[len(u)-1]) {
+		t.Errorf("final stage runs as %v, want a non-root USER", u)
+	}
+	if e := final["ENTRYPOINT"]; len(e) != 1 || e[0] != `["/bhiv"]` {
+		t.Errorf(`ENTRYPOINT %v, want ["/bhiv"]`, e)
+	}
+	if v := strings.Join(final["VOLUME"], " "); !strings.Contains(v, "/data") {
+		t.Errorf("VOLUME %q lacks /data", v)
+	}
+	exposed := strings.Fields(strings.Join(final["EXPOSE"], " "))
+	for _, p := range []string{"8081", "9000"} {
+		if !slices.Contains(exposed, p) {
+			t.Errorf("EXPOSE %v lacks %s", exposed, p)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(repoRoot, ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ignored := strings.Fields(string(b))
+	for _, want := range []string{".env", "data", ".git"} {
+		if !slices.Contains(ignored, want) && !slices.Contains(ignored, "/"+want) {
+			t.Errorf(".dockerignore does not leave out %s", want)
+		}
+	}
+	for _, pat := range ignored {
+		for _, keep := range []string{"go.mod", "go.sum", "cmd", "cmd/bhiv", "sinks", "consumer", "publisher", "internal"} {
+			if ok, _ := filepath.Match(strings.TrimPrefix(pat, "/"), keep); ok {
+				t.Errorf(".dockerignore pattern %q leaves out %s, which the build needs", pat, keep)
+			}
+		}
+	}
 }
