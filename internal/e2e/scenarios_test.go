@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/sys/unix"
 )
 
 // 1. Steady load with Core failing 20% with 503 and 200 ms latency on 10%.
@@ -106,16 +107,21 @@ func TestBucketUnwritable(t *testing.T) {
 	n := size(1500, 10000)
 	_, done := s.publish(n, 300)
 	time.Sleep(1500 * time.Millisecond)
+	// Swap the directory and a plain file atomically (renameat2 with
+	// RENAME_EXCHANGE), so that the running consumer never sees the path
+	// missing and recreates the directory in between.
 	bucket := filepath.Join(s.dir, "bucket")
-	if err := os.Rename(bucket, bucket+".away"); err != nil {
+	swap := func() {
+		if err := unix.Renameat2(unix.AT_FDCWD, bucket+".swap", unix.AT_FDCWD, bucket, unix.RENAME_EXCHANGE); err != nil {
+			t.Fatalf("swap the bucket: %v", err)
+		}
+	}
+	if err := os.WriteFile(bucket+".swap", []byte("not a directory"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(bucket, []byte("not a directory"), 0o640)
+	swap() // the bucket is now a file
 	time.Sleep(size(3*time.Second, 10*time.Second))
-	os.Remove(bucket)
-	if err := os.Rename(bucket+".away", bucket); err != nil {
-		t.Fatal(err)
-	}
+	swap() // and a directory again
 	<-done
 	s.drained(3 * time.Minute)
 	r := s.account("6-bucket-unwritable", n)
