@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/lmittmann/tint"
@@ -128,6 +129,9 @@ func natsAuth(n natsConfig) ([]nats.Option, error) {
 	var opts []nats.Option
 	switch {
 	case n.creds != "":
+		if _, err := os.Stat(n.creds); err != nil {
+			return nil, fmt.Errorf("NATS_CREDS: %w", err)
+		}
 		opts = append(opts, nats.UserCredentials(n.creds))
 	case n.user != "":
 		opts = append(opts, nats.UserInfo(n.user, n.password))
