@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hackaverse/bhiv/consumer"
+	"github.com/hackaverse/bhiv/internal/pipeline"
 )
 
 func runConsume(ctx context.Context, args []string, e env) error {
@@ -47,13 +48,13 @@ func consume(ctx context.Context, log *slog.Logger, n natsConfig, cc consumer.Co
 		return err
 	}
 	reg := newRegistry()
-	p, err := newPipeline(js, cc, sc, log, reg)
+	p, err := pipeline.New(js, pipeline.Config{Consumer: cc, Core: sc.core, Bucket: sc.bucket, FailureLog: sc.failed, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
 	ln, err := listenAdmin(adminAddr)
 	if err != nil {
-		p.close()
+		p.Close()
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -61,14 +62,14 @@ func consume(ctx context.Context, log *slog.Logger, n natsConfig, cc consumer.Co
 	defer stop()
 	g.Go(func() error {
 		defer stop() // the admin server goes when the consumer does
-		return p.run(runCtx)
+		return p.Run(runCtx)
 	})
 	if ln != nil {
 		log.Info("admin server listening", "metrics", "http://"+ln.Addr().String()+"/metrics")
-		g.Go(func() error { return serveUntil(runCtx, ln, adminHandler(reg, p.consumer.Ready), 5*time.Second) })
+		g.Go(func() error { return serveUntil(runCtx, ln, adminHandler(reg, p.Consumer.Ready), 5*time.Second) })
 	}
 	err = g.Wait()
-	if cerr := p.close(); cerr != nil {
+	if cerr := p.Close(); cerr != nil {
 		log.Error("closing sinks", tint.Err(cerr))
 		err = errors.Join(err, cerr)
 	}

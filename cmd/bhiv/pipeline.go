@@ -1,26 +1,11 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"log/slog"
 	"net/url"
-
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hackaverse/bhiv/consumer"
 	"github.com/hackaverse/bhiv/sinks"
-)
-
-// The sinks are what the consumer fans out to.
-var (
-	_ consumer.Sink         = (*sinks.Core)(nil)
-	_ consumer.Sink         = (*sinks.Bucket)(nil)
-	_ consumer.Availability = (*sinks.Core)(nil)
-	_ consumer.FailureLog   = (*sinks.FailureLog)(nil)
-	_ sinks.Deliverer       = (*sinks.Core)(nil)
 )
 
 // sinkConfig holds the sink and failure-log settings.
@@ -87,61 +72,3 @@ func readConsumer(c *config, n natsConfig) consumer.Config {
 		MaxEventBytes:   n.maxEventBytes,
 	}
 }
-
-// pipeline is the consumer with its sinks and failure log.
-type pipeline struct {
-	consumer *consumer.Consumer
-	core     *sinks.Core
-	bucket   *sinks.Bucket
-	failed   *sinks.FailureLog
-}
-
-// newPipeline opens the sinks and the failure log and builds the consumer.
-func newPipeline(js jetstream.JetStream, cc consumer.Config, sc sinkConfig, log *slog.Logger, reg prometheus.Registerer) (*pipeline, error) {
-	p := &pipeline{}
-	var err error
-	sc.core.Logger, sc.core.Registerer = log.With("sink", "core"), reg
-	if p.core, err = sinks.NewCore(sc.core); err != nil {
-		return nil, err
-	}
-	sc.bucket.Logger = log.With("sink", "bucket")
-	if p.bucket, err = sinks.NewBucket(sc.bucket); err != nil {
-		p.close()
-		return nil, err
-	}
-	sc.failed.Logger = log
-	if p.failed, err = sinks.OpenFailureLog(sc.failed); err != nil {
-		p.close()
-		return nil, err
-	}
-	cc.Sinks = map[string]consumer.Sink{"core": p.core, "bucket": p.bucket}
-	cc.FailureLog = p.failed
-	cc.Logger = log
-	cc.Registerer = reg
-	if p.consumer, err = consumer.New(js, cc); err != nil {
-		p.close()
-		return nil, err
-	}
-	return p, nil
-}
-
-// close closes the sinks and the failure log.
-func (p *pipeline) close() error {
-	var errs []error
-	if p.core != nil {
-		errs = append(errs, p.core.Close())
-	}
-	if p.bucket != nil {
-		errs = append(errs, p.bucket.Close())
-	}
-	if p.failed != nil {
-		errs = append(errs, p.failed.Close())
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("close sinks: %w", err)
-	}
-	return nil
-}
-
-// run runs the consumer until ctx ends.
-func (p *pipeline) run(ctx context.Context) error { return p.consumer.Run(ctx) }

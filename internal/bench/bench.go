@@ -30,6 +30,7 @@ import (
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/consumer"
 	"github.com/hackaverse/bhiv/internal/corestub"
+	"github.com/hackaverse/bhiv/internal/pipeline"
 	"github.com/hackaverse/bhiv/publisher"
 	"github.com/hackaverse/bhiv/sinks"
 )
@@ -135,10 +136,7 @@ type stack struct {
 	stub    *corestub.Stub
 	http    *http.Server
 	url     string
-	flog    *sinks.FailureLog
-	core    *sinks.Core
-	bucket  *sinks.Bucket
-	cons    *consumer.Consumer
+	pipe    *pipeline.Pipeline
 	stop    context.CancelFunc
 	done    chan error
 	mu      sync.Mutex
@@ -208,27 +206,20 @@ func (s *stack) serveCore(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *stack) startConsumer(c Config, js jetstream.JetStream) error {
-	var err error
-	if s.core, err = sinks.NewCore(sinks.CoreConfig{URL: s.url, Concurrency: c.Concurrency, Logger: c.Logger}); err != nil {
-		return err
-	}
-	if s.bucket, err = sinks.NewBucket(sinks.BucketConfig{Dir: filepath.Join(c.Dir, "bucket"), Logger: c.Logger}); err != nil {
-		return err
-	}
-	if s.flog, err = sinks.OpenFailureLog(sinks.FailureLogConfig{Path: filepath.Join(c.Dir, "failed.log"), Logger: c.Logger}); err != nil {
-		return err
-	}
-	s.cons, err = consumer.New(js, consumer.Config{
-		ManageStream: true, Concurrency: c.Concurrency, SummaryInterval: -1,
-		Sinks:      map[string]consumer.Sink{"core": s.core, "bucket": s.bucket},
-		FailureLog: s.flog, Logger: c.Logger,
+	p, err := pipeline.New(js, pipeline.Config{
+		Consumer:   consumer.Config{ManageStream: true, Concurrency: c.Concurrency, SummaryInterval: -1},
+		Core:       sinks.CoreConfig{URL: s.url, Concurrency: c.Concurrency},
+		Bucket:     sinks.BucketConfig{Dir: filepath.Join(c.Dir, "bucket")},
+		FailureLog: sinks.FailureLogConfig{Path: filepath.Join(c.Dir, "failed.log")},
+		Logger:     c.Logger,
 	})
 	if err != nil {
 		return err
 	}
+	s.pipe = p
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop, s.done = cancel, make(chan error, 1)
-	go func() { s.done <- s.cons.Run(ctx) }()
+	go func() { s.done <- p.Run(ctx) }()
 	return nil
 }
 
@@ -243,10 +234,8 @@ func (s *stack) stopConsumer() {
 
 func (s *stack) close() {
 	s.stopConsumer()
-	for _, c := range []io.Closer{s.core, s.bucket, s.flog} {
-		if c != nil && !isNil(c) {
-			c.Close()
-		}
+	if s.pipe != nil {
+		s.pipe.Close()
 	}
 	if s.http != nil {
 		s.http.Close()
@@ -255,18 +244,6 @@ func (s *stack) close() {
 		s.ns.Shutdown()
 		s.ns.WaitForShutdown()
 	}
-}
-
-func isNil(c io.Closer) bool {
-	switch v := c.(type) {
-	case *sinks.Core:
-		return v == nil
-	case *sinks.Bucket:
-		return v == nil
-	case *sinks.FailureLog:
-		return v == nil
-	}
-	return false
 }
 
 // Run runs the benchmark.
