@@ -1,8 +1,13 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -11,6 +16,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +29,7 @@ import (
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/internal/audit"
 	"github.com/hackaverse/bhiv/publisher"
+	"github.com/hackaverse/bhiv/sinks"
 )
 
 var (
@@ -179,6 +187,10 @@ type stack struct {
 	stubURL   string
 	consumers []*proc
 	env       []string
+
+	mu        sync.Mutex
+	want      map[string]string // id of every valid event published → its bucket file (relative)
+	pubFailed atomic.Int64      // events the publisher gave up on (a test failure)
 }
 
 // newStack starts nats-server (one node, or three with routes) and the core
@@ -297,6 +309,7 @@ func (s *stack) publish(n int, rate float64) (ids []string, done chan struct{}) 
 			s.t.Fatal(err)
 		}
 		events[i], ids[i] = ev, ev.ID
+		s.expect(ev)
 	}
 	done = make(chan struct{})
 	go func() {
@@ -309,18 +322,119 @@ func (s *stack) publish(n int, rate float64) (ids []string, done chan struct{}) 
 					time.Sleep(d)
 				}
 			}
-			for time.Now().Before(deadline) {
+			var err error
+			for attempt := 0; attempt == 0 || time.Now().Before(deadline); attempt++ {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_, err := p.Publish(ctx, events[i])
+				_, err = p.Publish(ctx, events[i])
 				cancel()
 				if err == nil {
 					break
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
+			if err != nil {
+				s.pubFailed.Add(1) // reported by account: the run is not what the test thinks
+			}
 		}
 	}()
 	return ids, done
+}
+
+// expect records a valid event the test published: account checks it is at
+// Core and in the bucket, or in the failure log for the sink that lacks it.
+func (s *stack) expect(ev bhiv.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.want == nil {
+		s.want = map[string]string{}
+	}
+	s.want[ev.ID] = filepath.Join(string(ev.Kind()), ev.Time.UTC().Format(time.DateOnly), ev.ID+".json")
+}
+
+// checkIDs is the test's own accounting, independent of the stream: every id
+// it published must be at Core (the stub's record) or in a Core failure
+// record, and in the bucket at its exact path or in a Bucket failure record.
+// It returns how many of them are missing (each listed as an error).
+func (s *stack) checkIDs(core map[string]int) (lost int) {
+	s.t.Helper()
+	failed := readFailed(s.t, filepath.Join(s.dir, "failed.log"))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, rel := range s.want {
+		var missing []string
+		if core[id] == 0 && !failed[sinks.CoreName][id] {
+			missing = append(missing, "core")
+		}
+		if _, err := os.Stat(filepath.Join(s.dir, "bucket", rel)); err != nil && !failed[sinks.BucketName][id] {
+			missing = append(missing, "bucket")
+		}
+		if len(missing) > 0 {
+			if lost++; lost <= 20 {
+				s.t.Errorf("published event %s is lost: not at %s nor in the failure log", id, strings.Join(missing, ", "))
+			}
+		}
+	}
+	return lost
+}
+
+// consumerInfo returns the durable's info, or nil when it cannot be read.
+func (s *stack) consumerInfo(js jetstream.JetStream) *jetstream.ConsumerInfo {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	cons, err := js.Consumer(ctx, "BHIV", "bhiv-sinks")
+	if err != nil {
+		return nil
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil
+	}
+	return info
+}
+
+// readFailed returns sink → event ids of the failure log at path and its
+// rotated files (path.<time>). Only the head of each line is decoded: the raw
+// bytes of hostile inputs (hundreds of MiB) are cut off, which keeps this
+// fast under the race detector.
+func readFailed(t *testing.T, path string) map[string]map[string]bool {
+	t.Helper()
+	files, _ := filepath.Glob(path + ".*")
+	files = append(files, path)
+	failed := map[string]map[string]bool{}
+	for _, name := range files {
+		f, err := os.Open(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			if i := bytes.Index(line, []byte(`,"raw":`)); i > 0 {
+				line = append(line[:i:i], '}')
+			}
+			var r struct {
+				Sink    string `json:"sink"`
+				EventID string `json:"event_id"`
+			}
+			if json.Unmarshal(line, &r) != nil {
+				t.Logf("%s: a line that is not a record: %.100q", name, line)
+				continue
+			}
+			if failed[r.Sink] == nil {
+				failed[r.Sink] = map[string]bool{}
+			}
+			failed[r.Sink][r.EventID] = true
+		}
+		f.Close()
+		if err := sc.Err(); err != nil {
+			t.Fatalf("read %s: %v", name, err)
+		}
+	}
+	return failed
 }
 
 // drained waits until the durable has nothing pending or ack-pending.
@@ -328,14 +442,8 @@ func (s *stack) drained(within time.Duration) {
 	s.t.Helper()
 	_, js := s.js()
 	waitFor(s.t, within, "consumer drained", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		cons, err := js.Consumer(ctx, "BHIV", "bhiv-sinks")
-		if err != nil {
-			return false
-		}
-		info, err := cons.Info(ctx)
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+		info := s.consumerInfo(js)
+		return info != nil && info.NumPending == 0 && info.NumAckPending == 0
 	})
 }
 
@@ -357,17 +465,27 @@ func (s *stack) account(name string, published int) *audit.Report {
 	_, js := s.js()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	ta := time.Now()
 	r, err := audit.Check(ctx, audit.Config{JS: js, Durable: "bhiv-sinks", BucketDir: filepath.Join(s.dir, "bucket"),
 		FailureLog: filepath.Join(s.dir, "failed.log"), CoreSeen: core})
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	line := fmt.Sprintf("SCENARIO %s published=%d events=%d invalid=%d core=%d dup=%d bucket=%d failed=%d pending=%d lost=%d",
-		name, published, r.Events, r.Invalid, r.AtCore, r.CoreDuplicates, r.InBucket, r.FailureRecords, r.Pending, len(r.Lost))
+	s.t.Logf("audit.Check took %s", time.Since(ta).Round(time.Millisecond))
+	lost := s.checkIDs(core)
+	line := fmt.Sprintf("SCENARIO %s published=%d events=%d invalid=%d repeated=%d core=%d dup=%d bucket=%d failed=%d pending=%d lost=%d",
+		name, published, r.Events, r.Invalid, r.RepeatedIDs, r.AtCore, r.CoreDuplicates, r.InBucket, r.FailureRecords, r.Pending,
+		max(len(r.Lost), lost))
 	s.t.Log(line)
 	fmt.Println(line)
-	if !r.OK() || r.Pending != 0 {
+	if !r.OK() || r.Pending != 0 || len(r.Unexplained) != 0 {
 		s.t.Errorf("accounting failed:\n%s", r)
+	}
+	if r.StreamMessages != published {
+		s.t.Errorf("the stream holds %d messages, the test published %d", r.StreamMessages, published)
+	}
+	if n := s.pubFailed.Load(); n > 0 {
+		s.t.Errorf("%d events could not be published within the deadline", n)
 	}
 	return r
 }

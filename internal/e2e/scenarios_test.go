@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -128,6 +130,25 @@ func TestBucketUnwritable(t *testing.T) {
 	if r.ByClass["bucket/retryable_exhausted"] == 0 {
 		t.Errorf("no bucket failure records: the outage did not bite (%v)", r.ByClass)
 	}
+	// What the bucket could not take is replayed from the failure log: then
+	// every event is in the bucket and the log holds no bucket record.
+	replay := exec.Command(bhivBin, "replay", "--sink", "bucket")
+	replay.Env = append(os.Environ(), s.env...)
+	out, err := replay.CombinedOutput()
+	if err != nil {
+		t.Fatalf("bhiv replay: %v\n%s", err, out)
+	}
+	t.Logf("bhiv replay --sink bucket: %s", lastLine(out))
+	r = s.account("6-bucket-unwritable-after-replay", n)
+	if r.InBucket != n || r.ByClass["bucket/retryable_exhausted"] != 0 {
+		t.Errorf("after replay: %d in the bucket, want %d; failure records %v", r.InBucket, n, r.ByClass)
+	}
+}
+
+// lastLine returns the last non-empty line of out.
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
 }
 
 // 7. Hostile inputs mixed into the stream: every one accounted for, the
@@ -141,6 +162,7 @@ func TestHostileInputs(t *testing.T) {
 	hostile := size(1000, 1000)
 	big := strings.Repeat("x", 5<<20)
 	deep := strings.Repeat("[", 20000) + strings.Repeat("]", 20000)
+	tp := time.Now()
 	for i := 0; i < hostile; i++ {
 		subj := "bhiv.events.execution"
 		msg := nats.NewMsg(subj)
@@ -152,10 +174,10 @@ func TestHostileInputs(t *testing.T) {
 		case 1:
 			msg.Data = []byte(`{"team_id":"t1","action":"trunc`)
 		case 2:
-			if i%50 == 2 { // 5 MiB bodies, a few of them
+			if i%100 == 2 { // 5 MiB bodies, a few of them
 				msg.Data = []byte(`{"team_id":"t1","pad":"` + big + `"}`)
-			} else {
-				msg.Data = []byte(`{"team_id":"t1","pad":"` + big[:2<<20] + `"}`)
+			} else { // over the consumer's size limit
+				msg.Data = []byte(`{"team_id":"t1","pad":"` + big[:1<<20+1000] + `"}`)
 			}
 		case 3:
 			msg.Data = []byte(deep)
@@ -179,8 +201,12 @@ func TestHostileInputs(t *testing.T) {
 		}
 	}
 	nc.Flush()
+	t.Logf("%d hostile inputs published in %s", hostile, time.Since(tp).Round(time.Millisecond))
+	t0 := time.Now()
 	<-done
+	t.Logf("hostile inputs published; valid events published %s later", time.Since(t0).Round(time.Millisecond))
 	s.drained(3 * time.Minute)
+	t.Logf("drained %s after publishing", time.Since(t0).Round(time.Millisecond))
 	if c.cmd == nil {
 		t.Fatal("the consumer exited")
 	}
@@ -190,6 +216,7 @@ func TestHostileInputs(t *testing.T) {
 		t.Errorf("consumer peak RSS %d MiB: memory is not bounded", hwm>>20)
 	}
 	r := s.account("7-hostile-inputs", n+hostile)
+	t.Logf("accounted %s after publishing", time.Since(t0).Round(time.Millisecond))
 	if r.Invalid < hostile/2 {
 		t.Errorf("only %d invalid inputs seen", r.Invalid)
 	}
@@ -254,15 +281,7 @@ func TestGracefulStopUnderLoad(t *testing.T) {
 	n := size(1500, 10000)
 	_, done := s.publish(n, 0)
 	time.Sleep(2 * time.Second)
-	start := time.Now()
-	if err := c.kill(syscall.SIGTERM); err != nil {
-		t.Fatalf("consumer exit after SIGTERM: %v", err)
-	}
-	took := time.Since(start)
-	t.Logf("SIGTERM → exit in %s", took)
-	if took > 5*time.Second+10*time.Second {
-		t.Errorf("exit took %s, shutdown timeout is 5s", took)
-	}
+	s.sigterm(c, 5*time.Second)
 	<-done
 	// A new consumer gets everything at once: nothing waits for the 60 s AckWait.
 	restart := time.Now()
@@ -270,6 +289,88 @@ func TestGracefulStopUnderLoad(t *testing.T) {
 	s.drained(50 * time.Second)
 	t.Logf("a new consumer drained the rest in %s (AckWait 60s)", time.Since(restart))
 	s.account("10-sigterm-under-load", n)
+}
+
+// 10b. SIGTERM while Core hangs: the events in flight cannot finish within
+// the shutdown timeout, so they must be given back (Nak), not left to AckWait;
+// the process still exits 0 within the timeout.
+func TestGracefulStopCoreHanging(t *testing.T) {
+	s := newStack(t, 1, "--latency", "120s")
+	c := s.consumer("BHIV_ACK_WAIT=60s", "BHIV_CORE_TIMEOUT=100s", "BHIV_SHUTDOWN_TIMEOUT=3s")
+	n := size(500, 2000)
+	_, done := s.publish(n, 0)
+	<-done
+	// Wait until the consumer holds a full set of events that hang at Core.
+	_, js := s.js()
+	waitFor(t, 20*time.Second, "events in flight at a hanging Core", func() bool {
+		info := s.consumerInfo(js)
+		return info != nil && info.NumAckPending >= 32
+	})
+	s.sigterm(c, 3*time.Second)
+	s.setFaults(`{"fail_rate":0}`)
+	// A new consumer, Core healthy again, gets the events that were in
+	// flight at once: it drains well within the 60 s AckWait.
+	restart := time.Now()
+	s.consumer("BHIV_ACK_WAIT=60s")
+	s.drained(40 * time.Second)
+	t.Logf("a new consumer drained everything in %s (AckWait 60s)", time.Since(restart))
+	s.account("10b-sigterm-core-hanging", n)
+}
+
+// 10c. A second signal exits at once, even while in-flight events hang at
+// Core and the shutdown timeout is long; those events come back after
+// AckWait, nothing is lost.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	s := newStack(t, 1, "--latency", "120s")
+	c := s.consumer("BHIV_CORE_TIMEOUT=100s", "BHIV_SHUTDOWN_TIMEOUT=60s")
+	n := 300
+	_, done := s.publish(n, 0)
+	<-done
+	_, js := s.js()
+	waitFor(t, 20*time.Second, "events in flight at a hanging Core", func() bool {
+		info := s.consumerInfo(js)
+		return info != nil && info.NumAckPending >= 32
+	})
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	err := c.kill(syscall.SIGTERM)
+	took := time.Since(start)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
+		t.Errorf("second SIGTERM: exit %v, want status 130", err)
+	}
+	t.Logf("second SIGTERM → exit in %s", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Errorf("exit took %s after the second signal (shutdown timeout 60s): not at once", took)
+	}
+	s.setFaults(`{"fail_rate":0}`)
+	s.consumer()
+	s.drained(40 * time.Second) // AckWait 5s
+	s.account("10c-second-signal", n)
+}
+
+// sigterm stops c with SIGTERM and checks that it exits 0 within the
+// shutdown timeout (plus the connection drain and process exit). Whether
+// anything waits for AckWait afterwards is checked by the caller with a new
+// consumer: a Nak'ed message stays ack-pending on the server until it is
+// delivered again, so the durable's info right after the exit cannot tell a
+// Nak'ed message from a stranded one.
+func (s *stack) sigterm(c *proc, shutdownTimeout time.Duration) {
+	s.t.Helper()
+	start := time.Now()
+	if err := c.kill(syscall.SIGTERM); err != nil {
+		s.t.Fatalf("consumer exit after SIGTERM: %v", err)
+	}
+	took := time.Since(start)
+	s.t.Logf("SIGTERM → exit 0 in %s", took.Round(time.Millisecond))
+	if took > shutdownTimeout+5*time.Second {
+		s.t.Errorf("exit took %s, the shutdown timeout is %s", took, shutdownTimeout)
+	}
+	_, js := s.js()
+	if info := s.consumerInfo(js); info != nil {
+		s.t.Logf("right after the exit: pending %d, ack pending %d (Nak'ed or stranded)", info.NumPending, info.NumAckPending)
+	}
 }
 
 // vmHWM returns the peak resident set of a process.
