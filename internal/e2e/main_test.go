@@ -55,12 +55,17 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bhivBin = filepath.Join(dir, "bhiv")
-	build := exec.Command("go", "build", "-o", bhivBin, "github.com/hackaverse/bhiv/cmd/bhiv")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: build bhiv:", err)
-		os.Exit(1)
+	// BHIV_E2E_BIN runs the suite against a binary built elsewhere (for
+	// example from a clean checkout while the tree is being edited).
+	bhivBin = os.Getenv("BHIV_E2E_BIN")
+	if bhivBin == "" {
+		bhivBin = filepath.Join(dir, "bhiv")
+		build := exec.Command("go", "build", "-o", bhivBin, "github.com/hackaverse/bhiv/cmd/bhiv")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: build bhiv:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -248,6 +253,20 @@ func newStack(t *testing.T, nodes int, stubArgs ...string) *stack {
 	t.Cleanup(func() {
 		for _, p := range append(append([]*proc{s.stub}, s.nats...), s.consumers...) {
 			p.dump()
+		}
+		// BHIV_E2E_KEEP=<dir> keeps a failed scenario's logs, failure log
+		// and core record there for a closer look.
+		if keep := os.Getenv("BHIV_E2E_KEEP"); keep != "" && t.Failed() {
+			dst := filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_"))
+			os.MkdirAll(dst, 0o755)
+			files, _ := filepath.Glob(filepath.Join(s.dir, "*.log*"))
+			files = append(files, filepath.Join(s.dir, "core.jsonl"))
+			for _, f := range files {
+				if b, err := os.ReadFile(f); err == nil {
+					os.WriteFile(filepath.Join(dst, filepath.Base(f)), b, 0o644)
+				}
+			}
+			t.Logf("logs kept in %s", dst)
 		}
 	})
 	return s
@@ -488,6 +507,18 @@ func (s *stack) account(name string, published int) *audit.Report {
 		s.t.Errorf("%d events could not be published within the deadline", n)
 	}
 	return r
+}
+
+// eventually reports whether cond became true within d.
+func eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return true
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
