@@ -18,16 +18,16 @@ import (
 func runBench(ctx context.Context, args []string, e env) error {
 	fs := newFlagSet("bench", e)
 	c := newConfig(fs, e.getenv, natsSettings, consumerSettings, logSettings)
-	embedded := fs.Bool("embedded", false, "run a self-contained stack in-process: embedded NATS, core stub, consumer, durable bucket")
+	embedded := fs.Bool("embedded", false, "run a self-contained stack in-process: embedded NATS, core stub, consumer, durable bucket, failure log")
 	events := fs.Int("events", 10000, "events to publish")
-	duration := fs.Duration("duration", 0, "publish for this long instead of a count")
+	duration := fs.Duration("duration", 0, "publish for this long instead of a count of events")
 	rate := fs.Float64("rate", 0, "events per second (0 = as fast as possible)")
 	size := fs.Int("size", 256, "approximate size of each event's data, in bytes")
-	execShare := fs.Float64("execution-share", 0.7, "share of execution events (the rest are rewards)")
-	coreLatency := fs.Duration("core-latency", 0, "latency of the embedded core stub")
+	mix := fs.String("mix", "execution=0.7,reward=0.3", "relative weights of the kinds published")
+	coreLatency := fs.Duration("core-latency", 0, "latency of the embedded core stub (--embedded)")
 	withCeilings := fs.Bool("ceilings", false, "also measure the bare parts (JetStream, HTTP, files) in the same run")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	dir := fs.String("dir", "", "data directory of the embedded stack (default: a temporary one)")
+	dir := fs.String("dir", "", "data directory of the embedded stack and the file ceilings (default: a temporary one, removed)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -38,15 +38,22 @@ func runBench(ctx context.Context, args []string, e env) error {
 	if err := c.err(); err != nil {
 		return usageError{err}
 	}
+	m, err := bench.ParseMix(*mix)
+	if err != nil {
+		return usageError{err}
+	}
 	cfg := bench.Config{
-		Events: *events, Duration: *duration, Rate: *rate, Size: *size, Execution: *execShare,
+		Events: *events, Duration: *duration, Rate: *rate, Size: *size, Mix: m,
 		Concurrency: concurrency, CoreLatency: *coreLatency, Ceilings: *withCeilings,
 		Embedded: *embedded, Dir: *dir, Stream: n.stream.Name, Durable: durable, Logger: log,
 	}
 	if *duration > 0 {
 		cfg.Events = 0
 	}
-	if err := cfg.Validate(); err != nil && *embedded {
+	if !*embedded {
+		cfg.NATSURL = n.url // checked below, once connected
+	}
+	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
 	if !*embedded {
@@ -56,20 +63,26 @@ func runBench(ctx context.Context, args []string, e env) error {
 		if err != nil {
 			return err
 		}
-		nc.Close() // checked the credentials; the engine connects on its own
-		cfg.NATSURL = n.url
+		nc.Close() // the settings and credentials work; the engine connects on its own
 		if cfg.NATSOpts, err = natsAuth(n); err != nil {
 			return err
 		}
 	}
 	if isTerminal(e.stderr) && !*asJSON {
 		var bar *progressbar.ProgressBar
-		cfg.Progress = func(done, total int) {
+		cfg.Progress = func(published, acked, total int) {
 			if bar == nil {
-				bar = progressbar.NewOptions(max(total, -1), progressbar.OptionSetWriter(e.stderr),
-					progressbar.OptionSetDescription("publishing"), progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
+				bar = progressbar.NewOptions(max(total, 1), progressbar.OptionSetWriter(e.stderr), progressbar.OptionShowCount(),
+					progressbar.OptionSetDescription("acked"), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100*time.Millisecond))
+				if total == 0 { // publishing for a duration
+					bar.ChangeMax(-1)
+				}
 			}
-			bar.Set(done)
+			bar.Describe(fmt.Sprintf("published %d, acked", published))
+			bar.Set(acked)
+			if total > 0 && acked >= total {
+				bar.Finish()
+			}
 		}
 	}
 	r, err := bench.Run(ctx, cfg)
@@ -89,11 +102,17 @@ func printBench(w io.Writer, r *bench.Result, embedded bool, concurrency int, la
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "events\t%d\n", r.Events)
 	fmt.Fprintf(tw, "publish rate\t%.0f events/s\n", r.PublishRate)
-	fmt.Fprintf(tw, "end-to-end\t%.0f events/s\t(publish → acked by the consumer, both sinks)\n", r.EndToEndRate)
-	if r.Latency != nil {
-		fmt.Fprintf(tw, "latency publish → Core\tp50 %s  p90 %s  p99 %s  max %s\n", ms(r.Latency.P50), ms(r.Latency.P90), ms(r.Latency.P99), ms(r.Latency.Max))
+	fmt.Fprintf(tw, "end-to-end\t%.0f events/s\t(first publish → last ack by the consumer, both sinks)\n", r.EndToEndRate)
+	if r.CoreLatency != nil {
+		fmt.Fprintf(tw, "latency publish → Core\t%s\n", percentiles(r.CoreLatency))
 	} else if !embedded {
-		fmt.Fprintf(tw, "latency publish → Core\tn/a against a running stack (Core is not ours to watch)\n")
+		fmt.Fprintf(tw, "latency publish → Core\tn/a\t(Core is not the bench's to watch: see publish → ack)\n")
+	}
+	if r.AckLatency != nil {
+		fmt.Fprintf(tw, "latency publish → ack\t%s\t(ack floor polled every 10ms)\n", percentiles(r.AckLatency))
+	}
+	if r.OtherMessages > 0 {
+		fmt.Fprintf(tw, "other publishers\t%d messages\t(published by others during the run: latency to ack is approximate)\n", r.OtherMessages)
 	}
 	if embedded {
 		fmt.Fprintf(tw, "failure-log records\t%d\n", r.FailureRecords)
@@ -109,11 +128,16 @@ func printBench(w io.Writer, r *bench.Result, embedded bool, concurrency int, la
 		for _, k := range keys {
 			fmt.Fprintf(tw, "  %s\t%.0f\t%.2f\n", k, r.Ceilings[k], r.EndToEndRate/r.Ceilings[k])
 		}
-		if latency > 0 {
-			fmt.Fprintf(tw, "  concurrency / core latency\t%.0f\t%.2f\n", float64(concurrency)/latency.Seconds(), r.EndToEndRate/(float64(concurrency)/latency.Seconds()))
+		if embedded && latency > 0 {
+			bound := float64(concurrency) / latency.Seconds()
+			fmt.Fprintf(tw, "  concurrency / core latency\t%.0f\t%.2f\n", bound, r.EndToEndRate/bound)
 		}
 	}
 	tw.Flush()
+}
+
+func percentiles(l *bench.Latency) string {
+	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  max %s", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.Max))
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }

@@ -11,34 +11,73 @@ import (
 // TestBenchEmbedded runs `bhiv bench --embedded` in-process and checks the
 // table and the JSON it prints (what is measured, not how fast).
 func TestBenchEmbedded(t *testing.T) {
-	out, errOut, err := runBhiv(t, context.Background(), map[string]string{"BHIV_CONCURRENCY": "16"},
-		"bench", "--embedded", "--events", "2000", "--ceilings", "--dir", t.TempDir())
+	out, errOut, err := runBhiv(t, context.Background(), nil,
+		"bench", "--embedded", "--events", "2000", "--concurrency", "16", "--ceilings", "--dir", t.TempDir())
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, errOut)
 	}
-	for _, want := range []string{"publish rate", "end-to-end", "latency publish → Core", "p99", "peak RSS", "jetstream_publish_async", "file_temp_fsync_rename", "http_post"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^events\s+2000$`),
+		regexp.MustCompile(`(?m)^publish rate\s+[1-9]\d* events/s$`),
+		regexp.MustCompile(`(?m)^end-to-end\s+[1-9]\d* events/s`),
+		regexp.MustCompile(`(?m)^latency publish → Core\s+p50 \d+\.\dms  p90 \d+\.\dms  p99 \d+\.\dms  max \d+\.\dms$`),
+		regexp.MustCompile(`(?m)^latency publish → ack\s+p50 \d+\.\dms  p90 \d+\.\dms  p99 \d+\.\dms  max \d+\.\dms`),
+		regexp.MustCompile(`(?m)^failure-log records\s+0$`),
+		regexp.MustCompile(`(?m)^peak RSS\s+[1-9]\d* MiB`),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("table lacks %s:\n%s", want, out)
 		}
 	}
-	if !regexp.MustCompile(`failure-log records\s+0\n`).MatchString(out) {
-		t.Errorf("failure-log records not 0:\n%s", out)
+	for _, k := range []string{"jetstream_publish_async", "jetstream_consume_ack", "http_post", "file_temp_rename", "file_temp_fsync_rename", "file_temp_rename_grouped_syncfs"} {
+		if !regexp.MustCompile(`(?m)^  ` + k + `\s+[1-9]\d*\s+\d+\.\d\d$`).MatchString(out) {
+			t.Errorf("table lacks the ceiling %s with its ratio:\n%s", k, out)
+		}
 	}
-	out, errOut, err = runBhiv(t, context.Background(), nil, "bench", "--embedded", "--events", "500", "--json", "--dir", t.TempDir())
+	if strings.Contains(out, "concurrency / core latency") {
+		t.Errorf("a latency bound without --core-latency:\n%s", out)
+	}
+
+	out, errOut, err = runBhiv(t, context.Background(), map[string]string{"BHIV_CONCURRENCY": "8"}, "bench", "--embedded", "--events", "500",
+		"--mix", "reward=1", "--core-latency", "2ms", "--json", "--dir", t.TempDir())
 	if err != nil {
 		t.Fatalf("bench --json: %v\n%s", err, errOut)
 	}
 	var r struct {
-		Events       int     `json:"events"`
-		EndToEndRate float64 `json:"end_to_end_rate"`
-		Latency      *struct {
-			P50 int64 `json:"p50"`
-		} `json:"latency"`
+		Events         int     `json:"events"`
+		PublishRate    float64 `json:"publish_rate"`
+		EndToEndRate   float64 `json:"end_to_end_rate"`
+		FailureRecords *int    `json:"failure_records"`
+		PeakRSS        int64   `json:"peak_rss_bytes"`
+		Core, Ack      *struct {
+			Count              int
+			P50, P90, P99, Max int64
+		}
+		Ceilings map[string]float64 `json:"ceilings"`
 	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Events != 500 || r.EndToEndRate <= 0 || r.Latency == nil || r.Latency.P50 <= 0 {
-		t.Errorf("JSON %q: %+v %v", out, r, err)
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("JSON %q: %v", out, err)
 	}
-	if _, _, err := runBhiv(t, context.Background(), nil, "bench", "--embedded", "--execution-share", "2"); err == nil || exitCode(err) != 2 {
-		t.Errorf("bad share: %v", err)
+	var raw map[string]json.RawMessage
+	json.Unmarshal([]byte(out), &raw)
+	json.Unmarshal(raw["latency_core"], &r.Core)
+	json.Unmarshal(raw["latency_ack"], &r.Ack)
+	if r.Events != 500 || r.PublishRate <= 0 || r.EndToEndRate <= 0 || r.FailureRecords == nil || *r.FailureRecords != 0 || r.PeakRSS <= 0 || r.Ceilings != nil {
+		t.Errorf("JSON %s", out)
+	}
+	// The core stub waits 2 ms before it accepts an event.
+	if r.Core == nil || r.Core.Count != 500 || r.Core.P50 < 2e6 || r.Ack == nil || r.Ack.Count != 500 || r.Ack.P50 < r.Core.P50/2 {
+		t.Errorf("latencies in %s", out)
+	}
+
+	for _, args := range [][]string{
+		{"--embedded", "--mix", "execution=0,reward=0"},
+		{"--embedded", "--mix", "deploy=1"},
+		{"--embedded", "--events", "-1"},
+		{"--core-latency", "20ms"}, // a setting of the embedded stub
+	} {
+		if _, errOut, err := runBhiv(t, context.Background(), nil, append([]string{"bench"}, args...)...); exitCode(err) != 2 {
+			t.Errorf("bench %v: exit %d (%v), want 2\n%s", args, exitCode(err), err, errOut)
+		}
 	}
 }

@@ -1,14 +1,14 @@
 // Package bench is the load engine behind `bhiv bench` and the end-to-end
 // benchmarks: it publishes events at a rate or as fast as it can, and
 // measures the publish rate, the end-to-end rate (published → acked by the
-// consumer, both sinks) and the latency from publish to Core, next to the
-// ceilings of the parts measured in the same run.
+// consumer, both sinks) and the latencies from publish to Core and to the
+// consumer's ack, next to the ceilings of the parts measured in the same
+// run.
 package bench
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -41,8 +41,8 @@ type Config struct {
 	Duration    time.Duration // publish for this long instead of a count
 	Rate        float64       // events per second; 0 = as fast as possible
 	Size        int           // approximate bytes of each event's data (default 256)
-	Execution   float64       // share of execution events, the rest rewards (default 0.7)
-	Concurrency int           // consumer concurrency (embedded), default 64
+	Mix         Mix           // kinds published; zero = 70% executions, 30% rewards
+	Concurrency int           // consumer and Core concurrency (embedded), default 64
 	CoreLatency time.Duration // core stub latency (embedded)
 	Ceilings    bool          // also measure the ceilings of the parts
 
@@ -57,38 +57,93 @@ type Config struct {
 	Stream   string
 	Durable  string
 
-	Progress func(done, total int) // optional, called as events are published
+	// Progress, when set, is called now and then with the events published
+	// and acked so far, and the events to publish (0 when publishing for a
+	// duration).
+	Progress func(published, acked, total int)
 	Logger   *slog.Logger
 }
 
+// Mix is the relative weight of each kind of event published.
+type Mix struct {
+	Execution float64 `json:"execution"`
+	Reward    float64 `json:"reward"`
+}
+
+// DefaultMix is 70% executions, 30% rewards.
+var DefaultMix = Mix{Execution: 0.7, Reward: 0.3}
+
+// ParseMix parses "execution=0.7,reward=0.3" (weights, not necessarily
+// summing to 1; a kind left out weighs 0).
+func ParseMix(s string) (Mix, error) {
+	var m Mix
+	for part := range strings.SplitSeq(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		w, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if !ok || err != nil || w < 0 {
+			return Mix{}, fmt.Errorf("mix %q: want kind=weight pairs such as execution=0.7,reward=0.3", s)
+		}
+		switch bhiv.Kind(strings.TrimSpace(k)) {
+		case bhiv.KindExecution:
+			m.Execution = w
+		case bhiv.KindReward:
+			m.Reward = w
+		default:
+			return Mix{}, fmt.Errorf("mix %q: unknown kind %q (want execution or reward)", s, k)
+		}
+	}
+	if m.Execution+m.Reward <= 0 {
+		return Mix{}, fmt.Errorf("mix %q: weights add up to 0", s)
+	}
+	return m, nil
+}
+
+// executionShare returns the share of executions.
+func (m Mix) executionShare() float64 { return m.Execution / (m.Execution + m.Reward) }
+
 // Result is what a run measured.
 type Result struct {
-	Events         int                `json:"events"`
-	PublishSeconds float64            `json:"publish_seconds"`
-	PublishRate    float64            `json:"publish_rate"`      // events/s
-	EndToEndRate   float64            `json:"end_to_end_rate"`   // events/s, first publish → last ack
-	Latency        *Latency           `json:"latency,omitempty"` // publish → Core (embedded only)
-	FailureRecords int                `json:"failure_records"`
+	Events         int     `json:"events"`
+	PublishSeconds float64 `json:"publish_seconds"`
+	PublishRate    float64 `json:"publish_rate"`    // events/s
+	EndToEndRate   float64 `json:"end_to_end_rate"` // events/s, first publish → last ack
+	// CoreLatency is publish → accepted by Core (embedded only: the core
+	// stub reads the publish time carried in the event).
+	CoreLatency *Latency `json:"latency_core,omitempty"`
+	// AckLatency is publish → the durable's ack floor passing the event,
+	// observed by polling the consumer info (an upper bound, coarse to the
+	// poll interval; exact only when the bench is the stream's only
+	// publisher during the run).
+	AckLatency *Latency `json:"latency_ack,omitempty"`
+	// OtherMessages counts messages others published on the stream during
+	// the run (they make AckLatency approximate).
+	OtherMessages  int                `json:"other_messages"`
+	FailureRecords int                `json:"failure_records"` // embedded only
 	PeakRSSBytes   int64              `json:"peak_rss_bytes"`
 	Ceilings       map[string]float64 `json:"ceilings,omitempty"` // events/s of the bare parts
 }
 
-// Latency holds percentiles of publish → Core receipt.
+// Latency holds percentiles of a latency, in nanoseconds in JSON.
 type Latency struct {
-	P50 time.Duration `json:"p50"`
-	P90 time.Duration `json:"p90"`
-	P99 time.Duration `json:"p99"`
-	Max time.Duration `json:"max"`
+	Count int           `json:"count"`
+	P50   time.Duration `json:"p50"`
+	P90   time.Duration `json:"p90"`
+	P99   time.Duration `json:"p99"`
+	Max   time.Duration `json:"max"`
 }
 
 // The ceilings measured with Config.Ceilings.
 const (
-	CeilingPublish    = "jetstream_publish_async"
-	CeilingConsume    = "jetstream_consume_ack"
-	CeilingHTTP       = "http_post"
-	CeilingFiles      = "file_temp_rename"
-	CeilingFilesFsync = "file_temp_fsync_rename"
+	CeilingPublish     = "jetstream_publish_async"
+	CeilingConsume     = "jetstream_consume_ack"
+	CeilingHTTP        = "http_post"
+	CeilingFiles       = "file_temp_rename"
+	CeilingFilesFsync  = "file_temp_fsync_rename"
+	CeilingFilesSyncfs = "file_temp_rename_grouped_syncfs"
 )
+
+// pollInterval is how often the durable's ack floor is read.
+const pollInterval = 10 * time.Millisecond
 
 func (c Config) withDefaults() Config {
 	if c.Events == 0 && c.Duration == 0 {
@@ -97,11 +152,11 @@ func (c Config) withDefaults() Config {
 	if c.Size == 0 {
 		c.Size = 256
 	}
-	if c.Execution == 0 {
-		c.Execution = 0.7
+	if c.Mix == (Mix{}) {
+		c.Mix = DefaultMix
 	}
 	if c.Concurrency == 0 {
-		c.Concurrency = 64
+		c.Concurrency = consumer.DefaultConcurrency
 	}
 	if c.Stream == "" {
 		c.Stream = bhiv.DefaultStreamName
@@ -118,14 +173,17 @@ func (c Config) withDefaults() Config {
 // Validate checks c.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Events < 0 || c.Duration < 0 || c.Rate < 0 || c.Size < 0 || c.CoreLatency < 0 {
-		errs = append(errs, errors.New("events, duration, rate, size and core latency must not be negative"))
+	if c.Events < 0 || c.Duration < 0 || c.Rate < 0 || c.Size < 0 || c.CoreLatency < 0 || c.Concurrency < 0 {
+		errs = append(errs, errors.New("events, duration, rate, size, concurrency and core latency must not be negative"))
 	}
-	if c.Execution < 0 || c.Execution > 1 {
-		errs = append(errs, fmt.Errorf("execution share %g: want 0..1", c.Execution))
+	if c.Mix.Execution < 0 || c.Mix.Reward < 0 || c.Mix != (Mix{}) && c.Mix.Execution+c.Mix.Reward <= 0 {
+		errs = append(errs, fmt.Errorf("mix %+v: want weights ≥ 0, not all 0", c.Mix))
 	}
 	if !c.Embedded && c.NATSURL == "" {
 		errs = append(errs, errors.New("give a NATS URL, or run --embedded"))
+	}
+	if !c.Embedded && c.CoreLatency > 0 {
+		errs = append(errs, errors.New("core latency is a setting of the embedded core stub: use it with --embedded"))
 	}
 	return errors.Join(errs...)
 }
@@ -136,6 +194,7 @@ type stack struct {
 	stub    *corestub.Stub
 	http    *http.Server
 	url     string
+	nc      *nats.Conn // the consumer's own connection, as in `bhiv consume`
 	pipe    *pipeline.Pipeline
 	stop    context.CancelFunc
 	done    chan error
@@ -146,7 +205,7 @@ type stack struct {
 // sentField is the data field carrying the publish time, in Unix ns.
 const sentField = "bench_sent_unix_nano"
 
-func startStack(ctx context.Context, c Config) (*stack, error) {
+func startStack(c Config) (*stack, error) {
 	s := &stack{}
 	o := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(c.Dir, "nats"), NoSigs: true, NoLog: true}
 	ns, err := server.NewServer(o)
@@ -154,16 +213,19 @@ func startStack(ctx context.Context, c Config) (*stack, error) {
 		return nil, fmt.Errorf("bench: nats server: %w", err)
 	}
 	go ns.Start()
+	s.ns = ns
 	if !ns.ReadyForConnections(10 * time.Second) {
+		s.close()
 		return nil, errors.New("bench: nats server did not start")
 	}
-	s.ns = ns
 	if s.stub, err = corestub.New(corestub.Config{Faults: corestub.Faults{Latency: c.CoreLatency}}); err != nil {
+		s.close()
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		s.close()
+		return nil, fmt.Errorf("bench: core stub: %w", err)
 	}
 	s.url = "http://" + ln.Addr().String() + corestub.Path
 	s.http = &http.Server{Handler: http.HandlerFunc(s.serveCore)}
@@ -171,43 +233,63 @@ func startStack(ctx context.Context, c Config) (*stack, error) {
 	return s, nil
 }
 
-// serveCore records publish → Core latency of each event, then lets the
-// stub answer.
+// serveCore lets the stub answer, then records publish → accepted by Core
+// for each event of the request that carries its publish time.
 func (s *stack) serveCore(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodPost {
-		body, _ := io.ReadAll(r.Body)
-		now := time.Now()
-		var one struct {
-			Data map[string]json.Number `json:"data"`
-		}
-		var many []struct {
-			Data map[string]json.Number `json:"data"`
-		}
-		var sent []json.Number
-		if len(body) > 0 && body[0] == '[' {
-			json.Unmarshal(body, &many)
-			for _, e := range many {
-				sent = append(sent, e.Data[sentField])
-			}
-		} else {
-			json.Unmarshal(body, &one)
-			sent = append(sent, one.Data[sentField])
-		}
-		s.mu.Lock()
-		for _, v := range sent {
-			if ns, err := v.Int64(); err == nil && ns > 0 {
-				s.latency = append(s.latency, now.Sub(time.Unix(0, ns)))
-			}
-		}
-		s.mu.Unlock()
-		r.Body = io.NopCloser(bytes.NewReader(body))
+	if r.Method != http.MethodPost {
+		s.stub.ServeHTTP(w, r)
+		return
 	}
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	s.stub.ServeHTTP(w, r)
+	now := time.Now()
+	s.mu.Lock()
+	for rest := body; ; {
+		ns, tail, ok := sentTime(rest)
+		if !ok {
+			break
+		}
+		s.latency = append(s.latency, now.Sub(time.Unix(0, ns)))
+		rest = tail
+	}
+	s.mu.Unlock()
 }
 
-func (s *stack) startConsumer(c Config, js jetstream.JetStream) error {
+var sentKey = []byte(`"` + sentField + `":`)
+
+// sentTime finds the next publish time in b (a cheap scan rather than a
+// second JSON decode on the measured path) and returns it with the rest of b.
+func sentTime(b []byte) (ns int64, rest []byte, ok bool) {
+	i := bytes.Index(b, sentKey)
+	if i < 0 {
+		return 0, nil, false
+	}
+	b = b[i+len(sentKey):]
+	j := 0
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+		j++
+	}
+	ns, err := strconv.ParseInt(string(b[:j]), 10, 64)
+	if err != nil {
+		return sentTime(b[j:])
+	}
+	return ns, b[j:], true
+}
+
+func (s *stack) startConsumer(c Config) error {
+	nc, err := nats.Connect(s.ns.ClientURL(), nats.Name("bhiv bench consumer"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("bench: consumer connection: %w", err)
+	}
+	s.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
 	p, err := pipeline.New(js, pipeline.Config{
-		Consumer:   consumer.Config{ManageStream: true, Concurrency: c.Concurrency, SummaryInterval: -1},
+		Consumer: consumer.Config{ManageStream: true, Stream: bhiv.StreamConfig{Name: c.Stream}, Durable: c.Durable,
+			Concurrency: c.Concurrency, SummaryInterval: -1},
 		Core:       sinks.CoreConfig{URL: s.url, Concurrency: c.Concurrency},
 		Bucket:     sinks.BucketConfig{Dir: filepath.Join(c.Dir, "bucket")},
 		FailureLog: sinks.FailureLogConfig{Path: filepath.Join(c.Dir, "failed.log")},
@@ -223,19 +305,27 @@ func (s *stack) startConsumer(c Config, js jetstream.JetStream) error {
 	return nil
 }
 
-// stopConsumer stops the consumer, once.
-func (s *stack) stopConsumer() {
-	if s.stop != nil {
-		s.stop()
-		<-s.done
-		s.stop = nil
+// stopConsumer stops the consumer, once, and returns what its Run returned.
+func (s *stack) stopConsumer() error {
+	if s.stop == nil {
+		return nil
 	}
+	s.stop()
+	err := <-s.done
+	s.stop = nil
+	if s.nc != nil {
+		s.nc.Drain()
+	}
+	return err
 }
 
 func (s *stack) close() {
 	s.stopConsumer()
 	if s.pipe != nil {
 		s.pipe.Close()
+	}
+	if s.nc != nil {
+		s.nc.Close()
 	}
 	if s.http != nil {
 		s.http.Close()
@@ -252,19 +342,19 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	if c.Dir == "" {
+		dir, err := os.MkdirTemp("", "bhiv-bench")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		c.Dir = dir
+	}
 	url, opts := c.NATSURL, c.NATSOpts
 	var st *stack
 	if c.Embedded {
-		if c.Dir == "" {
-			dir, err := os.MkdirTemp("", "bhiv-bench")
-			if err != nil {
-				return nil, err
-			}
-			defer os.RemoveAll(dir)
-			c.Dir = dir
-		}
 		var err error
-		if st, err = startStack(ctx, c); err != nil {
+		if st, err = startStack(c); err != nil {
 			return nil, err
 		}
 		defer st.close()
@@ -286,7 +376,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		}
 	}
 	if st != nil {
-		if err := st.startConsumer(c, js); err != nil {
+		if err := st.startConsumer(c); err != nil {
 			return nil, err
 		}
 	}
@@ -294,13 +384,31 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The durable's delivered floor before the run, to know when it caught up.
+	// The stream's last sequence before the run: the bench's events follow.
 	startSeq, err := lastSeq(ctx, js, c.Stream)
 	if err != nil {
 		return nil, err
 	}
+	cons, err := js.Consumer(ctx, c.Stream, c.Durable)
+	if err != nil && st != nil {
+		// The embedded consumer creates its durable as it starts.
+		cons, err = waitConsumer(ctx, js, c.Stream, c.Durable)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bench: durable %s on stream %s (is `bhiv consume` running?): %w", c.Durable, c.Stream, err)
+	}
+
+	w := &watcher{cons: cons, startSeq: startSeq, progress: c.Progress, total: c.Events}
+	if c.Duration > 0 {
+		w.total = 0
+	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); w.run(wctx) }()
+	defer func() { stopWatch(); <-watchDone }()
 
 	padding := strings.Repeat("x", max(0, c.Size-120))
+	share := c.Mix.executionShare()
 	start := time.Now()
 	n := 0
 	for ; ; n++ {
@@ -312,19 +420,18 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 				time.Sleep(d)
 			}
 		}
-		ev, err := benchEvent(n, c.Execution, padding)
+		sent := time.Now().UnixNano()
+		ev, err := benchEvent(n, share, padding, sent)
 		if err != nil {
 			return nil, err
 		}
+		w.published(sent)
 		if err := pub.PublishAsync(ev); err != nil {
 			return nil, fmt.Errorf("bench: publish: %w", err)
 		}
-		if c.Progress != nil && n%500 == 0 {
-			c.Progress(n, c.Events)
-		}
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	ar, werr := pub.Wait(wctx)
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	ar, werr := pub.Wait(actx)
 	cancel()
 	if werr != nil {
 		return nil, fmt.Errorf("bench: %d of %d publishes failed: %w", ar.Failed, n, werr)
@@ -332,33 +439,51 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	res.Events = n
 	res.PublishSeconds = time.Since(start).Seconds()
 	res.PublishRate = float64(n) / res.PublishSeconds
-	if c.Progress != nil {
-		c.Progress(n, n)
-	}
-	// Wait until the consumer acked everything published.
-	endSeq := startSeq + uint64(ar.Published)
-	if err := waitAcked(ctx, js, c.Stream, c.Durable, endSeq, 10*time.Minute); err != nil {
+	// Wait until the consumer acked everything in the stream now, ours and
+	// anyone else's.
+	endSeq, err := lastSeq(ctx, js, c.Stream)
+	if err != nil {
 		return nil, err
 	}
-	res.EndToEndRate = float64(n) / time.Since(start).Seconds()
+	res.OtherMessages = max(0, int(endSeq-startSeq)-ar.Published)
+	end, err := w.waitFor(ctx, endSeq, 10*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	res.EndToEndRate = float64(n) / end.Sub(start).Seconds()
+	stopWatch()
+	<-watchDone
+	if c.Progress != nil {
+		c.Progress(len(w.sent), int(w.floor), w.total)
+	}
+	res.AckLatency = percentiles(w.latency)
 	if st != nil {
-		st.stopConsumer()
+		if err := st.stopConsumer(); err != nil {
+			return nil, fmt.Errorf("bench: consumer: %w", err)
+		}
 		st.mu.Lock()
-		res.Latency = percentiles(st.latency)
+		res.CoreLatency = percentiles(st.latency)
 		st.mu.Unlock()
-		sinks.ReadFailureLog(filepath.Join(c.Dir, "failed.log"), nil, func(bhiv.FailureRecord) error { res.FailureRecords++; return nil })
+		if err := st.pipe.FailureLog.Close(); err != nil { // flushed: every record is on disk
+			return nil, fmt.Errorf("bench: close failure log: %w", err)
+		}
+		if err := sinks.ReadFailureLog(filepath.Join(c.Dir, "failed.log"), nil, func(bhiv.FailureRecord) error { res.FailureRecords++; return nil }); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("bench: read failure log: %w", err)
+		}
 	}
 	res.PeakRSSBytes = peakRSS()
 	return res, nil
 }
 
-func benchEvent(i int, execShare float64, padding string) (bhiv.Event, error) {
-	sent := time.Now().UnixNano()
-	if float64(i%100) < execShare*100 {
-		return bhiv.New(bhiv.KindExecution, "bhiv-bench", "", bhiv.Execution{TeamID: "team_" + strconv.Itoa(i%50), Action: "bench",
+func benchEvent(i int, execShare float64, padding string, sent int64) (bhiv.Event, error) {
+	team := "team_" + strconv.Itoa(i%50)
+	// Spread the kinds evenly: event i is an execution while the executions
+	// so far are behind their share.
+	if int(float64(i+1)*execShare) > int(float64(i)*execShare) {
+		return bhiv.New(bhiv.KindExecution, "bhiv-bench", "", bhiv.Execution{TeamID: team, Action: "bench",
 			Status: "ok", Output: padding, DurationMS: int64(i % 1000), Extra: map[string]any{sentField: sent}})
 	}
-	return bhiv.New(bhiv.KindReward, "bhiv-bench", "", bhiv.Reward{TeamID: "team_" + strconv.Itoa(i%50), Reward: float64(i % 10),
+	return bhiv.New(bhiv.KindReward, "bhiv-bench", "", bhiv.Reward{TeamID: team, Reward: float64(i % 10),
 		Reason: padding, Extra: map[string]any{sentField: sent}})
 }
 
@@ -372,28 +497,110 @@ func lastSeq(ctx context.Context, js jetstream.JetStream, stream string) (uint64
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("bench: stream %s: %w", stream, err)
 	}
 	return info.State.LastSeq, nil
 }
 
-// waitAcked waits until the durable's ack floor reaches seq with nothing
-// pending.
-func waitAcked(ctx context.Context, js jetstream.JetStream, stream, durable string, seq uint64, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if cons, err := js.Consumer(ctx, stream, durable); err == nil {
-			if info, err := cons.Info(ctx); err == nil && info.AckFloor.Stream >= seq && info.NumAckPending == 0 {
-				return nil
+func waitConsumer(ctx context.Context, js jetstream.JetStream, stream, durable string) (jetstream.Consumer, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cons, err := js.Consumer(ctx, stream, durable)
+		if err == nil || time.Now().After(deadline) {
+			return cons, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// watcher polls the durable's ack floor: it times each event from its
+// publish until the floor passes it, reports progress, and tells when the
+// floor reached a sequence with nothing pending.
+type watcher struct {
+	cons     jetstream.Consumer
+	startSeq uint64
+	progress func(published, acked, total int)
+	total    int
+
+	mu      sync.Mutex
+	sent    []int64 // publish times, in publish order (stream order)
+	floor   uint64  // events acked so far (of ours, by the floor)
+	idleAt  uint64  // a floor seen with nothing pending, and when
+	idleT   time.Time
+	latency []time.Duration
+	changed chan struct{}
+}
+
+func (w *watcher) published(sent int64) {
+	w.mu.Lock()
+	w.sent = append(w.sent, sent)
+	w.mu.Unlock()
+}
+
+func (w *watcher) run(ctx context.Context) {
+	lastProgress := time.Time{}
+	for {
+		if info, err := w.cons.Info(ctx); err == nil {
+			now := time.Now()
+			w.mu.Lock()
+			acked := uint64(0)
+			if info.AckFloor.Stream > w.startSeq {
+				acked = min(info.AckFloor.Stream-w.startSeq, uint64(len(w.sent)))
+			}
+			for ; w.floor < acked; w.floor++ {
+				w.latency = append(w.latency, now.Sub(time.Unix(0, w.sent[w.floor])))
+			}
+			if info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Stream > w.idleAt {
+				w.idleAt, w.idleT = info.AckFloor.Stream, now
+				if w.changed != nil {
+					close(w.changed)
+					w.changed = nil
+				}
+			}
+			published, floor := len(w.sent), int(w.floor)
+			w.mu.Unlock()
+			if w.progress != nil && now.Sub(lastProgress) >= 100*time.Millisecond {
+				w.progress(published, floor, w.total)
+				lastProgress = now
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+			return
+		case <-time.After(pollInterval):
 		}
 	}
-	return fmt.Errorf("bench: the consumer %s did not ack everything within %s", durable, within)
+}
+
+// waitFor waits until the ack floor reached seq with nothing pending, and
+// returns when that was first seen.
+func (w *watcher) waitFor(ctx context.Context, seq uint64, within time.Duration) (time.Time, error) {
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		w.mu.Lock()
+		if w.idleAt >= seq {
+			t := w.idleT
+			w.mu.Unlock()
+			return t, nil
+		}
+		if w.changed == nil {
+			w.changed = make(chan struct{})
+		}
+		ch := w.changed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-deadline.C:
+			return time.Time{}, fmt.Errorf("bench: the consumer did not ack everything up to stream sequence %d within %s", seq, within)
+		}
+	}
 }
 
 func percentiles(d []time.Duration) *Latency {
@@ -402,7 +609,7 @@ func percentiles(d []time.Duration) *Latency {
 	}
 	slices.Sort(d)
 	at := func(p float64) time.Duration { return d[min(len(d)-1, int(p*float64(len(d))))] }
-	return &Latency{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: d[len(d)-1]}
+	return &Latency{Count: len(d), P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: d[len(d)-1]}
 }
 
 // peakRSS returns this process's peak resident set (VmHWM), or 0.
@@ -411,7 +618,7 @@ func peakRSS() int64 {
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for line := range strings.SplitSeq(string(b), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb << 10

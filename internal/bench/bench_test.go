@@ -2,69 +2,222 @@ package bench
 
 import (
 	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// The embedded server's and client's background goroutines that
+		// outlive a run by a moment after shutdown.
+		goleak.IgnoreTopFunction("time.Sleep"),
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
+	)
+}
+
 // BenchmarkEndToEnd measures publish → acked by the consumer (Core and a
-// durable Bucket) at concurrency 64, with the core stub answering at once
-// and after 20 ms, next to the ceilings of the parts measured in the same
-// run. Targets (issue 4): instant Core ≥ 70% of the bucket ceiling; 20 ms
-// Core ≥ 80% of min(concurrency / latency, bucket ceiling).
+// durable Bucket, failure log) at concurrency 64, with the core stub
+// answering at once and after 20 ms, next to the ceilings of the parts
+// measured in the same run, then the latency at half the measured rate
+// (an as-fast-as-possible run's latency is mostly backlog). Targets
+// (issue 4): instant Core ≥ 70% of the bucket ceiling; 20 ms Core ≥ 80% of
+// min(concurrency / latency, bucket ceiling).
 //
 //	go test -run '^$' -bench EndToEnd -benchtime 1x ./internal/bench/
+//
+// BHIV_BENCH_EVENTS changes the events per run (default 10,000).
 func BenchmarkEndToEnd(b *testing.B) {
+	const concurrency = 64
+	events := 10_000
+	if v, err := strconv.Atoi(os.Getenv("BHIV_BENCH_EVENTS")); err == nil && v > 0 {
+		events = v
+	}
 	for _, tc := range []struct {
 		name    string
 		latency time.Duration
 	}{{"core=instant", 0}, {"core=20ms", 20 * time.Millisecond}} {
 		b.Run(tc.name, func(b *testing.B) {
-			events := 10_000
-			var last *Result
+			var r *Result
 			for range b.N {
-				r, err := Run(context.Background(), Config{Embedded: true, Dir: b.TempDir(), Events: events,
-					Concurrency: 64, CoreLatency: tc.latency, Ceilings: true})
+				var err error
+				r, err = Run(context.Background(), Config{Embedded: true, Dir: b.TempDir(), Events: events,
+					Concurrency: concurrency, CoreLatency: tc.latency, Ceilings: true})
 				if err != nil {
 					b.Fatal(err)
 				}
-				last = r
 			}
-			r := last
+			b.ReportMetric(0, "ns/op")
 			b.ReportMetric(r.EndToEndRate, "events/s")
 			b.ReportMetric(r.PublishRate, "publish/s")
-			if r.Latency != nil {
-				b.ReportMetric(float64(r.Latency.P50.Microseconds())/1000, "p50-ms")
-				b.ReportMetric(float64(r.Latency.P99.Microseconds())/1000, "p99-ms")
-			}
-			bucketCeiling := r.Ceilings[CeilingFilesFsync]
-			for k, v := range r.Ceilings {
-				b.ReportMetric(v, k+"/s")
-			}
-			target := bucketCeiling
-			if tc.latency > 0 {
-				target = min(64/tc.latency.Seconds(), bucketCeiling)
-			}
-			b.ReportMetric(r.EndToEndRate/target, "ratio-to-ceiling")
+			b.ReportMetric(ms(r.CoreLatency.P50), "p50-core-ms")
+			b.ReportMetric(ms(r.CoreLatency.P99), "p99-core-ms")
 			b.ReportMetric(float64(r.FailureRecords), "failure-records")
+			for k, v := range r.Ceilings {
+				b.ReportMetric(v, "ceil-"+k+"/s")
+			}
+			nofsync, grouped := r.Ceilings[CeilingFiles], r.Ceilings[CeilingFilesSyncfs]
+			if tc.latency > 0 {
+				bound := concurrency / tc.latency.Seconds()
+				b.ReportMetric(bound, "ceil-concurrency/latency")
+				nofsync, grouped = min(bound, nofsync), min(bound, grouped)
+			}
+			// The issue's bucket ceiling is bare file writes; the grouped
+			// syncfs one has the Bucket's durability.
+			b.ReportMetric(r.EndToEndRate/nofsync, "ratio-files-nofsync")
+			b.ReportMetric(r.EndToEndRate/grouped, "ratio-files-grouped-syncfs")
+			b.ReportMetric(r.EndToEndRate/r.Ceilings[CeilingHTTP], "ratio-http")
+			b.ReportMetric(r.EndToEndRate/r.Ceilings[CeilingConsume], "ratio-js-consume")
+
+			// Service latency: half the measured rate for about 3 s.
+			rate := r.EndToEndRate / 2
+			p, err := Run(context.Background(), Config{Embedded: true, Dir: b.TempDir(), Events: int(rate * 3),
+				Rate: rate, Concurrency: concurrency, CoreLatency: tc.latency})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(ms(p.CoreLatency.P50), "p50-core-ms-half-rate")
+			b.ReportMetric(ms(p.CoreLatency.P99), "p99-core-ms-half-rate")
+			b.ReportMetric(ms(p.AckLatency.P50), "p50-ack-ms-half-rate")
 		})
 	}
 }
 
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 // TestRunEmbedded runs a small embedded benchmark and checks what it reports.
 func TestRunEmbedded(t *testing.T) {
-	r, err := Run(context.Background(), Config{Embedded: true, Dir: t.TempDir(), Events: 500, Concurrency: 16, Ceilings: true})
+	dir := t.TempDir()
+	var calls, lastPublished, lastAcked int
+	r, err := Run(context.Background(), Config{Embedded: true, Dir: dir, Events: 500, Concurrency: 16, Ceilings: true,
+		Mix: Mix{Execution: 1, Reward: 1}, Progress: func(p, a, total int) {
+			calls++
+			lastPublished, lastAcked = p, a
+			if total != 500 {
+				t.Errorf("progress total %d, want 500", total)
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Events != 500 || r.PublishRate <= 0 || r.EndToEndRate <= 0 || r.Latency == nil || r.Latency.P50 <= 0 || r.PeakRSSBytes <= 0 {
+	if r.Events != 500 || r.PublishRate <= 0 || r.EndToEndRate <= 0 || r.PeakRSSBytes <= 0 || r.OtherMessages != 0 {
 		t.Errorf("result = %+v", r)
+	}
+	for name, l := range map[string]*Latency{"core": r.CoreLatency, "ack": r.AckLatency} {
+		if l == nil || l.Count != 500 || l.P50 <= 0 || l.P50 > l.P90 || l.P90 > l.P99 || l.P99 > l.Max {
+			t.Errorf("%s latency = %+v", name, l)
+		}
 	}
 	if r.FailureRecords != 0 {
 		t.Errorf("%d failure records", r.FailureRecords)
 	}
-	for _, k := range []string{CeilingPublish, CeilingConsume, CeilingHTTP, CeilingFiles, CeilingFilesFsync} {
+	if calls == 0 || lastPublished != 500 || lastAcked != 500 {
+		t.Errorf("progress: %d calls, last %d published, %d acked", calls, lastPublished, lastAcked)
+	}
+	for _, k := range []string{CeilingPublish, CeilingConsume, CeilingHTTP, CeilingFiles, CeilingFilesFsync, CeilingFilesSyncfs} {
 		if r.Ceilings[k] <= 0 {
 			t.Errorf("ceiling %s = %v", k, r.Ceilings[k])
 		}
+	}
+	// Both sinks took every event, in the mix asked for.
+	for kind, want := range map[string]int{"execution": 250, "reward": 250} {
+		files, _ := filepath.Glob(filepath.Join(dir, "bucket", kind, "*", "*.json"))
+		if len(files) != want {
+			t.Errorf("%d %s files in the bucket, want %d", len(files), kind, want)
+		}
+	}
+}
+
+// TestRunDuration publishes for a duration at a rate.
+func TestRunDuration(t *testing.T) {
+	r, err := Run(context.Background(), Config{Embedded: true, Dir: t.TempDir(), Duration: 500 * time.Millisecond, Rate: 400, Concurrency: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rate bounds the count from above: 400/s for 0.5 s, plus the first.
+	if r.Events < 1 || r.Events > 201 || r.CoreLatency == nil || r.CoreLatency.Count != r.Events {
+		t.Errorf("result = %+v, core latency %+v", r, r.CoreLatency)
+	}
+}
+
+// TestRunRunningStack runs against a stack it did not start: without a
+// durable it says so, and a bad setting is refused before connecting.
+func TestRunRunningStack(t *testing.T) {
+	if _, err := Run(context.Background(), Config{}); err == nil || !strings.Contains(err.Error(), "NATS URL") {
+		t.Errorf("no URL: %v", err)
+	}
+	if _, err := Run(context.Background(), Config{NATSURL: "nats://127.0.0.1:1", CoreLatency: time.Millisecond}); err == nil || !strings.Contains(err.Error(), "embedded") {
+		t.Errorf("core latency without --embedded: %v", err)
+	}
+}
+
+func TestParseMix(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		want  Mix
+		share float64
+		bad   bool
+	}{
+		{in: "execution=0.7,reward=0.3", want: Mix{0.7, 0.3}, share: 0.7},
+		{in: " reward = 1 ", want: Mix{0, 1}, share: 0},
+		{in: "execution=3,reward=1", want: Mix{3, 1}, share: 0.75},
+		{in: "execution=1", want: Mix{1, 0}, share: 1},
+		{in: "execution=0,reward=0", bad: true},
+		{in: "deploy=1", bad: true},
+		{in: "execution", bad: true},
+		{in: "execution=-1,reward=2", bad: true},
+		{in: "execution=x", bad: true},
+	} {
+		m, err := ParseMix(tc.in)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("ParseMix(%q) = %+v, want an error", tc.in, m)
+			}
+			continue
+		}
+		if err != nil || m != tc.want || math.Abs(m.executionShare()-tc.share) > 1e-9 {
+			t.Errorf("ParseMix(%q) = %+v (share %v), %v; want %+v", tc.in, m, m.executionShare(), err, tc.want)
+		}
+	}
+}
+
+// TestMixSpread checks that the kinds follow the share over any 100 events.
+func TestMixSpread(t *testing.T) {
+	for _, share := range []float64{0, 0.3, 0.7, 1} {
+		exec := 0
+		for i := range 1000 {
+			ev, err := benchEvent(i, share, "", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Kind() == "execution" {
+				exec++
+			}
+		}
+		if want := int(share * 1000); exec != want {
+			t.Errorf("share %v: %d executions of 1000, want %d", share, exec, want)
+		}
+	}
+}
+
+func TestSentTime(t *testing.T) {
+	body := []byte(`[{"data":{"bench_sent_unix_nano":123,"x":1}},{"data":{"bench_sent_unix_nano":"bad"}},{"data":{"bench_sent_unix_nano":456}}]`)
+	var got []int64
+	for rest := body; ; {
+		ns, tail, ok := sentTime(rest)
+		if !ok {
+			break
+		}
+		got = append(got, ns)
+		rest = tail
+	}
+	if len(got) != 2 || got[0] != 123 || got[1] != 456 {
+		t.Errorf("sentTime found %v, want [123 456]", got)
 	}
 }

@@ -17,40 +17,61 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// ceilingStream is the scratch stream of the JetStream ceilings, deleted
+// afterwards.
+const ceilingStream = "BHIV_BENCH_CEILING"
+
 // ceilings measures the bare parts of the pipeline with payloads like the
-// run's: JetStream async publish and consume+ack on a scratch stream, HTTP
-// POSTs to the same Core stub at the same concurrency (embedded only), and
-// file writes with the same concurrency.
+// run's, one after the other: JetStream async publish and consume+ack on a
+// scratch stream, HTTP POSTs to the same Core stub at the same concurrency
+// (embedded only), and file writes into c.Dir at the same concurrency —
+// temp + rename without fsync, with an fsync per file, and with the
+// Bucket's group commit (a shared syncfs after the write and after the
+// rename).
 func ceilings(ctx context.Context, c Config, js jetstream.JetStream, st *stack) (map[string]float64, error) {
 	n := c.Events
 	if n == 0 || n > 20_000 {
 		n = 20_000
 	}
-	payload := []byte(`{"specversion":"1.0","data":{"pad":"` + strings.Repeat("x", c.Size) + `"}}`)
+	payload := []byte(`{"specversion":"1.0","type":"bhiv.execution","data":{"pad":"` + strings.Repeat("x", c.Size) + `"}}` + "\n")
 	out := map[string]float64{}
-
-	const stream = "BHIV_BENCH_CEILING"
-	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{"bhivbench.>"}, Storage: jetstream.FileStorage})
-	if err != nil {
-		return nil, fmt.Errorf("bench: ceiling stream: %w", err)
+	var err error
+	if out[CeilingPublish], out[CeilingConsume], err = jetStreamCeilings(ctx, js, n, payload); err != nil {
+		return nil, err
 	}
-	defer js.DeleteStream(context.WithoutCancel(ctx), stream)
+	if st != nil {
+		out[CeilingHTTP] = httpCeiling(st.url, n, c.Concurrency, c.Size)
+	}
+	for _, mode := range []string{CeilingFiles, CeilingFilesFsync, CeilingFilesSyncfs} {
+		if out[mode], err = fileCeiling(c.Dir, mode, n, c.Concurrency, payload); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func jetStreamCeilings(ctx context.Context, js jetstream.JetStream, n int, payload []byte) (pub, consume float64, err error) {
+	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: ceilingStream, Subjects: []string{"bhivbench.>"}, Storage: jetstream.FileStorage})
+	if err != nil {
+		return 0, 0, fmt.Errorf("bench: ceiling stream: %w", err)
+	}
+	defer js.DeleteStream(context.WithoutCancel(ctx), ceilingStream)
 	start := time.Now()
-	for i := 0; i < n; i++ {
+	for range n {
 		if _, err := js.PublishAsync("bhivbench.x", payload); err != nil {
-			return nil, fmt.Errorf("bench: ceiling publish: %w", err)
+			return 0, 0, fmt.Errorf("bench: ceiling publish: %w", err)
 		}
 	}
 	select {
 	case <-js.PublishAsyncComplete():
 	case <-time.After(time.Minute):
-		return nil, fmt.Errorf("bench: ceiling publish: acks did not come")
+		return 0, 0, fmt.Errorf("bench: ceiling publish: no acks within a minute")
 	}
-	out[CeilingPublish] = float64(n) / time.Since(start).Seconds()
+	pub = float64(n) / time.Since(start).Seconds()
 
 	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "ceiling", AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
-		return nil, err
+		return 0, 0, fmt.Errorf("bench: ceiling consumer: %w", err)
 	}
 	var got atomic.Int64
 	done := make(chan struct{})
@@ -62,75 +83,176 @@ func ceilings(ctx context.Context, c Config, js jetstream.JetStream, st *stack) 
 		}
 	})
 	if err != nil {
-		return nil, err
+		return 0, 0, fmt.Errorf("bench: ceiling consume: %w", err)
 	}
+	defer cc.Stop()
 	select {
 	case <-done:
 	case <-time.After(time.Minute):
+		return 0, 0, fmt.Errorf("bench: ceiling consume: %d of %d messages within a minute", got.Load(), n)
 	}
-	out[CeilingConsume] = float64(got.Load()) / time.Since(start).Seconds()
-	cc.Stop()
+	// The acks are fire-and-forget: wait until the server has them all.
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if info, err := cons.Info(ctx); err == nil && info.AckFloor.Stream >= uint64(n) {
+			break
+		}
+	}
+	return pub, float64(n) / time.Since(start).Seconds(), nil
+}
 
-	if st != nil {
-		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c.Concurrency, MaxIdleConns: c.Concurrency}}
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		start = time.Now()
-		for w := 0; w < c.Concurrency; w++ {
-			wg.Go(func() {
-				for {
-					i := next.Add(1)
-					if i > int64(n) {
-						return
-					}
-					body := []byte(`{"id":"ceiling-` + strconv.FormatInt(i, 10) + `","type":"bhiv.execution","data":{"pad":"` + strings.Repeat("x", c.Size) + `"}}`)
-					resp, err := client.Post(st.url, "application/json", bytes.NewReader(body))
-					if err == nil {
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-					}
+// httpCeiling posts n event-sized bodies to url from concurrency workers,
+// each with a keep-alive connection.
+func httpCeiling(url string, n, concurrency, size int) float64 {
+	tr := &http.Transport{MaxIdleConnsPerHost: concurrency, MaxIdleConns: concurrency}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	pad := strings.Repeat("x", size)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range concurrency {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
 				}
-			})
-		}
-		wg.Wait()
-		out[CeilingHTTP] = float64(n) / time.Since(start).Seconds()
+				body := []byte(`{"specversion":"1.0","id":"ceiling-` + strconv.FormatInt(i, 10) + `","type":"bhiv.execution","data":{"pad":"` + pad + `"}}`)
+				resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		})
 	}
+	wg.Wait()
+	return float64(n) / time.Since(start).Seconds()
+}
 
-	for _, fsync := range []bool{false, true} {
-		dir, err := os.MkdirTemp(c.Dir, "ceiling-files")
-		if err != nil {
-			return nil, err
-		}
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		start = time.Now()
-		for w := 0; w < c.Concurrency; w++ {
-			wg.Go(func() {
-				for {
-					i := next.Add(1)
-					if i > int64(n) {
-						return
-					}
-					p := filepath.Join(dir, strconv.FormatInt(i, 10)+".json")
-					f, err := os.CreateTemp(dir, ".tmp-")
-					if err != nil {
-						return
-					}
-					f.Write(payload)
-					if fsync {
-						f.Sync()
-					}
-					f.Close()
-					os.Rename(f.Name(), p)
-				}
-			})
-		}
-		wg.Wait()
-		key := CeilingFiles
-		if fsync {
-			key = CeilingFilesFsync
-		}
-		out[key] = float64(n) / time.Since(start).Seconds()
+// fileCeiling writes n files of payload into a fresh directory under dir
+// from concurrency writers: each a temp file renamed into place, with mode
+// deciding the durability.
+func fileCeiling(dir, mode string, n, concurrency int, payload []byte) (float64, error) {
+	d, err := os.MkdirTemp(dir, "ceiling-files-")
+	if err != nil {
+		return 0, fmt.Errorf("bench: ceiling files: %w", err)
 	}
-	return out, nil
+	var g *groupSync
+	if mode == CeilingFilesSyncfs {
+		if g, err = newGroupSync(d); err != nil {
+			return 0, err
+		}
+		defer g.close()
+	}
+	var next atomic.Int64
+	var failed atomic.Pointer[error]
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range concurrency {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				if err := writeFile(d, i, payload, mode, g); err != nil {
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		return 0, fmt.Errorf("bench: ceiling files (%s): %w", mode, *err)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func writeFile(dir string, i int64, payload []byte, mode string, g *groupSync) error {
+	f, err := os.CreateTemp(dir, ".tmp-")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(payload)
+	if err == nil && mode == CeilingFilesFsync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if g != nil {
+		if err := g.wait(); err != nil { // the data, before the rename
+			return err
+		}
+	}
+	if err := os.Rename(f.Name(), filepath.Join(dir, strconv.FormatInt(i, 10)+".json")); err != nil {
+		return err
+	}
+	if g != nil {
+		return g.wait() // the rename
+	}
+	return nil
+}
+
+// groupSync is a bare group commit: whoever waits is released by the next
+// syncfs that starts after it began to wait.
+type groupSync struct {
+	root    *os.File
+	mu      sync.Mutex
+	waiters []chan error
+	wake    chan struct{}
+	done    chan struct{}
+}
+
+func newGroupSync(dir string) (*groupSync, error) {
+	root, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	g := &groupSync{root: root, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go g.loop()
+	return g, nil
+}
+
+func (g *groupSync) wait() error {
+	ch := make(chan error, 1)
+	g.mu.Lock()
+	g.waiters = append(g.waiters, ch)
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+	return <-ch
+}
+
+func (g *groupSync) loop() {
+	for {
+		select {
+		case <-g.done:
+			return
+		case <-g.wake:
+		}
+		g.mu.Lock()
+		batch := g.waiters
+		g.waiters = nil
+		g.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		err := syncfs(g.root)
+		for _, ch := range batch {
+			ch <- err
+		}
+	}
+}
+
+func (g *groupSync) close() {
+	close(g.done)
+	g.root.Close()
 }
