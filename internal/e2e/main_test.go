@@ -28,6 +28,7 @@ import (
 
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/internal/audit"
+	"github.com/hackaverse/bhiv/internal/corestub"
 	"github.com/hackaverse/bhiv/publisher"
 	"github.com/hackaverse/bhiv/sinks"
 )
@@ -156,6 +157,22 @@ func (p *proc) kill(sig syscall.Signal) error {
 }
 
 func (p *proc) restart() { p.t.Helper(); p.start() }
+
+// running reports whether the process is still alive; when it has exited
+// on its own (a crash), it logs how and forgets the process.
+func (p *proc) running() bool {
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case err := <-p.done:
+		p.t.Logf("%s exited on its own: %v", p.name, err)
+		p.cmd = nil
+		return false
+	default:
+		return true
+	}
+}
 
 // pid returns the process id.
 func (p *proc) pid() int { return p.cmd.Process.Pid }
@@ -292,6 +309,21 @@ func (s *stack) setFaults(faults string) {
 	if resp.StatusCode != http.StatusNoContent {
 		s.t.Fatalf("set faults: %s", resp.Status)
 	}
+}
+
+// stubStats reads the core stub's counters (since its last start).
+func (s *stack) stubStats() corestub.Stats {
+	s.t.Helper()
+	var st corestub.Stats
+	resp, err := http.Get(s.stubURL + "/stats")
+	if err != nil {
+		s.t.Fatalf("core stub stats: %v", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		s.t.Fatalf("core stub stats: %v", err)
+	}
+	return st
 }
 
 // js returns a JetStream context on the stack's NATS.
@@ -472,6 +504,10 @@ func (s *stack) account(name string, published int) *audit.Report {
 	s.t.Helper()
 	for _, c := range s.consumers {
 		if c.cmd != nil {
+			if !c.running() {
+				s.t.Errorf("%s crashed: it was not stopped by the test", c.name)
+				continue
+			}
 			if err := c.kill(syscall.SIGTERM); err != nil {
 				s.t.Errorf("%s: %v", c.name, err)
 			}

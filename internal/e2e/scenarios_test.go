@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -29,7 +30,12 @@ func TestSteadyLoadWithCoreFaults(t *testing.T) {
 	_, done := s.publish(n, 0)
 	<-done
 	s.drained(3 * time.Minute)
+	st := s.stubStats()
 	s.account("1-steady-20pct-503", n)
+	t.Logf("core stub: %d requests, %d injected failures", st.Requests, st.Injected)
+	if st.Injected < int64(n/10) {
+		t.Errorf("only %d injected failures in %d requests: the fault did not bite", st.Injected, st.Requests)
+	}
 }
 
 // 2. Core answers 429 with Retry-After for a while, then recovers.
@@ -43,7 +49,12 @@ func TestCore429RetryAfter(t *testing.T) {
 	s.setFaults(`{"fail_rate":0}`)
 	<-done
 	s.drained(2 * time.Minute)
+	st := s.stubStats()
 	r := s.account("2-core-429-retry-after", n)
+	t.Logf("core stub: %d requests, %d answered 429", st.Requests, st.Injected)
+	if st.Injected == 0 {
+		t.Error("no request was answered 429: the fault did not bite")
+	}
 	if r.FailureRecords > 64 {
 		t.Errorf("%d failure records: a 429 phase should hold events, not log them", r.FailureRecords)
 	}
@@ -65,6 +76,9 @@ func TestCoreDownThenBack(t *testing.T) {
 	<-done
 	s.drained(3 * time.Minute)
 	r := s.account("3-core-down", n)
+	if b, _ := os.ReadFile(s.consumers[0].log); !strings.Contains(string(b), "intake paused") {
+		t.Error("the consumer never paused intake: the outage did not bite")
+	}
 	if r.FailureRecords > 64 {
 		t.Errorf("%d failure records for a Core outage: want at most BHIV_CONCURRENCY (64), aim for 0", r.FailureRecords)
 	}
@@ -210,8 +224,8 @@ func TestHostileInputs(t *testing.T) {
 	t.Logf("hostile inputs published; valid events published %s later", time.Since(t0).Round(time.Millisecond))
 	s.drained(3 * time.Minute)
 	t.Logf("drained %s after publishing", time.Since(t0).Round(time.Millisecond))
-	if c.cmd == nil {
-		t.Fatal("the consumer exited")
+	if !c.running() {
+		t.Fatal("the consumer crashed on hostile input")
 	}
 	hwm := vmHWM(t, c.pid())
 	t.Logf("consumer peak RSS %d MiB", hwm>>20)
@@ -237,6 +251,12 @@ func TestTwoConsumersOneKilled(t *testing.T) {
 	<-done
 	s.drained(size(40*time.Second, 3*time.Minute))
 	s.account("8-two-consumers-one-killed", n)
+	// The work was shared: the survivor did not ack everything itself.
+	acked := stoppedAcked(t, s.consumers[1])
+	t.Logf("the surviving consumer acked %d of %d", acked, n)
+	if acked <= 0 || acked >= n {
+		t.Errorf("the surviving consumer acked %d of %d: the work was not split", acked, n)
+	}
 }
 
 // 9. A 3-node JetStream cluster, stream with 3 replicas, two consumers; the
@@ -374,6 +394,26 @@ func (s *stack) sigterm(c *proc, shutdownTimeout time.Duration) {
 	if info := s.consumerInfo(js); info != nil {
 		s.t.Logf("right after the exit: pending %d, ack pending %d (Nak'ed or stranded)", info.NumPending, info.NumAckPending)
 	}
+}
+
+// stoppedAcked returns the "acked" count of p's "consumer stopped" log
+// line (-1 when there is none).
+func stoppedAcked(t *testing.T, p *proc) int {
+	t.Helper()
+	b, err := os.ReadFile(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var rec struct {
+			Msg   string `json:"msg"`
+			Acked int    `json:"acked"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "consumer stopped" {
+			return rec.Acked
+		}
+	}
+	return -1
 }
 
 // vmHWM returns the peak resident set of a process.
