@@ -296,7 +296,10 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 				return nil, fmt.Errorf("audit: stream %s, durable %s: %w", cfg.Stream, cfg.Durable, err)
 			}
 			st.Found, st.AckFloor, st.NumPending, st.NumAckPending = true, info.AckFloor.Stream, info.NumPending, info.NumAckPending
-			floor, haveFloor = info.AckFloor.Stream, true
+			// With nothing pending or ack-pending, every message was settled
+			// (acked, terminated, or given up at max deliveries, which can
+			// leave the ack floor behind): judge them all.
+			floor, haveFloor = info.AckFloor.Stream, info.NumPending > 0 || info.NumAckPending > 0
 		}
 	}
 
