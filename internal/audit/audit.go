@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -93,6 +94,7 @@ type ConsumerState struct {
 	Durable       string `json:"durable"`
 	Found         bool   `json:"found"`
 	AckFloor      uint64 `json:"ack_floor_stream_seq"`
+	Delivered     uint64 `json:"delivered_stream_seq"`
 	NumPending    uint64 `json:"num_pending"`
 	NumAckPending int    `json:"num_ack_pending"`
 }
@@ -281,21 +283,25 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 	// be pending.
 	var floor uint64
 	haveFloor := false
+	delivered := uint64(math.MaxUint64) // above it, never delivered yet
 	if cfg.Durable != "" {
 		st := &ConsumerState{Durable: cfg.Durable}
 		r.Consumer = st
-		cons, err := cfg.JS.Consumer(ctx, cfg.Stream, cfg.Durable)
+		cons, err := retryTransient(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+			return cfg.JS.Consumer(ctx, cfg.Stream, cfg.Durable)
+		})
 		switch {
 		case errors.Is(err, jetstream.ErrConsumerNotFound):
 			log.Warn("audit: durable consumer not found; judging every message as processed", "stream", cfg.Stream, "durable", cfg.Durable)
 		case err != nil:
 			return nil, fmt.Errorf("audit: stream %s, durable %s: %w", cfg.Stream, cfg.Durable, err)
 		default:
-			info, err := cons.Info(ctx)
+			info, err := retryTransient(ctx, cons.Info)
 			if err != nil {
 				return nil, fmt.Errorf("audit: stream %s, durable %s: %w", cfg.Stream, cfg.Durable, err)
 			}
 			st.Found, st.AckFloor, st.NumPending, st.NumAckPending = true, info.AckFloor.Stream, info.NumPending, info.NumAckPending
+			st.Delivered, delivered = info.Delivered.Stream, info.Delivered.Stream
 			// With nothing pending or ack-pending, every message was settled
 			// (acked, terminated, or given up at max deliveries, which can
 			// leave the ack floor behind): judge them all.
@@ -358,7 +364,10 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 	explained := map[string]bool{}
 	err := eachMessage(ctx, cfg.JS, cfg.Stream, r, func(m bhiv.Message) {
 		r.StreamMessages++
-		above := haveFloor && m.Sequence > floor
+		// Pending: above the ack floor while the durable still has work,
+		// or not delivered yet at all (the durable may also be a moment
+		// behind a publish that just happened).
+		above := haveFloor && m.Sequence > floor || m.Sequence > delivered
 		ev, derr := bhiv.Decode(m, cfg.Decode)
 		if derr != nil {
 			r.Invalid++
@@ -480,11 +489,11 @@ func firstHeader(h map[string][]string, key string) string {
 // eachMessage calls fn with every message of the stream, in order, up to the
 // last sequence the stream had when it was called; it sets r's stream range.
 func eachMessage(ctx context.Context, js jetstream.JetStream, stream string, r *Report, fn func(bhiv.Message)) error {
-	s, err := js.Stream(ctx, stream)
+	s, err := retryTransient(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, stream) })
 	if err != nil {
 		return fmt.Errorf("audit: stream %s: %w", stream, err)
 	}
-	info, err := s.Info(ctx)
+	info, err := retryTransient(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) { return s.Info(ctx) })
 	if err != nil {
 		return fmt.Errorf("audit: stream %s: %w", stream, err)
 	}
@@ -493,7 +502,9 @@ func eachMessage(ctx context.Context, js jetstream.JetStream, stream string, r *
 		return nil
 	}
 	last := info.State.LastSeq
-	oc, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{InactiveThreshold: 30 * time.Second})
+	oc, err := retryTransient(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+		return s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{InactiveThreshold: 30 * time.Second})
+	})
 	if err != nil {
 		return fmt.Errorf("audit: read stream %s: %w", stream, err)
 	}
@@ -562,4 +573,39 @@ func ReadCoreRecord(path string) (map[string]int, error) {
 		return nil, fmt.Errorf("audit: core record: %w", err)
 	}
 	return seen, nil
+}
+
+// transientBudget is how long retryTransient keeps trying: longer than a
+// JetStream leader election, short enough that a server without JetStream
+// gets a clear error.
+var transientBudget = 20 * time.Second
+
+// retryTransient calls fn, with a deadline per attempt, until it succeeds,
+// fails with an error that is not transient, or ctx ends. Transient errors
+// are those of a JetStream cluster electing a leader (a node just died): no
+// responders, timeouts, a temporarily unavailable JetStream API.
+func retryTransient[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
+	wait := 100 * time.Millisecond
+	giveUp := time.Now().Add(transientBudget)
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		v, err := fn(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !transient(err) || time.Now().After(giveUp) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &apiErr) && apiErr.Code == 503
 }

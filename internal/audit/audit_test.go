@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -37,14 +38,15 @@ const durable = "bhiv-sinks"
 // real one does: each event to Core and the bucket, invalid input to the
 // failure log, then the ack.
 type fixture struct {
-	t      *testing.T
-	js     jetstream.JetStream
-	cons   jetstream.Consumer
-	dir    string
-	bucket *sinks.Bucket
-	flog   *sinks.FailureLog
-	core   map[string]int
-	ids    []string // envelope events, in publish order
+	t       *testing.T
+	js      jetstream.JetStream
+	cons    jetstream.Consumer
+	dir     string
+	bucket  *sinks.Bucket
+	flog    *sinks.FailureLog
+	core    map[string]int
+	ids     []string // envelope events, in publish order
+	lastSeq uint64   // the stream sequence of the last publish
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -111,6 +113,7 @@ func (f *fixture) pub(m *nats.Msg, opts ...jetstream.PublishOpt) uint64 {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	f.lastSeq = max(f.lastSeq, ack.Sequence)
 	return ack.Sequence
 }
 
@@ -144,6 +147,7 @@ func (f *fixture) drop() { f.t.Helper(); f.fetch(func(bhiv.Message, jetstream.Ms
 // fetch hands every pending message of the durable to fn, then acks it.
 func (f *fixture) fetch(fn func(bhiv.Message, jetstream.Msg)) {
 	f.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		batch, err := f.cons.FetchNoWait(100)
 		if err != nil {
@@ -166,7 +170,20 @@ func (f *fixture) fetch(fn func(bhiv.Message, jetstream.Msg)) {
 			f.t.Fatal(err)
 		}
 		if n == 0 {
-			return
+			// Right after a publish the durable may not see the new messages
+			// yet (an empty no-wait fetch, pending 0): stop only when it has
+			// acked everything the test published.
+			info, err := f.cons.Info(context.Background())
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			if info.AckFloor.Stream >= f.lastSeq && info.NumAckPending == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				f.t.Fatalf("the durable acked up to %d of %d", info.AckFloor.Stream, f.lastSeq)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 }
@@ -419,6 +436,19 @@ func TestPendingIsNotLost(t *testing.T) {
 	f.process()
 	f.publish(3)
 	f.pub(&nats.Msg{Subject: "bhiv.events.reward", Data: []byte("{")})
+	// Not delivered yet is pending even before the durable counts it.
+	if r := f.check(f.config()); !r.OK() || r.Pending != 4 {
+		t.Fatalf("want 4 pending, none lost:\n%s", r)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		info, err := f.cons.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumPending == 4 || time.Now().After(deadline) {
+			break
+		}
+	}
 	r := f.check(f.config())
 	if !r.OK() || r.Pending != 4 || r.Consumer.NumPending != 4 {
 		t.Fatalf("want 4 pending, none lost:\n%s", r)
@@ -454,5 +484,42 @@ func TestEmptyAndErrors(t *testing.T) {
 	cfg.Durable = "nobody"
 	if r := f.check(cfg); r.Consumer == nil || r.Consumer.Found {
 		t.Errorf("unknown durable: %+v", r.Consumer)
+	}
+}
+
+// A server without JetStream answers no JetStream request: the audit
+// retries as through a leader election, then gives up with the reason.
+func TestNoJetStreamGivesUp(t *testing.T) {
+	defer func(d time.Duration) { transientBudget = d }(transientBudget)
+	transientBudget = 500 * time.Millisecond
+	srv := natstest.Start(t, func(o *server.Options) { o.JetStream = false })
+	_, js := srv.Connect()
+	start := time.Now()
+	_, err := Check(context.Background(), Config{JS: js, Durable: durable})
+	if !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("err = %v, want no responders", err)
+	}
+	if d := time.Since(start); d < transientBudget {
+		t.Errorf("gave up after %s, before the %s budget", d, transientBudget)
+	}
+	t.Log(err)
+}
+
+func TestTransient(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{nats.ErrNoResponders, true},
+		{fmt.Errorf("x: %w", nats.ErrTimeout), true},
+		{context.DeadlineExceeded, true},
+		{&jetstream.APIError{Code: 503, Description: "JetStream system temporarily unavailable"}, true},
+		{jetstream.ErrConsumerNotFound, false},
+		{jetstream.ErrStreamNotFound, false},
+		{errors.New("boom"), false},
+	} {
+		if got := transient(tt.err); got != tt.want {
+			t.Errorf("transient(%v) = %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }
