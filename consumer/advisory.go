@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -116,21 +117,30 @@ func (c *Consumer) maxDeliveriesRecords(ctx context.Context, a maxDeliveriesAdvi
 	}
 	m := bhiv.Message{Subject: raw.subject, Header: raw.header, Data: raw.data,
 		Stream: c.cfg.Stream.Name, Sequence: raw.seq, Timestamp: raw.time}
+	return c.giveUpRecords(m, int(a.Deliveries))
+}
+
+// giveUpRecords returns the failure records of a message given up after
+// deliveries deliveries without an ack: one per sink this process does not
+// know to have taken it, or an invalid-input record with the raw message.
+// None when every sink had taken it.
+func (c *Consumer) giveUpRecords(m bhiv.Message, deliveries int) []bhiv.FailureRecord {
+	reason := fmt.Sprintf("max deliveries reached: delivered %d times without an ack", deliveries)
 	ev, derr, panicked := c.decode(m)
 	if derr != nil {
-		return []bhiv.FailureRecord{c.invalidRecord(m, int(a.Deliveries), fmt.Errorf("%s: %w", reason, derr), panicked)}
+		return []bhiv.FailureRecord{c.invalidRecord(m, deliveries, fmt.Errorf("%s: %w", reason, derr), panicked)}
 	}
 	var recs []bhiv.FailureRecord
 	for _, s := range c.sinks {
 		if c.mem.has(ev.ID, s.bit) {
 			continue
 		}
-		rec := c.sinkRecord(s.name, &ev, m, fmt.Errorf("%s", reason))
-		rec.Attempts = int(a.Deliveries)
+		rec := c.sinkRecord(s.name, &ev, m, errors.New(reason))
+		rec.Attempts = deliveries
 		recs = append(recs, rec)
 	}
 	if len(recs) == 0 {
-		c.log.Info("event reached max deliveries but every sink had taken it", "event_id", ev.ID, "stream_seq", a.StreamSeq)
+		c.log.Info("event reached max deliveries but every sink had taken it", "event_id", ev.ID, "stream_seq", m.Sequence)
 	}
 	return recs
 }

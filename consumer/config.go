@@ -62,7 +62,7 @@ type Config struct {
 	Durable      string            // durable consumer name, default "bhiv-sinks"
 	AckWait      time.Duration     // default 30s
 	Concurrency  int               // events handled at once, default 64
-	MaxDeliver   int               // deliveries before the MAX_DELIVERIES advisory, default 20
+	MaxDeliver   int               // deliveries without an ack before an event is given up to the failure log, default 20
 
 	// MaxAckPending limits the unacked messages of the durable, shared by
 	// every process on it. One process holds at most 3 × Concurrency

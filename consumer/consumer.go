@@ -130,7 +130,7 @@ func New(js jetstream.JetStream, cfg Config) (*Consumer, error) {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.AckWait,
-		MaxDeliver:    cfg.MaxDeliver,
+		MaxDeliver:    -1, // the consumer gives up itself: see giveUp
 		FilterSubject: bhiv.SubjectWildcard(cfg.Stream.SubjectPrefix),
 		ReplayPolicy:  jetstream.ReplayInstantPolicy,
 		MaxAckPending: cfg.MaxAckPending,

@@ -61,7 +61,7 @@ func TestManyEventsReachEverySinkOnce(t *testing.T) {
 	if info.AckFloor.Stream != uint64(n) || info.NumRedelivered != 0 {
 		t.Errorf("ack floor %d (want %d), redelivered %d (want 0)", info.AckFloor.Stream, n, info.NumRedelivered)
 	}
-	if info.Config.AckWait != cfg.AckWait || info.Config.MaxDeliver != DefaultMaxDeliver ||
+	if info.Config.AckWait != cfg.AckWait || info.Config.MaxDeliver != -1 ||
 		info.Config.FilterSubject != "bhiv.events.>" || info.Config.InactiveThreshold != 0 ||
 		info.Config.MaxAckPending != 3*64*DefaultExpectedReplicas {
 		t.Errorf("durable config %+v", info.Config)
@@ -570,7 +570,10 @@ func TestShutdownWithEventsInFlight(t *testing.T) {
 	}
 }
 
-func TestMaxDeliveriesAdvisory(t *testing.T) {
+// An event Nak'ed MaxDeliver times (here: the failure log refuses its
+// records) is given up: on its next delivery it gets a failure record for
+// every sink that has not taken it, and is terminated.
+func TestMaxDeliveries(t *testing.T) {
 	e := newEnv(t)
 	core := newRecordSink("core")
 	core.fail = func(ev *bhiv.Event) error {
@@ -580,14 +583,14 @@ func TestMaxDeliveriesAdvisory(t *testing.T) {
 		return nil
 	}
 	log := &memLog{}
-	// Only the advisory's records can be written: the event is Nak'ed
+	// Only the give-up records can be written: the event is Nak'ed
 	// until it reaches max deliveries.
 	log.setFail(func(recs []bhiv.FailureRecord) bool { return !strings.Contains(recs[0].Error, "max deliveries") })
 	cfg := baseConfig(t, log, map[string]Sink{"core": core})
 	cfg.MaxDeliver = 3
 	r := start(t, e.js, cfg)
 	ids := e.publish(0, 5)
-	waitFor(t, 10*time.Second, "the advisory's record", func() bool { return len(log.records()) == 1 })
+	waitFor(t, 10*time.Second, "the give-up record", func() bool { return len(log.records()) == 1 })
 	rec := log.records()[0]
 	if rec.EventID != "ev-000002" || rec.Sink != "core" || rec.ErrorClass != bhiv.ClassRetryableExhausted ||
 		rec.Attempts != 3 || rec.StreamSeq != 3 || len(rec.Event) == 0 || !strings.Contains(rec.Error, "max deliveries reached") {
@@ -611,6 +614,77 @@ func TestMaxDeliveriesAdvisory(t *testing.T) {
 	if rec.StreamSeq != seq || rec.Sink != bhiv.SinkDecode || string(rec.Raw) != "not json" || rec.ErrorClass != bhiv.ClassInvalidInput {
 		t.Errorf("record %+v", rec)
 	}
+}
+
+// The crash loop nobody sees: every process that took the event died
+// before settling it, and none runs when the last delivery's AckWait ends.
+// JetStream keeps the event (the durable's MaxDeliver is unlimited); the
+// next process to run gives it up into the failure log without handing it
+// to the sinks again.
+func TestMaxDeliveriesWhileNoConsumerRuns(t *testing.T) {
+	e := newEnv(t)
+	core := newRecordSink("core")
+	bucket := newRecordSink("bucket")
+	log := &memLog{}
+	cfg := baseConfig(t, log, map[string]Sink{"core": core, "bucket": bucket})
+	cfg.MaxDeliver = 3
+	cfg.AckWait = 500 * time.Millisecond
+	r := start(t, e.js, cfg)
+	ids := e.publish(0, 2)
+	waitFor(t, 10*time.Second, "both events at the sinks", func() bool { return core.count() == 2 && bucket.count() == 2 })
+	r.stop(t)
+
+	// Three deliveries that end without an ack, as by processes killed
+	// while they held the event: each ends when AckWait expires, the last
+	// one while no consumer runs.
+	poison := e.publish(2, 3)[0]
+	cons, err := e.js.Consumer(context.Background(), bhiv.DefaultStreamName, DefaultDurable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for range batch.Messages() {
+			got++
+		}
+		if got != 1 {
+			t.Fatalf("delivery %d: got %d messages (%v)", i+1, got, batch.Error())
+		}
+	}
+	time.Sleep(2 * cfg.AckWait)
+	info := e.info(DefaultDurable)
+	if info.NumPending+uint64(info.NumAckPending) != 1 {
+		t.Fatalf("after 3 deliveries JetStream no longer holds the event: %+v", info)
+	}
+
+	core2, bucket2 := newRecordSink("core"), newRecordSink("bucket")
+	cfg.Sinks = map[string]Sink{"core": core2, "bucket": bucket2}
+	cfg.Registerer = prometheus.NewRegistry()
+	r = start(t, e.js, cfg)
+	waitFor(t, 10*time.Second, "the give-up records", func() bool { return len(log.records()) == 2 })
+	e.waitSettled(DefaultDurable, 10*time.Second)
+	sinksSeen := map[string]bool{}
+	for _, rec := range log.records() {
+		sinksSeen[rec.Sink] = true
+		if rec.EventID != poison || rec.Attempts != 3 || rec.ErrorClass != bhiv.ClassRetryableExhausted ||
+			!strings.Contains(rec.Error, "max deliveries reached: delivered 3 times") || len(rec.Event) == 0 {
+			t.Errorf("record %+v", rec)
+		}
+	}
+	if !sinksSeen["core"] || !sinksSeen["bucket"] {
+		t.Errorf("records for sinks %v, want core and bucket", sinksSeen)
+	}
+	if core2.count()+bucket2.count() != 0 {
+		t.Errorf("the given-up event was handed to the sinks again: core %d, bucket %d", core2.count(), bucket2.count())
+	}
+	if got := testutil.ToFloat64(r.c.m.terminated); got != 1 {
+		t.Errorf("terminated %v, want 1", got)
+	}
+	checkExactlyOnce(t, "core", core.taken(), ids)
 }
 
 func TestConfigValidate(t *testing.T) {

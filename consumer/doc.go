@@ -8,8 +8,9 @@
 // # Consuming
 //
 // New creates (or updates) the durable pull consumer on the events stream:
-// explicit ack, AckWait, MaxDeliver, MaxAckPending and a filter on the
-// stream's subjects; never InactiveThreshold. Run consumes it with
+// explicit ack, AckWait, MaxAckPending and a filter on the stream's
+// subjects; unlimited MaxDeliver (see Max deliveries); never
+// InactiveThreshold. Run consumes it with
 // jetstream's Consume, pre-buffering at most Concurrency messages, and hands
 // every message to a pool of Concurrency workers through a small queue of at
 // most Concurrency more. Every message the consumer has been handed, queued or
@@ -58,9 +59,15 @@
 //
 // # Max deliveries
 //
-// An event delivered MaxDeliver times without an ack is no longer delivered
-// by JetStream; the consumer listens (in a queue group, so one replica
-// handles each) to the MAX_DELIVERIES advisory, fetches the message by its
-// stream sequence and writes it to the failure log, so nothing disappears
-// silently.
+// An event delivered MaxDeliver times without an ack (a crash loop: every
+// process that took it died before settling it) is given up on its next
+// delivery: it is not handed to the sinks again; every sink this process
+// does not know to have taken it gets a failure record (an invalid message
+// gets its invalid-input record), then the message is terminated. The
+// durable itself has no MaxDeliver limit, so JetStream never drops such an
+// event on its own, even when no process runs at the moment its last
+// AckWait expires. A durable that still has a server-side limit (set by an
+// older bhiv during a rolling upgrade) emits MAX_DELIVERIES advisories: the
+// consumer listens to them (in a queue group, so one replica handles each),
+// fetches the message by its stream sequence and records it the same way.
 package consumer

@@ -51,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		terminated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bhiv_events_terminated_total",
-			Help: "Messages terminated because they are not valid events (after their failure record).",
+			Help: "Messages terminated after their failure records: not valid events, or delivered BHIV_MAX_DELIVER times without an ack.",
 		}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bhiv_sink_deliveries_total",

@@ -63,6 +63,10 @@ func (c *Consumer) decode(m bhiv.Message) (ev bhiv.Event, err error, panicked bo
 // failures, then ack, Nak or terminate.
 func (c *Consumer) process(ctx context.Context, t *inflight) {
 	m, delivered := c.message(t.msg)
+	if delivered > c.cfg.MaxDeliver {
+		c.giveUp(ctx, t, m, delivered-1)
+		return
+	}
 	ev, err, panicked := c.decode(m)
 	c.m.nReceived.Add(1)
 	if err != nil {
@@ -79,6 +83,26 @@ func (c *Consumer) process(ctx context.Context, t *inflight) {
 	}
 	c.m.received.WithLabelValues(string(ev.Kind())).Inc()
 	c.fanOut(ctx, t, &ev, m, delivered)
+}
+
+// giveUp settles a message that was delivered MaxDeliver times without an
+// ack (a crash loop: each process that took it died before settling it). It
+// is not handed to the sinks again: every sink that has not taken it gets a
+// failure record, then it is terminated. When the failure log cannot be
+// written it stays in JetStream. JetStream itself never gives up (the
+// durable's MaxDeliver is unlimited), so no event is dropped while no
+// process is running.
+func (c *Consumer) giveUp(ctx context.Context, t *inflight, m bhiv.Message, deliveries int) {
+	recs := c.giveUpRecords(m, deliveries)
+	if len(recs) > 0 {
+		if err := c.appendRecords(ctx, recs...); err != nil {
+			c.log.Error("cannot write the failure log for an event that reached max deliveries; it stays in JetStream",
+				"stream_seq", m.Sequence, "deliveries", deliveries, "retry_in", c.cfg.NakDelay, tint.Err(err))
+			c.nak(t, c.cfg.NakDelay)
+			return
+		}
+	}
+	c.term(t, fmt.Sprintf("max deliveries reached: delivered %d times without an ack", deliveries))
 }
 
 // fanOut sends ev to every sink that has not taken it yet, at once, and

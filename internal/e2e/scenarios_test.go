@@ -434,27 +434,20 @@ func vmHWM(t *testing.T, pid int) int64 {
 
 // 4b. A crash loop: events whose handling kills the process every time
 // (here: kill -9 while they hang at Core) reach BHIV_MAX_DELIVER; each must
-// then be in the failure log (from the MAX_DELIVERIES advisory), never
-// silently gone. The server sends that advisory once, when the last
-// delivery's AckWait expires, and moves the ack floor past the message.
-// When the process restarts within AckWait, a live subscriber records it.
-// When the restart comes later (a supervisor's crash-loop back-off is
-// usually longer than AckWait), nobody is subscribed at that moment: that
-// case is a known loss (see the report of issue 6), run with
-// BHIV_E2E_KNOWN_BUGS=1.
+// then be in the failure log, never silently gone. JetStream keeps them (the
+// durable's MaxDeliver is unlimited) and the next process to receive one
+// past BHIV_MAX_DELIVER deliveries writes its records and terminates it,
+// whether it restarts within AckWait or long after (as a supervisor's
+// crash-loop back-off does).
 func TestCrashLoopMaxDeliver(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		restartDelay time.Duration
-		knownBug     bool
 	}{
-		{"restart-within-ackwait", 0, false},
-		{"restart-after-ackwait", 6 * time.Second, true},
+		{"restart-within-ackwait", 0},
+		{"restart-after-ackwait", 6 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.knownBug && os.Getenv("BHIV_E2E_KNOWN_BUGS") != "1" {
-				t.Skip("known loss: MAX_DELIVERIES advisory sent while no consumer is subscribed; BHIV_E2E_KNOWN_BUGS=1 runs it")
-			}
 			s := newStack(t, 1, "--latency", "120s")
 			env := []string{"BHIV_MAX_DELIVER=2", "BHIV_ACK_WAIT=2s", "BHIV_CORE_TIMEOUT=100s", "BHIV_CONCURRENCY=4"}
 			// Six events, fewer than one process holds (4 handled, 4 queued),
@@ -484,8 +477,8 @@ func TestCrashLoopMaxDeliver(t *testing.T) {
 			_, done = s.publish(n, 0)
 			<-done
 			n += poison
-			// The accounting below judges; this only gives the advisories
-			// time to be handled before the consumer is stopped.
+			// The accounting below judges; this only gives the give-up
+			// records time to be written before the consumer is stopped.
 			if !eventually(20*time.Second, func() bool {
 				f := readFailed(t, filepath.Join(s.dir, "failed.log"))
 				return len(f[sinks.CoreName]) == poison
