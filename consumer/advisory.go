@@ -130,9 +130,10 @@ func (c *Consumer) giveUpRecords(m bhiv.Message, deliveries int) []bhiv.FailureR
 	if derr != nil {
 		return []bhiv.FailureRecord{c.invalidRecord(m, deliveries, fmt.Errorf("%s: %w", reason, derr), panicked)}
 	}
+	fp := fingerprint(m)
 	var recs []bhiv.FailureRecord
 	for _, s := range c.sinks {
-		if c.mem.has(ev.ID, s.bit) {
+		if c.mem.has(ev.ID, fp, s.bit) {
 			continue
 		}
 		rec := c.sinkRecord(s.name, &ev, m, errors.New(reason))

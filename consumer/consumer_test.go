@@ -730,16 +730,52 @@ func TestConfigValidate(t *testing.T) {
 
 func TestMemoryIsBounded(t *testing.T) {
 	m := newMemory(3)
-	m.add("a", 0)
-	m.add("a", 2)
-	m.add("b", 1)
-	m.add("c", 0)
-	if !m.has("a", 0) || !m.has("a", 2) || m.has("a", 1) || !m.has("b", 1) {
+	m.add("a", 7, 0)
+	m.add("a", 7, 2)
+	m.add("b", 7, 1)
+	m.add("c", 7, 0)
+	if !m.has("a", 7, 0) || !m.has("a", 7, 2) || m.has("a", 7, 1) || !m.has("b", 7, 1) {
 		t.Fatal("memory lost or invented a sink")
 	}
-	m.add("d", 0) // evicts the least recently touched: c
-	if m.len() != 3 || m.has("c", 0) || !m.has("a", 0) || !m.has("d", 0) {
-		t.Fatalf("after eviction: len %d, c %v, a %v, d %v", m.len(), m.has("c", 0), m.has("a", 0), m.has("d", 0))
+	m.add("d", 7, 0) // evicts the least recently touched: c
+	if m.len() != 3 || m.has("c", 7, 0) || !m.has("a", 7, 0) || !m.has("d", 7, 0) {
+		t.Fatalf("after eviction: len %d, c %v, a %v, d %v", m.len(), m.has("c", 7, 0), m.has("a", 7, 0), m.has("d", 7, 0))
+	}
+}
+
+// Another message under a remembered id is not the same event: none of its
+// sinks count as settled, and it does not change what the first settled.
+func TestMemoryFingerprint(t *testing.T) {
+	m := newMemory(10)
+	m.add("a", 1, 0)
+	if m.conflict("a", 1) || !m.conflict("a", 2) || m.conflict("b", 2) {
+		t.Fatal("conflict reported wrongly")
+	}
+	if m.has("a", 2, 0) {
+		t.Fatal("a different message under id a counts as settled")
+	}
+	m.add("a", 2, 1)
+	if m.has("a", 2, 1) || m.has("a", 1, 1) || !m.has("a", 1, 0) {
+		t.Fatal("the second message changed what the first settled")
+	}
+
+	msg := func(data string, hdr map[string][]string) bhiv.Message {
+		return bhiv.Message{Subject: "bhiv.events.execution", Data: []byte(data), Header: hdr, Sequence: 1}
+	}
+	base := fingerprint(msg(`{"a":1}`, map[string][]string{"Nats-Msg-Id": {"x"}, "ce-type": {"bhiv.execution"}}))
+	redelivered := msg(`{"a":1}`, map[string][]string{"ce-type": {"bhiv.execution"}, "Nats-Msg-Id": {"x"}})
+	redelivered.Sequence = 9
+	if fingerprint(redelivered) != base {
+		t.Error("the same message has another fingerprint")
+	}
+	for name, other := range map[string]bhiv.Message{
+		"data":    msg(`{"a":2}`, map[string][]string{"Nats-Msg-Id": {"x"}, "ce-type": {"bhiv.execution"}}),
+		"header":  msg(`{"a":1}`, map[string][]string{"Nats-Msg-Id": {"x"}, "ce-type": {"bhiv.reward"}}),
+		"subject": {Subject: "bhiv.events.reward", Data: []byte(`{"a":1}`), Header: map[string][]string{"Nats-Msg-Id": {"x"}, "ce-type": {"bhiv.execution"}}},
+	} {
+		if fingerprint(other) == base {
+			t.Errorf("another %s, same fingerprint", name)
+		}
 	}
 }
 
@@ -765,5 +801,30 @@ func TestRunFailsClearlyWithoutJetStream(t *testing.T) {
 	}
 	if err := c.Ready(ctx); err == nil {
 		t.Error("Ready without JetStream: nil")
+	}
+}
+
+// A different event under an id this process already handled is handed to
+// the sinks (which keep the first and report the conflict), not acked as a
+// redelivery; the same event published again is not.
+func TestConflictingIDReachesTheSinks(t *testing.T) {
+	e := newEnv(t)
+	core := newRecordSink("core")
+	log := &memLog{}
+	r := start(t, e.js, baseConfig(t, log, map[string]Sink{"core": core}))
+	env := func(action string) []byte {
+		return []byte(`{"specversion":"1.0","id":"same-id","source":"t","type":"bhiv.execution","time":"2026-11-28T10:00:00Z","data":{"team_id":"t","action":"` + action + `"}}`)
+	}
+	e.publishRaw("bhiv.events.execution", env("first"), nil)
+	waitFor(t, 10*time.Second, "the first event", func() bool { return core.callsFor("same-id") == 1 })
+	e.publishRaw("bhiv.events.execution", env("first"), nil) // the same again
+	e.publishRaw("bhiv.events.execution", env("second"), nil)
+	waitFor(t, 10*time.Second, "the second event", func() bool { return core.callsFor("same-id") == 2 })
+	e.waitSettled(DefaultDurable, 10*time.Second)
+	if got := core.callsFor("same-id"); got != 2 {
+		t.Errorf("core called %d times for same-id, want 2 (first, then the different second)", got)
+	}
+	if got := testutil.ToFloat64(r.c.m.acked); got != 3 {
+		t.Errorf("acked %v, want 3", got)
 	}
 }

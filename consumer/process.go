@@ -109,21 +109,26 @@ func (c *Consumer) giveUp(ctx context.Context, t *inflight, m bhiv.Message, deli
 // settles the message when all have finished.
 func (c *Consumer) fanOut(ctx context.Context, t *inflight, ev *bhiv.Event, m bhiv.Message, delivered int) {
 	outs := make([]outcome, len(c.sinks))
+	fp := fingerprint(m)
+	if c.mem.conflict(ev.ID, fp) {
+		c.log.Warn("a different message carries an event id already handled; the sinks keep the first event",
+			"event_id", ev.ID, "stream_seq", m.Sequence)
+	}
 	var wg sync.WaitGroup
 	last := -1
 	for i, s := range c.sinks {
-		if c.mem.has(ev.ID, s.bit) {
+		if c.mem.has(ev.ID, fp, s.bit) {
 			outs[i] = outcome{state: stDone}
 			continue
 		}
 		if last >= 0 {
 			j := last
-			wg.Go(func() { outs[j] = c.deliver(ctx, c.sinks[j], ev) })
+			wg.Go(func() { outs[j] = c.deliver(ctx, c.sinks[j], ev, fp) })
 		}
 		last = i
 	}
 	if last >= 0 {
-		outs[last] = c.deliver(ctx, c.sinks[last], ev) // the last one on this goroutine
+		outs[last] = c.deliver(ctx, c.sinks[last], ev, fp) // the last one on this goroutine
 	}
 	wg.Wait()
 
@@ -147,7 +152,7 @@ func (c *Consumer) fanOut(ctx context.Context, t *inflight, ev *bhiv.Event, m bh
 			return
 		}
 		for _, s := range failed {
-			c.mem.add(ev.ID, s.bit)
+			c.mem.add(ev.ID, fp, s.bit)
 		}
 	}
 	c.ack(t)
@@ -156,7 +161,7 @@ func (c *Consumer) fanOut(ctx context.Context, t *inflight, ev *bhiv.Event, m bh
 // deliver sends ev to one sink until it takes it, finally fails, or
 // shutdown ends the wait. While the sink is unavailable the event is held
 // (the heartbeats keep it) and retried when the sink is back.
-func (c *Consumer) deliver(ctx context.Context, s *sinkState, ev *bhiv.Event) outcome {
+func (c *Consumer) deliver(ctx context.Context, s *sinkState, ev *bhiv.Event, fp uint64) outcome {
 	start := time.Now()
 	wait := 50 * time.Millisecond
 	for {
@@ -170,7 +175,7 @@ func (c *Consumer) deliver(ctx context.Context, s *sinkState, ev *bhiv.Event) ou
 		err, panicked := c.call(ctx, s, &cp)
 		if err == nil {
 			s.down.Store(false)
-			c.mem.add(ev.ID, s.bit)
+			c.mem.add(ev.ID, fp, s.bit)
 			c.m.duration.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
 			c.m.deliveries.WithLabelValues(s.name, OutcomeSuccess).Inc()
 			return outcome{state: stDone}

@@ -1,6 +1,7 @@
 package sinks
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -298,6 +300,8 @@ func (b *Bucket) Deliver(ctx context.Context, ev *bhiv.Event) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, ErrConflict):
+		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Attempts: attempts, Err: err}
 	case errors.Is(err, ErrClosed):
 		return fmt.Errorf("bucket: write %s: %w", path, ErrClosed)
 	case ctx.Err() != nil:
@@ -335,11 +339,7 @@ func (b *Bucket) write(ctx context.Context, path string, data []byte) error {
 		return diskErr("write", tmp, err)
 	}
 	if b.cfg.NoFsync {
-		if err := os.Rename(tmp, path); err != nil {
-			_ = os.Remove(tmp)
-			return diskErr("rename", path, err)
-		}
-		return nil
+		return b.place(tmp, path, data)
 	}
 	// The data, then the rename, each made durable by the syncer.
 	it := &syncItem{tmp: tmp, final: path, done: make(chan error, 1)}
@@ -347,12 +347,59 @@ func (b *Bucket) write(ctx context.Context, path string, data []byte) error {
 		_ = os.Remove(tmp)
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return diskErr("rename", path, err)
+	if err := b.place(tmp, path, data); err != nil {
+		return err
 	}
+	// Renamed, or the same event already there (perhaps just written by
+	// another process): the next sync makes the file durable either way.
 	it.renamed = true
 	return b.awaitSync(ctx, it)
+}
+
+// place renames the written temp file to path unless path exists. The
+// first event written under an id wins: when path holds the same event
+// (a redelivery), place succeeds; when it holds a different one, it fails
+// with ErrConflict and path is left as it was. tmp is gone afterwards.
+func (b *Bucket) place(tmp, path string, data []byte) error {
+	err := renameNoReplace(tmp, path)
+	if err == nil {
+		return nil
+	}
+	_ = os.Remove(tmp)
+	if !errors.Is(err, fs.ErrExist) {
+		return diskErr("rename", path, err)
+	}
+	existing, rerr := os.ReadFile(path)
+	if rerr != nil {
+		return diskErr("read existing", path, rerr)
+	}
+	if !sameJSON(existing, data) {
+		return fmt.Errorf("bucket: %s: %w", path, ErrConflict)
+	}
+	return nil
+}
+
+// sameJSON reports whether a and b are the same JSON value: the same bytes,
+// or the same once decoded (another encoder may order or space them
+// differently).
+func sameJSON(a, b []byte) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	var va, vb any
+	if json.Unmarshal(a, &va) != nil || json.Unmarshal(b, &vb) != nil {
+		return false
+	}
+	return reflect.DeepEqual(va, vb)
+}
+
+// linkAndRemove is renameNoReplace by link(2), which never replaces, then
+// removing oldpath.
+func linkAndRemove(oldpath, newpath string) error {
+	if err := os.Link(oldpath, newpath); err != nil {
+		return err
+	}
+	return os.Remove(oldpath)
 }
 
 // awaitSync hands the item to the syncer and waits until the next syncfs

@@ -3,6 +3,7 @@
 package sinks
 
 import (
+	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -39,4 +40,19 @@ func syncfs(f *os.File) error {
 func processAlive(pid int) bool {
 	err := unix.Kill(pid, 0)
 	return err == nil || err == unix.EPERM
+}
+
+// renameNoReplace renames oldpath to newpath unless newpath exists, in which
+// case it fails with an error that matches fs.ErrExist. It is atomic
+// (renameat2 RENAME_NOREPLACE); on a file system without that flag it links
+// and then removes oldpath.
+func renameNoReplace(oldpath, newpath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
+		return linkAndRemove(oldpath, newpath)
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+	}
+	return nil
 }

@@ -16,3 +16,7 @@ func syncfs(*os.File) error { return errors.ErrUnsupported }
 // processAlive cannot tell here: every process counts as alive, so only
 // old temp files are removed.
 func processAlive(int) bool { return true }
+
+// renameNoReplace renames oldpath to newpath unless newpath exists, in which
+// case it fails with an error that matches fs.ErrExist.
+func renameNoReplace(oldpath, newpath string) error { return linkAndRemove(oldpath, newpath) }

@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -110,6 +111,53 @@ func TestBucketDeliver(t *testing.T) {
 			}
 			if string(got) != string(want) {
 				t.Errorf("file holds\n%s\nwant\n%s", got, want)
+			}
+			checkBucketTree(t, b.Dir(), 1)
+		})
+	}
+}
+
+// The first event written under an id wins: the same event again (or the
+// same JSON spelled differently) is a success, a different one a permanent
+// ErrConflict that leaves the file alone.
+func TestBucketConflictingEvent(t *testing.T) {
+	for _, noFsync := range []bool{false, true} {
+		t.Run(fmt.Sprintf("nofsync=%v", noFsync), func(t *testing.T) {
+			b := newTestBucket(t, BucketConfig{NoFsync: noFsync})
+			first := testEvent(t, bhiv.KindExecution, "01CONFLICT", 100)
+			if err := b.Deliver(context.Background(), first); err != nil {
+				t.Fatal(err)
+			}
+			p, _ := b.Path(first)
+			want, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			second := testEvent(t, bhiv.KindExecution, "01CONFLICT", 100)
+			second.Source = "another-service"
+			err = b.Deliver(context.Background(), second)
+			var se *bhiv.SinkError
+			if !errors.As(err, &se) || se.Class != bhiv.ClassPermanent || se.Sink != BucketName || !errors.Is(err, ErrConflict) {
+				t.Fatalf("Deliver of a different event under the same id: %v, want a permanent ErrConflict", err)
+			}
+			if !strings.Contains(err.Error(), p) {
+				t.Errorf("error %q does not name the file", err)
+			}
+			if got, _ := os.ReadFile(p); !bytes.Equal(got, want) {
+				t.Errorf("the file changed:\n%s\nwant\n%s", got, want)
+			}
+
+			// The same JSON value, spelled with other spacing by an older
+			// writer, is the same event.
+			var v any
+			if err := json.Unmarshal(want, &v); err != nil {
+				t.Fatal(err)
+			}
+			indented, _ := json.MarshalIndent(v, "", "  ")
+			writeFile(t, p, string(indented))
+			if err := b.Deliver(context.Background(), first); err != nil {
+				t.Errorf("the same event, spelled differently on disk: %v", err)
 			}
 			checkBucketTree(t, b.Dir(), 1)
 		})

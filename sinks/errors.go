@@ -10,6 +10,12 @@ import (
 // ErrClosed is returned by a sink or the failure log used after Close.
 var ErrClosed = errors.New("closed")
 
+// ErrConflict is wrapped by the permanent error of a Bucket asked to write
+// an event whose id it already holds with different content. The bucket
+// keeps the first, as Core does with its Idempotency-Key; the second goes
+// to the failure log.
+var ErrConflict = errors.New("a different event is already stored under this id")
+
 // DiskError is a file-system failure of the Bucket sink or the failure log.
 // It says what was done (Op), to which path, and why in plain words
 // (Reason); Err is the underlying error, so errors.Is(err, syscall.ENOSPC)

@@ -17,14 +17,10 @@ import (
 // or with a restart in between. Core keeps the first (it dedupes on
 // Idempotency-Key), so the second must not silently vanish nor silently
 // replace the first in the bucket: the bucket must agree with Core, and the
-// conflicting message must be in the failure log. Today the second is
-// acked without a trace (same process) or overwrites the bucket file while
-// Core keeps the first (after a restart): a known bug, run with
-// BHIV_E2E_KNOWN_BUGS=1.
+// conflicting message must be in the failure log (the bucket keeps the
+// first event written under an id and reports the second as a permanent
+// conflict).
 func TestConflictingDuplicateID(t *testing.T) {
-	if os.Getenv("BHIV_E2E_KNOWN_BUGS") != "1" {
-		t.Skip("known bug: a different event under an id already taken is dropped or overwrites the bucket silently; BHIV_E2E_KNOWN_BUGS=1 runs it")
-	}
 	for _, restart := range []bool{false, true} {
 		t.Run(fmt.Sprintf("restart=%v", restart), func(t *testing.T) {
 			s := newStack(t, 1)

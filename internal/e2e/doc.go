@@ -7,8 +7,7 @@
 // "SCENARIO <name> published=… core=… dup=… bucket=… failed=… lost=0".
 //
 // The suite runs scaled down by default; BHIV_E2E_LONG=1 runs the sizes of
-// the issue (20,000 events, 60 s outages). BHIV_E2E_KNOWN_BUGS=1 also runs
-// the tests of known, unfixed losses (they fail). BHIV_E2E_BIN=<path> tests
-// a prebuilt binary instead of building ./cmd/bhiv; BHIV_E2E_KEEP=<dir> keeps
+// the issue (20,000 events, 60 s outages). BHIV_E2E_BIN=<path> tests a
+// prebuilt binary instead of building ./cmd/bhiv; BHIV_E2E_KEEP=<dir> keeps
 // a failed scenario's logs, failure log and Core record.
 package e2e
