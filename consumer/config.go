@@ -21,9 +21,10 @@ type Sink interface {
 	Deliver(ctx context.Context, ev *bhiv.Event) error
 }
 
-// Availability is implemented by sinks with a circuit breaker (Core).
-// Available reports false while the breaker is open; the consumer then holds
-// the events for that sink and pauses intake.
+// Availability is implemented by sinks that can be down as a whole: Core
+// (its circuit breaker is open), the Bucket (its directory cannot take a
+// file). Available reports false meanwhile; the consumer then holds the
+// events for that sink and pauses intake.
 type Availability interface {
 	Available() bool
 }

@@ -181,6 +181,11 @@ type Bucket struct {
 	closing    bool
 	syncerDone chan struct{}
 
+	// Outage: the bucket directory itself cannot take a file.
+	down      atomic.Bool
+	probeMu   sync.Mutex
+	nextProbe time.Time // while down, no probe before then
+
 	syncs     atomic.Int64 // syncfs rounds, for the benchmarks
 	synced    atomic.Int64 // hand-overs they served (two per file)
 	closed    atomic.Bool
@@ -310,7 +315,74 @@ func (b *Bucket) Deliver(ctx context.Context, ev *bhiv.Event) error {
 		}
 		return fmt.Errorf("bucket: write %s: %w", path, ctx.Err())
 	}
+	if perr := b.probe(); perr != nil {
+		// Not this event's path: the bucket cannot take any file. Say so
+		// (bhiv.ErrUnavailable), so that the event waits for the bucket
+		// instead of going to the failure log, as during a Core outage.
+		if !b.down.Swap(true) {
+			b.probeMu.Lock()
+			b.nextProbe = time.Now().Add(bucketProbeEvery)
+			b.probeMu.Unlock()
+			b.log.Warn("bucket: unavailable, events wait until it can be written again", "dir", b.dir, tint.Err(perr))
+		}
+		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassRetryableExhausted, Attempts: attempts,
+			Err: fmt.Errorf("%w: %w", bhiv.ErrUnavailable, err)}
+	}
 	return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassRetryableExhausted, Attempts: attempts, Err: err}
+}
+
+// bucketProbeEvery is how often an unavailable bucket is probed.
+const bucketProbeEvery = 500 * time.Millisecond
+
+// Available reports whether the bucket can take files: false after a write
+// failed and a probe file could not be written in the bucket directory
+// either (read-only, full, gone, replaced by a file), until a probe, at most
+// every 500ms, succeeds. The consumer holds events (and pauses intake) while
+// it is false.
+func (b *Bucket) Available() bool {
+	if !b.down.Load() {
+		return true
+	}
+	b.probeMu.Lock()
+	defer b.probeMu.Unlock()
+	if !b.down.Load() {
+		return true
+	}
+	if time.Now().Before(b.nextProbe) {
+		return false
+	}
+	if err := b.probe(); err != nil {
+		b.nextProbe = time.Now().Add(bucketProbeEvery)
+		return false
+	}
+	b.down.Store(false)
+	b.log.Info("bucket: available again", "dir", b.dir)
+	return true
+}
+
+// probe writes, syncs (unless NoFsync) and removes a small file in the
+// bucket directory, recreating the directory when it is missing.
+func (b *Bucket) probe() error {
+	if err := b.mkdirAll(b.dir); err != nil {
+		return err
+	}
+	name := filepath.Join(b.dir, tmpPrefix+"probe-"+pidTag+"-"+randomSuffix())
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, bucketFilePerm)
+	if err != nil {
+		return diskErr("create probe file", name, err)
+	}
+	defer os.Remove(name)
+	_, err = f.Write(make([]byte, 512))
+	if err == nil && !b.cfg.NoFsync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return diskErr("write probe file", name, err)
+	}
+	return nil
 }
 
 // write makes one attempt at writing data to path.
@@ -570,6 +642,12 @@ func (b *Bucket) removeStaleTemps() error {
 	removed := 0
 	for _, k := range kinds {
 		if !k.IsDir() {
+			// A probe file left by a crash.
+			if strings.HasPrefix(k.Name(), tmpPrefix) && !tempOwnerAlive(k.Name()) {
+				if err := os.Remove(filepath.Join(b.dir, k.Name())); err == nil {
+					removed++
+				}
+			}
 			continue
 		}
 		kdir := filepath.Join(b.dir, k.Name())
