@@ -242,7 +242,9 @@ func TestUnavailableSinkHoldsEvents(t *testing.T) {
 	bucket := newRecordSink("bucket")
 	log := &memLog{}
 	cfg := baseConfig(t, log, map[string]Sink{"core": core, "bucket": bucket})
-	cfg.AckWait = time.Second
+	// Heartbeats go every AckWait/3: 2s leaves them room on a loaded
+	// machine (with 1s, a starved -race run saw redeliveries).
+	cfg.AckWait = 2 * time.Second
 	cfg.Concurrency = 8
 	r := start(t, e.js, cfg)
 
@@ -252,7 +254,7 @@ func TestUnavailableSinkHoldsEvents(t *testing.T) {
 	ids = append(ids, e.publish(50, 200)...)
 	waitFor(t, 5*time.Second, "intake paused", func() bool { return testutil.ToFloat64(r.c.m.intakePaused) == 1 })
 	held := r.c.inFlight()
-	time.Sleep(2500 * time.Millisecond) // more than twice the ack wait
+	time.Sleep(5 * time.Second) // more than twice the ack wait
 	if got := r.c.inFlight(); got > 3*cfg.Concurrency {
 		t.Errorf("%d events held while paused, want at most %d", got, 3*cfg.Concurrency)
 	}
