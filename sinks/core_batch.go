@@ -92,7 +92,7 @@ func (c *Core) deliverBatched(ctx context.Context, id string, body []byte) error
 		}
 		return b.err
 	case <-ctx.Done():
-		b.leave()
+		c.leave(b)
 		return cancelledErr(ctx, id, 0)
 	}
 }
@@ -110,15 +110,29 @@ func (c *Core) flushLingered(b *coreBatch) {
 	c.sendBatch(b)
 }
 
-// leave records that a caller stopped waiting; when none is left, the
-// batch's delivery is abandoned.
-func (b *coreBatch) leave() {
+// leave records that a caller of b stopped waiting; when none is left, the
+// batch's delivery is abandoned. A batch still filling is taken out of the
+// way first (and ended at once), so that later callers start a new one
+// rather than join one that has given up.
+func (c *Core) leave(b *coreBatch) {
+	c.mu.Lock()
 	b.mu.Lock()
 	b.waiters--
 	last := b.waiters == 0
 	b.mu.Unlock()
-	if last {
-		b.cancel(context.Canceled)
+	filling := last && c.cur == b
+	if filling {
+		c.cur = nil
+	}
+	c.mu.Unlock()
+	if !last {
+		return
+	}
+	b.cancel(context.Canceled)
+	if filling {
+		// flushLingered, if its timer has fired, finds b gone and leaves it.
+		b.timer.Stop()
+		c.sendBatch(b) // ends at once: its context has ended
 	}
 }
 
