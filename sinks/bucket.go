@@ -170,7 +170,7 @@ type Bucket struct {
 	log   *slog.Logger
 	retry retrypolicy.RetryPolicy[any]
 
-	dirs sync.Map // directory path → struct{}: directories known to exist
+	dirs sync.Map // directory path → *bucketDir: directories known to exist
 
 	// The group-commit syncer (durable mode only).
 	root       *os.File // the bucket directory, for syncfs
@@ -388,25 +388,18 @@ func (b *Bucket) probe() error {
 // write makes one attempt at writing data to path.
 func (b *Bucket) write(ctx context.Context, path string, data []byte) error {
 	dir := filepath.Dir(path)
-	if err := b.ensureDir(dir); err != nil {
+	bd, err := b.ensureDir(dir)
+	if err != nil {
 		return err
 	}
 	tmp := filepath.Join(dir, tmpPrefix+filepath.Base(path)+"-"+pidTag+"-"+randomSuffix())
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, bucketFilePerm)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			b.dirs.Delete(dir) // removed under us: recreate on retry
+	if created, err := writeNewFile(tmp, data, &bd.mode); err != nil {
+		if !created {
+			if errors.Is(err, fs.ErrNotExist) {
+				b.dirs.Delete(dir) // removed under us: recreate on retry
+			}
+			return diskErr("create temp file", tmp, err)
 		}
-		return diskErr("create temp file", tmp, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(bucketFilePerm) // whatever the umask
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
 		_ = os.Remove(tmp)
 		return diskErr("write", tmp, err)
 	}
@@ -591,16 +584,31 @@ func fsyncPath(p string) error {
 	return err
 }
 
+// bucketDir is a directory known to exist.
+type bucketDir struct {
+	// mode says whether a file created there with mode 0640 comes out
+	// 0640: modeUnknown until the first file tells (the umask, or a
+	// default ACL, may strip bits), then modeExact or modeChmod.
+	mode atomic.Int32
+}
+
+// The states of bucketDir.mode.
+const (
+	modeUnknown int32 = iota
+	modeExact         // created files are 0640: no chmod needed
+	modeChmod         // created files lose bits: chmod each to 0640
+)
+
 // ensureDir creates dir and its parents (0750) unless known to exist.
-func (b *Bucket) ensureDir(dir string) error {
-	if _, ok := b.dirs.Load(dir); ok {
-		return nil
+func (b *Bucket) ensureDir(dir string) (*bucketDir, error) {
+	if v, ok := b.dirs.Load(dir); ok {
+		return v.(*bucketDir), nil
 	}
 	if err := b.mkdirAll(dir); err != nil {
-		return err
+		return nil, err
 	}
-	b.dirs.Store(dir, struct{}{})
-	return nil
+	v, _ := b.dirs.LoadOrStore(dir, &bucketDir{})
+	return v.(*bucketDir), nil
 }
 
 // mkdirAll creates dir and its missing parents with mode 0750 whatever the

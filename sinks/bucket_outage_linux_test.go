@@ -82,3 +82,23 @@ func TestBucketOutage(t *testing.T) {
 		})
 	}
 }
+
+// Files are 0640 and directories 0750 whatever the umask: the bucket checks
+// the first file of each directory and chmods when the umask stripped bits.
+func TestBucketModeUnderUmask(t *testing.T) {
+	for _, mask := range []int{0o022, 0o077, 0o277} {
+		t.Run(fmt.Sprintf("umask=%03o", mask), func(t *testing.T) {
+			old := unix.Umask(mask)
+			defer unix.Umask(old)
+			b := newTestBucket(t, BucketConfig{})
+			for i := range 3 {
+				for _, k := range []bhiv.Kind{bhiv.KindExecution, bhiv.KindReward} {
+					if err := b.Deliver(context.Background(), testEvent(t, k, fmt.Sprintf("01UMASK%d", i), 10)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			checkBucketTree(t, b.Dir(), 6)
+		})
+	}
+}

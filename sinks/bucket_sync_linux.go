@@ -4,7 +4,10 @@ package sinks
 
 import (
 	"errors"
+	"io"
+	"io/fs"
 	"os"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,4 +58,64 @@ func renameNoReplace(oldpath, newpath string) error {
 		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
 	}
 	return nil
+}
+
+// writeNewFile creates name (it must not exist) with mode 0640, writes data
+// and closes it, with bare system calls: no poller registration, no
+// finalizer. mode (a bucketDir's) says whether files created in that
+// directory come out 0640; the first file tells, and while they do not,
+// each is chmod-ed. created is false when name could not be created.
+func writeNewFile(name string, data []byte, mode *atomic.Int32) (created bool, err error) {
+	var fd int
+	for {
+		fd, err = unix.Open(name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, uint32(bucketFilePerm))
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return false, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	for rest := data; len(rest) > 0 && err == nil; {
+		var n int
+		n, err = unix.Write(fd, rest)
+		switch {
+		case err == unix.EINTR:
+			err = nil
+		case err == nil && n == 0:
+			err = io.ErrShortWrite
+		case err == nil:
+			rest = rest[n:]
+		}
+	}
+	if err == nil {
+		err = fixMode(fd, mode)
+	}
+	if cerr := unix.Close(fd); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return true, &fs.PathError{Op: "write", Path: name, Err: err}
+	}
+	return true, nil
+}
+
+// fixMode makes the file 0640 whatever the umask: it checks the first file
+// of a directory and chmods only when files there come out otherwise.
+func fixMode(fd int, mode *atomic.Int32) error {
+	switch mode.Load() {
+	case modeExact:
+		return nil
+	case modeUnknown:
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return err
+		}
+		if fs.FileMode(st.Mode)&fs.ModePerm == bucketFilePerm {
+			mode.Store(modeExact)
+			return nil
+		}
+		mode.Store(modeChmod)
+	}
+	return unix.Fchmod(fd, uint32(bucketFilePerm))
 }

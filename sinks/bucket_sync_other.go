@@ -5,6 +5,7 @@ package sinks
 import (
 	"errors"
 	"os"
+	"sync/atomic"
 )
 
 // haveSyncfs says whether syncfs(2) is there to sync a whole file system:
@@ -20,3 +21,21 @@ func processAlive(int) bool { return true }
 // renameNoReplace renames oldpath to newpath unless newpath exists, in which
 // case it fails with an error that matches fs.ErrExist.
 func renameNoReplace(oldpath, newpath string) error { return linkAndRemove(oldpath, newpath) }
+
+// writeNewFile creates name (it must not exist) with mode 0640 whatever the
+// umask, writes data and closes it. created is false when name could not
+// be created.
+func writeNewFile(name string, data []byte, _ *atomic.Int32) (created bool, err error) {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, bucketFilePerm)
+	if err != nil {
+		return false, err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(bucketFilePerm)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return true, err
+}
