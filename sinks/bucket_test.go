@@ -430,6 +430,49 @@ func TestBucketConcurrentWriters(t *testing.T) {
 	}
 }
 
+// Temp files are created in the shard directories under .tmp and renamed
+// across into place; when the file system refuses that (EXDEV), they go
+// next to their final file from then on.
+func TestBucketTempDirs(t *testing.T) {
+	for _, noFsync := range []bool{false, true} {
+		t.Run(fmt.Sprintf("nofsync=%v", noFsync), func(t *testing.T) {
+			b := newTestBucket(t, BucketConfig{NoFsync: noFsync})
+			ctx := context.Background()
+			for i := range 3 {
+				if err := b.Deliver(ctx, testEvent(t, bhiv.KindExecution, fmt.Sprintf("01SHARD%d", i), 10)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			shards, _ := filepath.Glob(filepath.Join(b.Dir(), tempDirName, "*"))
+			if len(shards) != 3 || b.tempInPlace.Load() {
+				t.Errorf("shard directories %v (in place %v), want 3 used", shards, b.tempInPlace.Load())
+			}
+			checkBucketTree(t, b.Dir(), 3)
+
+			// A rename across directories refused: the write is redone
+			// with the temp file next to its final file.
+			ev := testEvent(t, bhiv.KindReward, "01XDEV", 10)
+			p, _ := b.Path(ev)
+			data, _ := json.Marshal(ev)
+			data = append(data, '\n')
+			tmp := filepath.Join(b.Dir(), tempDirName, "00", tmpPrefix+"01XDEV.json-x")
+			writeFile(t, tmp, "partial")
+			exdev := diskErr("rename", p, &os.LinkError{Op: "rename", Old: tmp, New: p, Err: syscall.EXDEV})
+			_ = os.Remove(tmp) // as place does
+			if err := b.placed(ctx, tmp, p, data, exdev); err != nil {
+				t.Fatal(err)
+			}
+			if !b.tempInPlace.Load() {
+				t.Error("EXDEV did not move temp files next to their final file")
+			}
+			if err := b.Deliver(ctx, testEvent(t, bhiv.KindReward, "01XDEV2", 10)); err != nil {
+				t.Fatal(err)
+			}
+			checkBucketTree(t, b.Dir(), 5)
+		})
+	}
+}
+
 func TestBucketClose(t *testing.T) {
 	b := newTestBucket(t, BucketConfig{})
 	if err := b.Close(); err != nil {
@@ -449,7 +492,12 @@ func TestBucketRemovesStaleTemps(t *testing.T) {
 	stale := filepath.Join(dir, "reward", "2026-11-28", tmpPrefix+"01X.json-abc")
 	keep := filepath.Join(dir, "reward", "2026-11-28", "01X.json")
 	fresh := filepath.Join(dir, "reward", "2026-11-28", tmpPrefix+"01Y.json-def")
+	staleShard := filepath.Join(dir, tempDirName, "05", tmpPrefix+"01Z.json-abc")
 	writeFile(t, stale, `{"partial`)
+	writeFile(t, staleShard, `{"partial`)
+	if err := os.Chtimes(staleShard, time.Now().Add(-time.Hour), time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	writeFile(t, fresh, `{"another process is writing`)
 	writeFile(t, keep, `{}`)
 	old := time.Now().Add(-time.Hour)
@@ -457,8 +505,10 @@ func TestBucketRemovesStaleTemps(t *testing.T) {
 		t.Fatal(err)
 	}
 	newTestBucket(t, BucketConfig{Dir: dir})
-	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("stale temp file still there: %v", err)
+	for _, p := range []string{stale, staleShard} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("stale temp file %s still there: %v", p, err)
+		}
 	}
 	// A fresh temp file may be another replica's write in progress.
 	if _, err := os.Stat(fresh); err != nil {
