@@ -92,7 +92,7 @@ func (c *Consumer) handleAdvisory(ctx context.Context, data []byte) {
 // taken it, or an invalid-input record, or a record without the message when
 // it cannot be fetched.
 func (c *Consumer) maxDeliveriesRecords(ctx context.Context, a maxDeliveriesAdvisory) []bhiv.FailureRecord {
-	reason := fmt.Sprintf("max deliveries reached: delivered %d times without an ack", a.Deliveries)
+	reason := maxDeliveriesReason(int(a.Deliveries))
 	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var raw *rawMsg
@@ -120,12 +120,18 @@ func (c *Consumer) maxDeliveriesRecords(ctx context.Context, a maxDeliveriesAdvi
 	return c.giveUpRecords(m, int(a.Deliveries))
 }
 
+// maxDeliveriesReason is the error of a record, and the reason of the term,
+// of a message given up after deliveries deliveries.
+func maxDeliveriesReason(deliveries int) string {
+	return fmt.Sprintf("max deliveries reached: delivered %d times without an ack", deliveries)
+}
+
 // giveUpRecords returns the failure records of a message given up after
 // deliveries deliveries without an ack: one per sink this process does not
 // know to have taken it, or an invalid-input record with the raw message.
 // None when every sink had taken it.
 func (c *Consumer) giveUpRecords(m bhiv.Message, deliveries int) []bhiv.FailureRecord {
-	reason := fmt.Sprintf("max deliveries reached: delivered %d times without an ack", deliveries)
+	reason := maxDeliveriesReason(deliveries)
 	ev, derr, panicked := c.decode(m)
 	if derr != nil {
 		return []bhiv.FailureRecord{c.invalidRecord(m, deliveries, fmt.Errorf("%s: %w", reason, derr), panicked)}

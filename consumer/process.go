@@ -63,14 +63,18 @@ func (c *Consumer) decode(m bhiv.Message) (ev bhiv.Event, err error, panicked bo
 // failures, then ack, Nak or terminate.
 func (c *Consumer) process(ctx context.Context, t *inflight) {
 	m, delivered := c.message(t.msg)
+	ev, err, panicked := c.decode(m)
+	c.m.nReceived.Add(1)
+	kind := kindInvalid
+	if err == nil {
+		kind = string(ev.Kind())
+	}
+	c.m.received.WithLabelValues(kind).Inc()
 	if delivered > c.cfg.MaxDeliver {
 		c.giveUp(ctx, t, m, delivered-1)
 		return
 	}
-	ev, err, panicked := c.decode(m)
-	c.m.nReceived.Add(1)
 	if err != nil {
-		c.m.received.WithLabelValues(kindInvalid).Inc()
 		rec := c.invalidRecord(m, delivered, err, panicked)
 		if err := c.appendRecords(ctx, rec); err != nil {
 			c.log.Error("cannot write the failure log; the message stays in JetStream", "subject", m.Subject,
@@ -81,7 +85,6 @@ func (c *Consumer) process(ctx context.Context, t *inflight) {
 		c.term(t, termReason(err))
 		return
 	}
-	c.m.received.WithLabelValues(string(ev.Kind())).Inc()
 	c.fanOut(ctx, t, &ev, m, delivered)
 }
 
@@ -102,7 +105,7 @@ func (c *Consumer) giveUp(ctx context.Context, t *inflight, m bhiv.Message, deli
 			return
 		}
 	}
-	c.term(t, fmt.Sprintf("max deliveries reached: delivered %d times without an ack", deliveries))
+	c.term(t, maxDeliveriesReason(deliveries))
 }
 
 // fanOut sends ev to every sink that has not taken it yet, at once, and
