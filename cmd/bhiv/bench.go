@@ -126,7 +126,12 @@ func printBench(w io.Writer, r *bench.Result, embedded bool, concurrency int, la
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			fmt.Fprintf(tw, "  %s\t%.0f\t%.2f\n", k, r.Ceilings[k], r.EndToEndRate/r.Ceilings[k])
+			c := r.Ceiling(k)
+			fmt.Fprintf(tw, "  %s\t%.0f\t%.2f", k, c, r.EndToEndRate/c)
+			if after, ok := r.CeilingsAfter[k]; ok {
+				fmt.Fprintf(tw, "\t(mean of %.0f before the run and %.0f after)", r.Ceilings[k], after)
+			}
+			fmt.Fprintln(tw)
 		}
 		if embedded && latency > 0 {
 			bound := float64(concurrency) / latency.Seconds()

@@ -120,7 +120,11 @@ type Result struct {
 	OtherMessages  int                `json:"other_messages"`
 	FailureRecords int                `json:"failure_records"` // embedded only
 	PeakRSSBytes   int64              `json:"peak_rss_bytes"`
-	Ceilings       map[string]float64 `json:"ceilings,omitempty"` // events/s of the bare parts
+	Ceilings       map[string]float64 `json:"ceilings,omitempty"` // events/s of the bare parts, before the run
+	// CeilingsAfter holds the file ceilings measured again after the run
+	// (embedded only): the disk's pace drifts, and the pipeline ran between
+	// the two.
+	CeilingsAfter map[string]float64 `json:"ceilings_after,omitempty"`
 }
 
 // Latency holds percentiles of a latency, in nanoseconds in JSON.
@@ -130,6 +134,15 @@ type Latency struct {
 	P90   time.Duration `json:"p90"`
 	P99   time.Duration `json:"p99"`
 	Max   time.Duration `json:"max"`
+}
+
+// Ceiling returns the ceiling name: for the file ceilings measured before
+// and after the run, the mean of the two; 0 when not measured.
+func (r *Result) Ceiling(name string) float64 {
+	if after, ok := r.CeilingsAfter[name]; ok {
+		return (r.Ceilings[name] + after) / 2
+	}
+	return r.Ceilings[name]
 }
 
 // The ceilings measured with Config.Ceilings.
@@ -469,6 +482,11 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		}
 		if err := sinks.ReadFailureLog(filepath.Join(c.Dir, "failed.log"), nil, func(bhiv.FailureRecord) error { res.FailureRecords++; return nil }); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("bench: read failure log: %w", err)
+		}
+	}
+	if c.Ceilings && st != nil {
+		if res.CeilingsAfter, err = fileCeilings(c); err != nil {
+			return nil, err
 		}
 	}
 	res.PeakRSSBytes = peakRSS()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -29,11 +30,7 @@ const ceilingStream = "BHIV_BENCH_CEILING"
 // Bucket's group commit (a shared syncfs after the write and after the
 // rename).
 func ceilings(ctx context.Context, c Config, js jetstream.JetStream, st *stack) (map[string]float64, error) {
-	n := c.Events
-	if n == 0 || n > 20_000 {
-		n = 20_000
-	}
-	payload := []byte(`{"specversion":"1.0","type":"bhiv.execution","data":{"pad":"` + strings.Repeat("x", c.Size) + `"}}` + "\n")
+	n, payload := ceilingSize(c)
 	out := map[string]float64{}
 	var err error
 	if out[CeilingPublish], out[CeilingConsume], err = jetStreamCeilings(ctx, js, n, payload); err != nil {
@@ -42,7 +39,35 @@ func ceilings(ctx context.Context, c Config, js jetstream.JetStream, st *stack) 
 	if st != nil {
 		out[CeilingHTTP] = httpCeiling(st.url, n, c.Concurrency, c.Size)
 	}
+	files, err := fileCeilings(c)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(out, files)
+	return out, nil
+}
+
+// ceilingSize returns how many messages, requests or files each ceiling
+// takes, and the payload of each.
+func ceilingSize(c Config) (int, []byte) {
+	n := c.Events
+	if n == 0 || n > 20_000 {
+		n = 20_000
+	}
+	return n, []byte(`{"specversion":"1.0","type":"bhiv.execution","data":{"pad":"` + strings.Repeat("x", c.Size) + `"}}` + "\n")
+}
+
+// fileCeilings measures the three file ceilings. A run measures them before
+// and again after the pipeline: on these shared disks the rate of file
+// creation swings several times within a minute (ext4 without a journal
+// skips recently freed inodes on every create, so deletions anywhere nearby
+// slow it down for a while), and a ceiling measured once, before, can be
+// far from what the pipeline met.
+func fileCeilings(c Config) (map[string]float64, error) {
+	n, payload := ceilingSize(c)
+	out := map[string]float64{}
 	for _, mode := range []string{CeilingFiles, CeilingFilesFsync, CeilingFilesSyncfs} {
+		var err error
 		if out[mode], err = fileCeiling(c.Dir, mode, n, c.Concurrency, payload); err != nil {
 			return nil, err
 		}
