@@ -136,7 +136,7 @@ type Latency struct {
 	Max   time.Duration `json:"max"`
 }
 
-// Ceiling returns the ceiling name: for the file ceilings measured before
+// Ceiling returns the ceiling called name: for the file ceilings measured before
 // and after the run, the mean of the two; 0 when not measured.
 func (r *Result) Ceiling(name string) float64 {
 	if after, ok := r.CeilingsAfter[name]; ok {
