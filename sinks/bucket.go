@@ -160,8 +160,8 @@ func (c BucketConfig) Validate() error {
 // <dir>/.tmp/, see tempShards), which is made durable and then renamed into
 // place without replacing anything, and the rename is made durable in turn;
 // a crash never leaves a partial <id>.json, and the temporary files a crash
-// leaves are removed by NewBucket. Writing
-// the same event twice leaves one file with the same content.
+// leaves are removed by NewBucket. Writing the same event twice leaves one
+// file with the same content.
 //
 // With durability on (the default), the syncs of concurrent writes are
 // grouped (group commit): a writer hands its closed temporary file to one
