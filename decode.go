@@ -60,6 +60,18 @@ type DecodeOptions struct {
 // Any other input gets a *DecodeError whose Reason is one of the Err*
 // sentinels. Decode never panics.
 func Decode(m Message, opts DecodeOptions) (Event, error) {
+	e, err := decode(m, opts)
+	if err != nil {
+		return Event{}, err
+	}
+	// Encoded once, here: Core, the Bucket and the failure log share it.
+	if e.enc, err = e.MarshalJSON(); err != nil {
+		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: err.Error()}
+	}
+	return e, nil
+}
+
+func decode(m Message, opts DecodeOptions) (Event, error) {
 	limit := opts.MaxBytes
 	if limit <= 0 {
 		limit = DefaultMaxEventBytes

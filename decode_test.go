@@ -281,3 +281,31 @@ func TestDecodeEnvelopeReencodes(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeEncodesOnce checks that a decoded event carries its encoding:
+// JSON returns MarshalJSON's bytes, the same slice every time (the sinks and
+// the failure log share it), while an event built by hand is encoded anew.
+func TestDecodeEncodesOnce(t *testing.T) {
+	ev, err := bhiv.Decode(bhiv.Message{Subject: "bhiv.events.reward", Stream: "BHIV", Sequence: 9, Timestamp: jsTime,
+		Data: []byte(`{"team_id":"t1", "execution_id":"x", "reward": 1.5}`)}, bhiv.DecodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ev.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := ev.JSON()
+	want, _ := ev.MarshalJSON()
+	if string(a) != string(want) {
+		t.Errorf("JSON() = %s, want %s", a, want)
+	}
+	if &a[0] != &b[0] {
+		t.Error("JSON() of a decoded event encodes again; want the bytes made at decode")
+	}
+	hand := bhiv.Event{SpecVersion: ev.SpecVersion, ID: "hand", Source: "s", Type: ev.Type, Time: ev.Time, Subject: "t1", Data: ev.Data}
+	c, _ := hand.JSON()
+	if !strings.Contains(string(c), `"id":"hand"`) {
+		t.Errorf("JSON() of a built event = %s, want its own encoding", c)
+	}
+}

@@ -120,6 +120,21 @@ type Event struct {
 	DataContentType string
 	Data            json.RawMessage
 	Extensions      map[string]json.RawMessage
+
+	// enc is the envelope's encoding, made once by Decode and shared by
+	// every sink and the failure log; nil for an event built otherwise.
+	enc []byte
+}
+
+// JSON returns the envelope's JSON encoding (MarshalJSON's bytes). For an
+// event returned by Decode these are the bytes made once when it was
+// decoded, shared by every caller: neither they nor the event may be
+// modified. For any other event JSON encodes it anew.
+func (e *Event) JSON() ([]byte, error) {
+	if e.enc != nil {
+		return e.enc, nil
+	}
+	return e.MarshalJSON()
 }
 
 // Kind returns the kind named by the event's type, or "" when it is unknown.

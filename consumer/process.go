@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -266,7 +265,7 @@ func (c *Consumer) sinkRecord(sink string, ev *bhiv.Event, m bhiv.Message, err e
 	if errors.As(err, &se) && se.Body != "" {
 		msg += " (response body: " + se.Body + ")"
 	}
-	env, jerr := json.Marshal(ev)
+	env, jerr := ev.JSON()
 	if jerr != nil { // cannot happen for a decoded event
 		env = nil
 		msg += "; envelope not encodable: " + jerr.Error()

@@ -314,11 +314,13 @@ func (b *Bucket) Deliver(ctx context.Context, ev *bhiv.Event) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("bucket: write %s: %w", path, err)
 	}
-	data, err := json.Marshal(ev)
+	enc, err := ev.JSON()
 	if err != nil {
 		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("encode event %s: %w", ev.ID, err)}
 	}
-	data = append(data, '\n')
+	data := make([]byte, len(enc)+1) // enc may be shared: never append to it
+	copy(data, enc)
+	data[len(enc)] = '\n'
 	attempts := 0
 	var last error
 	err = failsafe.With(b.retry).WithContext(ctx).Run(func() error {

@@ -305,7 +305,7 @@ func (c *Core) Deliver(ctx context.Context, ev *bhiv.Event) error {
 	if ctx.Err() != nil {
 		return cancelledErr(ctx, ev.ID, 0)
 	}
-	body, err := ev.MarshalJSON()
+	body, err := ev.JSON()
 	if err != nil {
 		return &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("encode event: %w", err)}
 	}
