@@ -29,6 +29,15 @@ type Availability interface {
 	Available() bool
 }
 
+// Pacer is implemented by sinks that set their own pace, such as Core with
+// its adaptive concurrency limit: MaxInFlight returns how many deliveries
+// the consumer may have running at once on the sink right now (at least
+// 1). The consumer asks again before it starts each delivery. A sink
+// without it gets at most Config.Concurrency deliveries at once.
+type Pacer interface {
+	MaxInFlight() int
+}
+
 // FailureLog durably appends failure records. Append returns only when the
 // records are durable, or with an error.
 type FailureLog interface {
@@ -39,16 +48,13 @@ type FailureLog interface {
 const (
 	DefaultDurable         = "bhiv-sinks"
 	DefaultAckWait         = 30 * time.Second
-	DefaultConcurrency     = 64
+	DefaultConcurrency     = 256
+	DefaultMaxAckPending   = 5_000
 	DefaultMaxDeliver      = 20
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultRememberIDs     = 100_000
 	DefaultNakDelay        = 5 * time.Second
 	DefaultSummaryInterval = time.Minute
-
-	// DefaultExpectedReplicas is the number of consumer processes on one
-	// durable that the default MaxAckPending leaves room for.
-	DefaultExpectedReplicas = 4
 )
 
 // maxSinks is the most sinks a consumer takes (the memory of which sinks
@@ -62,16 +68,26 @@ type Config struct {
 	ManageStream bool              // call bhiv.EnsureStream when Run starts
 	Durable      string            // durable consumer name, default "bhiv-sinks"
 	AckWait      time.Duration     // default 30s
-	Concurrency  int               // events handled at once, default 64
 	MaxDeliver   int               // deliveries without an ack before an event is given up to the failure log, default 20
 
 	// MaxAckPending limits the unacked messages of the durable, shared by
-	// every process on it. One process holds at most 3 × Concurrency
-	// (Concurrency being worked on, Concurrency queued for the workers,
-	// Concurrency pre-buffered by the client) plus those waiting under
-	// NakWithDelay. The default, 3 × Concurrency × DefaultExpectedReplicas,
-	// lets four processes run at full speed; set it higher for more.
+	// every process on it: it is what bounds the events in flight, and so
+	// how far a fast sink can run ahead of a slow one. A process holds at
+	// most MaxAckPending messages itself. Default 5,000: each held event
+	// costs a few KiB, and at 10s between heartbeats each costs 0.1
+	// InProgress per second.
 	MaxAckPending int
+
+	// MaxInFlight is the most messages this process holds at once (taken
+	// in, not yet acked); default MaxAckPending. Set it lower to spread a
+	// backlog over several processes on the durable. The client library
+	// pre-buffers at most min(500, MaxInFlight) more.
+	MaxInFlight int
+
+	// Concurrency is the most deliveries running at once on a sink that
+	// does not set its own pace (Pacer), such as the Bucket, whose group
+	// commit takes every write waiting; default 256. Core paces itself.
+	Concurrency int
 
 	ShutdownTimeout time.Duration // time given to in-flight events on shutdown, default 30s
 	MaxEventBytes   int           // largest accepted message, default bhiv.DefaultMaxEventBytes
@@ -108,8 +124,11 @@ func (c Config) WithDefaults() Config {
 	if c.MaxDeliver == 0 {
 		c.MaxDeliver = DefaultMaxDeliver
 	}
-	if c.MaxAckPending == 0 && c.Concurrency > 0 {
-		c.MaxAckPending = 3 * c.Concurrency * DefaultExpectedReplicas
+	if c.MaxAckPending == 0 {
+		c.MaxAckPending = DefaultMaxAckPending
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = c.MaxAckPending
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
@@ -163,8 +182,11 @@ func (c Config) Validate() error {
 	if c.MaxDeliver < 2 {
 		errs = append(errs, fmt.Errorf("max deliver %d: want at least 2", c.MaxDeliver))
 	}
-	if c.MaxAckPending < 1 {
-		errs = append(errs, fmt.Errorf("max ack pending %d: want at least 1", c.MaxAckPending))
+	if c.MaxAckPending < 1 || c.MaxAckPending > 1_000_000 {
+		errs = append(errs, fmt.Errorf("max ack pending %d: want 1 to 1000000", c.MaxAckPending))
+	}
+	if c.MaxInFlight < 1 || c.MaxInFlight > c.MaxAckPending {
+		errs = append(errs, fmt.Errorf("max in flight %d: want 1 to max ack pending (%d)", c.MaxInFlight, c.MaxAckPending))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout %s: want a positive duration", c.ShutdownTimeout))

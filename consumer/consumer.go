@@ -16,6 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// maxPull is the most messages one pull request asks for (the client
+// library's default).
+const maxPull = 500
+
 // SinkConsumer is the sink name of a failure record the consumer writes for a
 // message it could not fetch after the MAX_DELIVERIES advisory.
 const SinkConsumer = "consumer"
@@ -39,7 +43,6 @@ type Consumer struct {
 
 	mu       sync.Mutex
 	cons     jetstream.Consumer     // the current handle on the durable
-	queue    []*inflight            // received, not yet taken by a worker
 	owned    map[*inflight]struct{} // received, not yet settled: heartbeated
 	stopping bool                   // shutdown began
 	late     []*inflight            // received after shutdown began: Nak'ed after the drain
@@ -47,22 +50,36 @@ type Consumer struct {
 
 	streamCreated time.Time // creation time of the stream ackFloor belongs to
 
-	wake         chan struct{} // queue not empty (cap 1)
-	room         chan struct{} // queue shrank (cap 1)
+	// workCtx is the context of the deliveries and failure-log writes:
+	// cancelled when the shutdown timeout is over. calls counts the
+	// goroutines working with it.
+	workCtx context.Context
+	calls   sync.WaitGroup
+
+	room         chan struct{} // a message was settled (cap 1)
 	reset        chan struct{} // the durable must be re-ensured and Consume restarted (cap 1)
 	availChanged chan struct{} // intake paused or resumed (cap 1)
-	abortHolds   chan struct{} // closed when shutdown begins
 	stopWorkers  chan struct{} // closed when shutdown begins
 	advisories   chan []byte
 }
 
-// sinkState is a sink with what the consumer knows of its availability.
+// sinkState is a sink with its queue of events and what the consumer knows
+// of its availability and pace.
 type sinkState struct {
 	name  string
 	bit   int
 	sink  Sink
-	avail Availability // nil when the sink has no circuit breaker
-	down  atomic.Bool  // it returned ErrUnavailable and has not taken an event since
+	avail Availability  // nil when the sink has no circuit breaker
+	pacer Pacer         // nil when the sink does not set its own pace
+	fixed int           // most deliveries at once without a pacer
+	down  atomic.Bool   // it answered unavailable and has given no other answer since
+	wake  chan struct{} // queue grew, a delivery returned (cap 1)
+
+	mu       sync.Mutex
+	queue    queue         // events waiting for this sink
+	running  int           // deliveries running
+	lastTry  time.Time     // start of the last delivery
+	holdWait time.Duration // in an outage: least wait between probes, doubling to 1s
 }
 
 // available reports what the sink's breaker says (true without one).
@@ -71,9 +88,30 @@ func (s *sinkState) available() bool { return s.avail == nil || s.avail.Availabl
 // isDown reports whether the sink is in an outage: intake pauses meanwhile.
 func (s *sinkState) isDown() bool { return s.down.Load() || !s.available() }
 
-// inflight is one message this process holds.
-type inflight struct {
-	msg jetstream.Msg
+// up records an answer that is not an outage: the sink is not down.
+func (s *sinkState) up() { s.down.Store(false) }
+
+// limit is how many deliveries may run at once on the sink now.
+func (s *sinkState) limit() int {
+	if s.pacer != nil {
+		return max(1, s.pacer.MaxInFlight())
+	}
+	return s.fixed
+}
+
+// enqueue adds t to the sink's queue.
+func (s *sinkState) enqueue(t *inflight) {
+	s.mu.Lock()
+	s.queue.push(t)
+	s.mu.Unlock()
+	signal(s.wake)
+}
+
+// queued returns the number of events waiting for the sink.
+func (s *sinkState) queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queue.len()
 }
 
 // consumeRun is one jetstream Consume call.
@@ -105,11 +143,9 @@ func New(js jetstream.JetStream, cfg Config) (*Consumer, error) {
 		mem:          newMemory(cfg.RememberIDs),
 		decodeOpts:   bhiv.DecodeOptions{SubjectPrefix: cfg.Stream.SubjectPrefix, MaxBytes: cfg.MaxEventBytes},
 		owned:        make(map[*inflight]struct{}),
-		wake:         make(chan struct{}, 1),
 		room:         make(chan struct{}, 1),
 		reset:        make(chan struct{}, 1),
 		availChanged: make(chan struct{}, 1),
-		abortHolds:   make(chan struct{}),
 		stopWorkers:  make(chan struct{}),
 		advisories:   make(chan []byte, 256),
 	}
@@ -118,11 +154,19 @@ func New(js jetstream.JetStream, cfg Config) (*Consumer, error) {
 			"max_reconnects", nc.Opts.MaxReconnect)
 	}
 	for i, name := range sortedNames(cfg.Sinks) {
-		s := &sinkState{name: name, bit: i, sink: cfg.Sinks[name]}
+		s := &sinkState{name: name, bit: i, sink: cfg.Sinks[name], fixed: cfg.Concurrency, wake: make(chan struct{}, 1)}
 		if a, ok := s.sink.(Availability); ok {
 			s.avail = a
 		}
+		if p, ok := s.sink.(Pacer); ok {
+			s.pacer = p
+		}
 		c.sinks = append(c.sinks, s)
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(newSinkCollector(c.sinks)); err != nil {
+			c.log.Debug("sink queue metrics not registered (another consumer in this process has them)", tint.Err(err))
+		}
 	}
 	c.consumerCfg = jetstream.ConsumerConfig{
 		Durable:       cfg.Durable,
@@ -163,9 +207,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var workers sync.WaitGroup
-	for range c.cfg.Concurrency {
-		workers.Go(func() { c.worker(workCtx) })
+	c.workCtx = workCtx
+	var dispatchers sync.WaitGroup
+	for _, s := range c.sinks {
+		dispatchers.Go(func() { c.dispatch(s) })
 	}
 	bg.Go(func() { c.heartbeats(bgCtx) })
 	bg.Go(func() { c.watchAvailability(bgCtx) })
@@ -174,31 +219,53 @@ func (c *Consumer) Run(ctx context.Context) error {
 		bg.Go(func() { c.summary(bgCtx) })
 	}
 	c.log.Info("consumer started", "stream", c.cfg.Stream.Name, "durable", c.cfg.Durable,
-		"concurrency", c.cfg.Concurrency, "ack_wait", c.cfg.AckWait, "max_deliver", c.cfg.MaxDeliver,
-		"max_ack_pending", c.cfg.MaxAckPending, "sinks", strings.Join(sortedNames(c.cfg.Sinks), ","))
+		"max_ack_pending", c.cfg.MaxAckPending, "max_in_flight", c.cfg.MaxInFlight, "ack_wait", c.cfg.AckWait, "max_deliver", c.cfg.MaxDeliver,
+		"concurrency", c.cfg.Concurrency, "sinks", strings.Join(sortedNames(c.cfg.Sinks), ","))
 
 	cur := c.control(ctx)
+	c.shutdown(cur, cancelWork, &dispatchers)
+	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		c.log.Debug("unsubscribe from advisories", tint.Err(err))
+	}
+	cancelBg()
+	bg.Wait()
+	if err := c.js.Conn().FlushTimeout(5 * time.Second); err != nil {
+		c.log.Warn("flush acks at shutdown", tint.Err(err))
+	}
+	c.log.Info("consumer stopped", "acked", c.m.nAcked.Load(), "naked", c.m.nNaked.Load(),
+		"terminated", c.m.nTerminated.Load(), "failure_records", c.m.nFailures.Load())
+	return nil
+}
 
-	// Shutdown.
+// shutdown stops pulling, Naks what no sink has started, lets the events a
+// sink has started finish (on every sink) within ShutdownTimeout, then
+// cancels the deliveries still running and Naks their events.
+func (c *Consumer) shutdown(cur *consumeRun, cancelWork context.CancelFunc, dispatchers *sync.WaitGroup) {
 	c.log.Info("consumer stopping", "in_flight", c.inFlight(), "shutdown_timeout", c.cfg.ShutdownTimeout)
 	c.mu.Lock()
 	c.stopping = true
-	queued := c.queue
-	c.queue = nil
 	c.mu.Unlock()
-	close(c.abortHolds)
 	close(c.stopWorkers)
+	c.wakeSinks()
 	c.stopConsume(cur) // what the client had buffered reaches handle, which sets it aside
 	c.mu.Lock()
 	late := c.late
 	c.late = nil
 	c.mu.Unlock()
-	for _, t := range append(queued, late...) {
+	for _, t := range late {
 		c.nak(t, 0)
 	}
-	timer := time.AfterFunc(c.cfg.ShutdownTimeout, cancelWork)
+	timer := time.AfterFunc(c.cfg.ShutdownTimeout, func() {
+		cancelWork()
+		c.wakeSinks()
+	})
+	defer timer.Stop()
 	done := make(chan struct{})
-	go func() { workers.Wait(); close(done) }()
+	go func() {
+		dispatchers.Wait() // no delivery starts after this
+		c.calls.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-time.After(c.cfg.ShutdownTimeout + 5*time.Second):
@@ -214,18 +281,23 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.nak(t, 0)
 		}
 	}
-	timer.Stop()
-	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		c.log.Debug("unsubscribe from advisories", tint.Err(err))
+}
+
+// wakeSinks wakes every sink's dispatcher.
+func (c *Consumer) wakeSinks() {
+	for _, s := range c.sinks {
+		signal(s.wake)
 	}
-	cancelBg()
-	bg.Wait()
-	if err := c.js.Conn().FlushTimeout(5 * time.Second); err != nil {
-		c.log.Warn("flush acks at shutdown", tint.Err(err))
+}
+
+// isStopping reports whether shutdown has begun.
+func (c *Consumer) isStopping() bool {
+	select {
+	case <-c.stopWorkers:
+		return true
+	default:
+		return false
 	}
-	c.log.Info("consumer stopped", "acked", c.m.nAcked.Load(), "naked", c.m.nNaked.Load(),
-		"terminated", c.m.nTerminated.Load(), "failure_records", c.m.nFailures.Load())
-	return nil
 }
 
 // Ready returns nil when the consumer is connected to NATS and the durable
@@ -421,7 +493,7 @@ func (c *Consumer) startConsume() (*consumeRun, error) {
 	c.mu.Unlock()
 	run := &consumeRun{draining: make(chan struct{})}
 	cc, err := cons.Consume(func(msg jetstream.Msg) { c.handle(run, msg) },
-		jetstream.PullMaxMessages(c.cfg.Concurrency),
+		jetstream.PullMaxMessages(min(maxPull, c.cfg.MaxInFlight)),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { c.consumeError(err) }),
 	)
 	if err != nil {
@@ -466,8 +538,9 @@ func (c *Consumer) stopConsume(run *consumeRun) {
 	}
 }
 
-// handle is Consume's handler. It queues msg for the workers and blocks while
-// the queue holds Concurrency messages, unless run is being stopped.
+// handle is Consume's handler. It takes msg in and hands it to the sinks'
+// queues; it blocks only while this process holds MaxAckPending messages,
+// unless run is being stopped.
 func (c *Consumer) handle(run *consumeRun, msg jetstream.Msg) {
 	c.handled.Add(1)
 	t := &inflight{msg: msg}
@@ -480,12 +553,11 @@ func (c *Consumer) handle(run *consumeRun, msg jetstream.Msg) {
 		return
 	}
 	c.owned[t] = struct{}{}
-	c.queue = append(c.queue, t)
-	n := len(c.queue)
+	n := len(c.owned)
 	c.mu.Unlock()
 	c.m.inFlight.Inc()
-	signal(c.wake)
-	for n >= c.cfg.Concurrency {
+	c.intake(t)
+	for n >= c.cfg.MaxInFlight {
 		select {
 		case <-c.room:
 		case <-run.draining:
@@ -493,47 +565,7 @@ func (c *Consumer) handle(run *consumeRun, msg jetstream.Msg) {
 		case <-c.stopWorkers:
 			return
 		}
-		c.mu.Lock()
-		n = len(c.queue)
-		c.mu.Unlock()
-	}
-}
-
-// pop takes the next queued message; ok is false when the worker must stop.
-func (c *Consumer) pop() (t *inflight, ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stopping {
-		return nil, false
-	}
-	if len(c.queue) == 0 {
-		return nil, true
-	}
-	t = c.queue[0]
-	c.queue[0] = nil
-	c.queue = c.queue[1:]
-	if len(c.queue) > 0 {
-		signal(c.wake)
-	}
-	signal(c.room)
-	return t, true
-}
-
-func (c *Consumer) worker(ctx context.Context) {
-	for {
-		t, ok := c.pop()
-		if !ok {
-			return
-		}
-		if t == nil {
-			select {
-			case <-c.wake:
-			case <-c.stopWorkers:
-				return
-			}
-			continue
-		}
-		c.process(ctx, t)
+		n = c.inFlight()
 	}
 }
 
@@ -681,6 +713,7 @@ func (c *Consumer) release(t *inflight) {
 	c.mu.Unlock()
 	if ok {
 		c.m.inFlight.Dec()
+		signal(c.room)
 	}
 }
 

@@ -63,7 +63,7 @@ func TestManyEventsReachEverySinkOnce(t *testing.T) {
 	}
 	if info.Config.AckWait != cfg.AckWait || info.Config.MaxDeliver != -1 ||
 		info.Config.FilterSubject != "bhiv.events.>" || info.Config.InactiveThreshold != 0 ||
-		info.Config.MaxAckPending != 3*64*DefaultExpectedReplicas {
+		info.Config.MaxAckPending != DefaultMaxAckPending {
 		t.Errorf("durable config %+v", info.Config)
 	}
 
@@ -245,7 +245,7 @@ func TestUnavailableSinkHoldsEvents(t *testing.T) {
 	// Heartbeats go every AckWait/3: 2s leaves them room on a loaded
 	// machine (with 1s, a starved -race run saw redeliveries).
 	cfg.AckWait = 2 * time.Second
-	cfg.Concurrency = 8
+	cfg.MaxInFlight = 24
 	r := start(t, e.js, cfg)
 
 	ids := e.publish(0, 50)
@@ -255,8 +255,10 @@ func TestUnavailableSinkHoldsEvents(t *testing.T) {
 	waitFor(t, 5*time.Second, "intake paused", func() bool { return testutil.ToFloat64(r.c.m.intakePaused) == 1 })
 	held := r.c.inFlight()
 	time.Sleep(5 * time.Second) // more than twice the ack wait
-	if got := r.c.inFlight(); got > 3*cfg.Concurrency {
-		t.Errorf("%d events held while paused, want at most %d", got, 3*cfg.Concurrency)
+	// MaxInFlight taken in, and what the client had pre-buffered, handed
+	// over when intake paused.
+	if got := r.c.inFlight(); got > 2*cfg.MaxInFlight {
+		t.Errorf("%d events held while paused, want at most %d (twice MaxInFlight)", got, 2*cfg.MaxInFlight)
 	}
 	if info := e.info(DefaultDurable); info.NumPending == 0 {
 		t.Errorf("nothing left pending in JetStream while paused (held %d): intake did not pause", held)
@@ -723,8 +725,8 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	d := Config{}.WithDefaults()
-	if d.Durable != "bhiv-sinks" || d.AckWait != 30*time.Second || d.Concurrency != 64 || d.MaxDeliver != 20 ||
-		d.MaxAckPending != 768 || d.ShutdownTimeout != 30*time.Second || d.MaxEventBytes != bhiv.DefaultMaxEventBytes ||
+	if d.Durable != "bhiv-sinks" || d.AckWait != 30*time.Second || d.Concurrency != 256 || d.MaxDeliver != 20 ||
+		d.MaxAckPending != 5000 || d.MaxInFlight != 5000 || d.ShutdownTimeout != 30*time.Second || d.MaxEventBytes != bhiv.DefaultMaxEventBytes ||
 		d.RememberIDs != 100_000 || d.Logger == nil {
 		t.Errorf("defaults %+v", d)
 	}

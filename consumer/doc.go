@@ -10,13 +10,25 @@
 // New creates (or updates) the durable pull consumer on the events stream:
 // explicit ack, AckWait, MaxAckPending and a filter on the stream's
 // subjects; unlimited MaxDeliver (see Max deliveries); never
-// InactiveThreshold. Run consumes it with
-// jetstream's Consume, pre-buffering at most Concurrency messages, and hands
-// every message to a pool of Concurrency workers through a small queue of at
-// most Concurrency more. Every message the consumer has been handed, queued or
-// being worked on, gets an InProgress heartbeat every AckWait/3, so nothing is
-// redelivered while it is held here; what the library pre-buffers waits at
-// most about two event handling times.
+// InactiveThreshold. Run consumes it with jetstream's Consume. Each message
+// is decoded once, as it comes in, and put in the queue of every sink that
+// has not taken it yet; no worker pool stands between the two. What bounds
+// the events in flight is the durable's MaxAckPending (a process holds at
+// most MaxInFlight, by default as many), so a fast sink can run that far
+// ahead of a slow one.
+//
+// # Each sink at its own pace
+//
+// Every sink takes events from its own queue, in order, as many at once as
+// its pace allows: a sink that sets its own pace (Pacer, such as Core with
+// its adaptive concurrency limit) is asked before each delivery; any other
+// gets at most Concurrency deliveries at once (the Bucket, whose group
+// commit takes every write waiting). A slow Core therefore never slows the
+// Bucket: events wait for Core in its queue, already in the bucket. Every
+// message held, whatever it waits for, gets an InProgress heartbeat every
+// AckWait/3, so nothing is redelivered while it is held here; what the
+// client library pre-buffers (at most min(500, MaxInFlight)) waits only for
+// the decode of the messages before it.
 //
 // The nats.Conn behind the JetStream context must reconnect forever
 // (nats.MaxReconnects(-1)): the consumer relies on the client library to
@@ -31,10 +43,10 @@
 //
 // Each message is decoded with bhiv.Decode. A message that is not a valid
 // event is written to the failure log (sink "decode", class invalid_input,
-// with its raw bytes and headers) and terminated. A valid event goes to every
-// sink at once; a sink that takes it is remembered, in bounded memory, as
-// having taken that event id, so a redelivery in this process does not send
-// it there again. A sink that finally fails (a *bhiv.SinkError of class
+// with its raw bytes and headers) and terminated. A valid event goes to
+// every sink's queue at once; a sink that takes it is remembered, in bounded
+// memory, as having taken that event id, so a redelivery in this process
+// does not send it there again. A sink that finally fails (a *bhiv.SinkError of class
 // permanent or retryable_exhausted, any other error, or a panic, recorded as
 // permanent) gets a failure record. When every sink has settled, the records
 // are appended to the failure log and the event is acked; if the failure log
@@ -44,18 +56,23 @@
 //
 // A sink that reports an outage (an error wrapping bhiv.ErrUnavailable, or
 // Available() false when it implements Availability) gets no failure record:
-// the event is held (with heartbeats) and retried once the sink is available
-// again, and intake pauses: the Consume is drained, so that no new messages
-// are pulled and nothing sits unheartbeated in the client's buffer. Intake
-// resumes when every sink is available again.
+// the event goes back to the front of the sink's queue and is held there
+// (with heartbeats), and the sink's queue is held too: one event at a time
+// probes the sink, as soon as it says it is available again and at the
+// latest every few seconds (a circuit breaker that goes half-open only when
+// called needs a call). Meanwhile intake pauses: the Consume is drained, so
+// that no new messages are pulled and nothing sits unheartbeated in the
+// client's buffer; the other sinks work through their queues. Any answer
+// of the sink that is not an outage (taken, or finally failed) ends the
+// outage, and intake resumes when no sink is in one.
 //
 // # Shutdown
 //
 // When Run's context ends the consumer stops pulling (drains the Consume),
-// Naks what it has queued but not started, gives the events being worked on
-// ShutdownTimeout to finish (and acks them), Naks whatever is still
-// unfinished so that another replica gets it at once, and returns. The caller
-// then drains the connection.
+// Naks the events no sink has started, gives the events a sink has started
+// ShutdownTimeout to finish on every sink (and acks them), Naks whatever is
+// still unfinished so that another replica gets it at once, and returns.
+// The caller then drains the connection.
 //
 // # Max deliveries
 //

@@ -99,6 +99,38 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
+// sinkCollector reports, at scrape time, each sink's queue and the
+// deliveries running on it.
+type sinkCollector struct {
+	sinks          []*sinkState
+	queued, active *prometheus.Desc
+}
+
+func newSinkCollector(sinks []*sinkState) *sinkCollector {
+	return &sinkCollector{
+		sinks: sinks,
+		queued: prometheus.NewDesc("bhiv_sink_queued",
+			"Events taken in and waiting for a sink: how far it is behind the other sinks.", []string{"sink"}, nil),
+		active: prometheus.NewDesc("bhiv_sink_deliveries_running",
+			"Deliveries running on a sink now.", []string{"sink"}, nil),
+	}
+}
+
+func (sc *sinkCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- sc.queued
+	ch <- sc.active
+}
+
+func (sc *sinkCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range sc.sinks {
+		s.mu.Lock()
+		q, r := s.queue.len(), s.running
+		s.mu.Unlock()
+		ch <- prometheus.MustNewConstMetric(sc.queued, prometheus.GaugeValue, float64(q), s.name)
+		ch <- prometheus.MustNewConstMetric(sc.active, prometheus.GaugeValue, float64(r), s.name)
+	}
+}
+
 // register registers c, or returns the collector already registered under
 // the same description (a second consumer in one process shares them).
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {

@@ -18,7 +18,8 @@ import (
 type state int
 
 const (
-	stDone       state = iota // taken, now or before (remembered)
+	stPending    state = iota // not settled yet
+	stDone                    // taken, now or before (remembered)
 	stFailed                  // finally failed: a failure record is due
 	stUnfinished              // shutdown came first: the event goes back to JetStream
 )
@@ -26,6 +27,25 @@ const (
 type outcome struct {
 	state state
 	err   error
+}
+
+// inflight is one message this process holds, from its receipt to its ack,
+// Nak or term. A valid event waits in the queue of every sink that has not
+// taken it yet; each sink delivers it at its own pace, and the last sink to
+// settle it settles the message.
+type inflight struct {
+	msg jetstream.Msg
+
+	// Set at intake, read-only afterwards.
+	m         bhiv.Message
+	delivered int
+	ev        bhiv.Event
+	fp        uint64
+
+	mu      sync.Mutex
+	outs    []outcome // by sink index
+	left    int       // sinks not settled yet
+	started int       // deliveries begun, on any sink
 }
 
 // message converts a JetStream message for bhiv.Decode, and returns how
@@ -58,9 +78,11 @@ func (c *Consumer) decode(m bhiv.Message) (ev bhiv.Event, err error, panicked bo
 	return ev, err, false
 }
 
-// process decides the fate of one message: decode, fan out, record
-// failures, then ack, Nak or terminate.
-func (c *Consumer) process(ctx context.Context, t *inflight) {
+// intake decodes a message once and hands it to every sink that has not
+// taken it yet. It never blocks on a sink: messages that need the failure
+// log (invalid, or past max deliveries) are settled on a goroutine of their
+// own.
+func (c *Consumer) intake(t *inflight) {
 	m, delivered := c.message(t.msg)
 	ev, err, panicked := c.decode(m)
 	c.m.nReceived.Add(1)
@@ -70,21 +92,54 @@ func (c *Consumer) process(ctx context.Context, t *inflight) {
 	}
 	c.m.received.WithLabelValues(kind).Inc()
 	if delivered > c.cfg.MaxDeliver {
-		c.giveUp(ctx, t, m, delivered-1)
+		c.background(func(ctx context.Context) { c.giveUp(ctx, t, m, delivered-1) })
 		return
 	}
 	if err != nil {
-		rec := c.invalidRecord(m, delivered, err, panicked)
-		if err := c.appendRecords(ctx, rec); err != nil {
-			c.log.Error("cannot write the failure log; the message stays in JetStream", "subject", m.Subject,
-				"stream_seq", m.Sequence, "retry_in", c.cfg.NakDelay, tint.Err(err))
-			c.nak(t, c.cfg.NakDelay)
-			return
-		}
-		c.term(t, termReason(err))
+		c.background(func(ctx context.Context) { c.settleInvalid(ctx, t, m, delivered, err, panicked) })
 		return
 	}
-	c.fanOut(ctx, t, &ev, m, delivered)
+	t.m, t.delivered, t.ev, t.fp = m, delivered, ev, fingerprint(m)
+	if c.mem.conflict(ev.ID, t.fp) {
+		c.log.Warn("a different message carries an event id already handled; the sinks keep the first event",
+			"event_id", ev.ID, "stream_seq", m.Sequence)
+	}
+	t.outs = make([]outcome, len(c.sinks))
+	var todo []*sinkState
+	for i, s := range c.sinks {
+		if c.mem.has(ev.ID, t.fp, s.bit) {
+			t.outs[i] = outcome{state: stDone}
+			continue
+		}
+		todo = append(todo, s)
+	}
+	if len(todo) == 0 { // a redelivery of an event every sink has settled
+		c.ack(t)
+		return
+	}
+	t.left = len(todo)
+	for _, s := range todo {
+		s.enqueue(t)
+	}
+}
+
+// background runs fn on a goroutine that Run waits for, with the context of
+// the work (cancelled when the shutdown timeout is over).
+func (c *Consumer) background(fn func(ctx context.Context)) {
+	c.calls.Go(func() { fn(c.workCtx) })
+}
+
+// settleInvalid records a message that is not a valid event and terminates
+// it; when the failure log cannot be written it stays in JetStream.
+func (c *Consumer) settleInvalid(ctx context.Context, t *inflight, m bhiv.Message, delivered int, err error, panicked bool) {
+	rec := c.invalidRecord(m, delivered, err, panicked)
+	if err := c.appendRecords(ctx, rec); err != nil {
+		c.log.Error("cannot write the failure log; the message stays in JetStream", "subject", m.Subject,
+			"stream_seq", m.Sequence, "retry_in", c.cfg.NakDelay, tint.Err(err))
+		c.nak(t, c.cfg.NakDelay)
+		return
+	}
+	c.term(t, termReason(err))
 }
 
 // giveUp settles a message that was delivered MaxDeliver times without an
@@ -107,124 +162,197 @@ func (c *Consumer) giveUp(ctx context.Context, t *inflight, m bhiv.Message, deli
 	c.term(t, maxDeliveriesReason(deliveries))
 }
 
-// fanOut sends ev to every sink that has not taken it yet, at once, and
-// settles the message when all have finished.
-func (c *Consumer) fanOut(ctx context.Context, t *inflight, ev *bhiv.Event, m bhiv.Message, delivered int) {
-	outs := make([]outcome, len(c.sinks))
-	fp := fingerprint(m)
-	if c.mem.conflict(ev.ID, fp) {
-		c.log.Warn("a different message carries an event id already handled; the sinks keep the first event",
-			"event_id", ev.ID, "stream_seq", m.Sequence)
+// finish records how sink number i ended with t; the last sink to finish
+// settles the message.
+func (c *Consumer) finish(t *inflight, i int, o outcome) {
+	t.mu.Lock()
+	t.outs[i] = o
+	t.left--
+	last := t.left == 0
+	t.mu.Unlock()
+	if last {
+		c.settle(t)
 	}
-	var wg sync.WaitGroup
-	last := -1
-	for i, s := range c.sinks {
-		if c.mem.has(ev.ID, fp, s.bit) {
-			outs[i] = outcome{state: stDone}
-			continue
-		}
-		if last >= 0 {
-			j := last
-			wg.Go(func() { outs[j] = c.deliver(ctx, c.sinks[j], ev, fp) })
-		}
-		last = i
-	}
-	if last >= 0 {
-		outs[last] = c.deliver(ctx, c.sinks[last], ev, fp) // the last one on this goroutine
-	}
-	wg.Wait()
+}
 
+// settle decides the fate of a message every sink has finished with: Nak
+// when one was cut short by shutdown; otherwise the failure records, then
+// the ack (Nak with a delay when the failure log cannot be written).
+func (c *Consumer) settle(t *inflight) {
 	var recs []bhiv.FailureRecord
 	var failed []*sinkState
-	for i, o := range outs {
+	for i, o := range t.outs {
 		switch o.state {
 		case stUnfinished:
 			c.nak(t, 0)
 			return
 		case stFailed:
-			recs = append(recs, c.sinkRecord(c.sinks[i].name, ev, m, o.err))
+			recs = append(recs, c.sinkRecord(c.sinks[i].name, &t.ev, t.m, o.err))
 			failed = append(failed, c.sinks[i])
 		}
 	}
 	if len(recs) > 0 {
-		if err := c.appendRecords(ctx, recs...); err != nil {
-			c.log.Error("cannot write the failure log; the event stays in JetStream", "event_id", ev.ID,
-				"stream_seq", m.Sequence, "deliveries", delivered, "retry_in", c.cfg.NakDelay, tint.Err(err))
+		if err := c.appendRecords(c.workCtx, recs...); err != nil {
+			c.log.Error("cannot write the failure log; the event stays in JetStream", "event_id", t.ev.ID,
+				"stream_seq", t.m.Sequence, "deliveries", t.delivered, "retry_in", c.cfg.NakDelay, tint.Err(err))
 			c.nak(t, c.cfg.NakDelay)
 			return
 		}
 		for _, s := range failed {
-			c.mem.add(ev.ID, fp, s.bit)
+			c.mem.add(t.ev.ID, t.fp, s.bit)
 		}
 	}
 	c.ack(t)
 }
 
-// deliver sends ev to one sink until it takes it, finally fails, or
-// shutdown ends the wait. While the sink is unavailable the event is held
-// (the heartbeats keep it) and retried when the sink is back.
-func (c *Consumer) deliver(ctx context.Context, s *sinkState, ev *bhiv.Event, fp uint64) outcome {
-	start := time.Now()
-	wait := 50 * time.Millisecond
+// dispatch starts the deliveries of one sink: the events in its queue, in
+// order, as many at once as the sink's pace allows. While the sink is in an
+// outage it holds its queue and sends one event at a time as a probe: when
+// the sink says it is available again, or at the latest every maxHold (a
+// breaker that moves to half-open only when asked needs a call). It returns
+// at shutdown once its queue is empty and its deliveries have returned.
+func (c *Consumer) dispatch(s *sinkState) {
 	for {
-		if !s.available() {
-			if !c.hold(ctx, s, wait) {
-				return outcome{state: stUnfinished}
-			}
-			wait = min(2*wait, time.Second)
+		t, wait, done := c.next(s)
+		if done {
+			return
 		}
-		cp := *ev // sinks get their own copy of the envelope
-		err, panicked := c.call(ctx, s, &cp)
-		if err == nil {
-			s.down.Store(false)
-			c.mem.add(ev.ID, fp, s.bit)
-			c.m.duration.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
-			c.m.deliveries.WithLabelValues(s.name, OutcomeSuccess).Inc()
-			return outcome{state: stDone}
-		}
-		if !panicked && ctx.Err() != nil {
-			return outcome{state: stUnfinished}
-		}
-		if !panicked && (errors.Is(err, bhiv.ErrUnavailable) || !s.available()) {
-			if !s.down.Swap(true) {
-				c.log.Debug("sink unavailable; holding the event", "sink", s.name, "event_id", ev.ID, tint.Err(err))
-			}
-			if !c.hold(ctx, s, wait) {
-				return outcome{state: stUnfinished}
-			}
-			wait = min(2*wait, time.Second)
+		if t != nil {
+			c.calls.Go(func() { c.deliver(s, t) })
 			continue
 		}
-		c.m.duration.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
-		outcomeLabel := OutcomeRetryableExhausted
-		if class, _, _ := classify(err); class == bhiv.ClassPermanent || class == bhiv.ClassInvalidInput {
-			outcomeLabel = OutcomePermanent
+		var timer <-chan time.Time
+		if wait > 0 {
+			tm := time.NewTimer(wait)
+			timer = tm.C
+			select {
+			case <-s.wake:
+			case <-timer:
+			case <-c.stopWorkers:
+			case <-c.workCtx.Done():
+			}
+			tm.Stop()
+			continue
 		}
-		c.m.deliveries.WithLabelValues(s.name, outcomeLabel).Inc()
-		return outcome{state: stFailed, err: err}
+		select {
+		case <-s.wake:
+		case <-c.stopWorkers:
+		case <-c.workCtx.Done():
+		}
 	}
 }
 
-// hold waits at least minWait and then until the sink is available, or at
-// most maxHold (so that a breaker that moves to half-open only when asked is
-// probed). It returns false when the wait must end: shutdown.
-func (c *Consumer) hold(ctx context.Context, s *sinkState, minWait time.Duration) bool {
-	start := time.Now()
-	earliest, latest := start.Add(minWait), start.Add(max(c.cfg.maxHold, minWait))
-	tick := time.NewTicker(max(min(c.cfg.availEvery/2, minWait), time.Millisecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-c.abortHolds:
-			return false
-		case now := <-tick.C:
-			if !now.Before(latest) || (!now.Before(earliest) && s.available()) {
-				return true
-			}
+// next returns the next event to deliver to s, or how long to wait before
+// asking again (0: until woken), or done when the dispatcher must end.
+func (c *Consumer) next(s *sinkState) (t *inflight, wait time.Duration, done bool) {
+	stopping := c.isStopping()
+	cut := c.workCtx.Err() != nil
+	var drop []*inflight
+	defer func() {
+		// Outside s.mu: finishing may settle the message.
+		for _, d := range drop {
+			c.finish(d, s.bit, outcome{state: stUnfinished})
+		}
+	}()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if stopping {
+		// Shutdown: what no sink has started goes back to JetStream at
+		// once; what a sink has started may finish here (on every sink)
+		// until the shutdown timeout, unless this sink is in an outage.
+		drop = s.queue.removeIf(func(q *inflight) bool {
+			return cut || s.isDown() || q.startedCount() == 0
+		})
+		if s.queue.len() == 0 {
+			return nil, 0, s.running == 0
 		}
 	}
+	if s.queue.len() == 0 {
+		return nil, 0, false
+	}
+	limit := s.limit()
+	if s.down.Load() || !s.available() {
+		// Outage: one probe at a time, when the sink says it is back or
+		// the hold is over.
+		if s.running > 0 {
+			return nil, 0, false
+		}
+		since := time.Since(s.lastTry)
+		switch {
+		case since >= c.cfg.maxHold:
+		case since >= s.holdWait && s.available():
+		default:
+			return nil, min(c.cfg.availEvery/2, max(s.holdWait-since, time.Millisecond)), false
+		}
+		limit = 1
+	}
+	if s.running >= limit {
+		return nil, 0, false
+	}
+	t = s.queue.pop()
+	s.running++
+	s.lastTry = time.Now()
+	t.mu.Lock()
+	t.started++
+	t.mu.Unlock()
+	return t, 0, false
+}
+
+// deliver makes one delivery of t to s and acts on its result: taken,
+// finally failed, or held (the sink is unavailable: t goes back to the
+// front of the sink's queue, to be retried when the sink is back).
+func (c *Consumer) deliver(s *sinkState, t *inflight) {
+	start := time.Now()
+	cp := t.ev // sinks get their own copy of the envelope
+	err, panicked := c.call(c.workCtx, s, &cp)
+	o, held := c.judge(s, t, err, panicked, start)
+	s.mu.Lock()
+	s.running--
+	if held {
+		if !c.isStopping() {
+			s.queue.pushFront(t)
+		} else {
+			o, held = outcome{state: stUnfinished}, false
+		}
+	}
+	s.mu.Unlock()
+	signal(s.wake)
+	if !held {
+		c.finish(t, s.bit, o)
+	}
+}
+
+// judge classifies the result of one delivery; held is true when the sink
+// is unavailable and the event must wait for it.
+func (c *Consumer) judge(s *sinkState, t *inflight, err error, panicked bool, start time.Time) (o outcome, held bool) {
+	switch {
+	case err == nil:
+		s.up()
+		c.mem.add(t.ev.ID, t.fp, s.bit)
+		c.m.duration.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
+		c.m.deliveries.WithLabelValues(s.name, OutcomeSuccess).Inc()
+		return outcome{state: stDone}, false
+	case !panicked && c.workCtx.Err() != nil:
+		return outcome{state: stUnfinished}, false
+	case !panicked && (errors.Is(err, bhiv.ErrUnavailable) || !s.available()):
+		s.mu.Lock()
+		if !s.down.Swap(true) {
+			s.holdWait = 50 * time.Millisecond
+			c.log.Debug("sink unavailable; holding its events", "sink", s.name, "event_id", t.ev.ID, tint.Err(err))
+		} else {
+			s.holdWait = min(2*s.holdWait, time.Second)
+		}
+		s.mu.Unlock()
+		return outcome{}, true
+	}
+	s.up()
+	c.m.duration.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
+	outcomeLabel := OutcomeRetryableExhausted
+	if class, _, _ := classify(err); class == bhiv.ClassPermanent || class == bhiv.ClassInvalidInput {
+		outcomeLabel = OutcomePermanent
+	}
+	c.m.deliveries.WithLabelValues(s.name, outcomeLabel).Inc()
+	return outcome{state: stFailed, err: err}, false
 }
 
 // call runs the sink, turning a panic into a permanent SinkError.
@@ -237,6 +365,12 @@ func (c *Consumer) call(ctx context.Context, s *sinkState, ev *bhiv.Event) (err 
 		}
 	}()
 	return s.sink.Deliver(ctx, ev), false
+}
+
+func (t *inflight) startedCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.started
 }
 
 // classify reads the class, status and attempts of a sink's error. Errors

@@ -36,6 +36,8 @@ var dashboardMetrics = []string{
 	"bhiv_sink_attempts_total",
 	"bhiv_core_breaker_state",
 	"bhiv_core_batch_size",
+	"bhiv_sink_queued",
+	"bhiv_sink_deliveries_running",
 }
 
 // grafanaPanel is the part of a Grafana panel the tests read. Rows hold

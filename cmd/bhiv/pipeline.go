@@ -65,6 +65,8 @@ func readConsumer(c *config, n natsConfig) consumer.Config {
 		Stream:          n.stream,
 		ManageStream:    n.manageStream,
 		Durable:         c.str("BHIV_CONSUMER"),
+		MaxAckPending:   c.int("BHIV_MAX_ACK_PENDING", 1),
+		MaxInFlight:     c.int("BHIV_MAX_IN_FLIGHT", 0),
 		Concurrency:     c.int("BHIV_CONCURRENCY", 1),
 		AckWait:         c.dur("BHIV_ACK_WAIT", 1),
 		MaxDeliver:      c.int("BHIV_MAX_DELIVER", 1),

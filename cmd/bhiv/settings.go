@@ -68,7 +68,9 @@ var (
 	}}
 	consumerSettings = group{"Consumer", []setting{
 		{env: "BHIV_CONSUMER", def: "bhiv-sinks", help: "durable consumer name (shared by all replicas)"},
-		{env: "BHIV_CONCURRENCY", def: "64", help: "events handled at once"},
+		{env: "BHIV_MAX_ACK_PENDING", def: "5000", help: "events in flight on the durable, all replicas together: how far the Bucket may run ahead of a slow Core"},
+		{env: "BHIV_MAX_IN_FLIGHT", def: "0", help: "events one process holds at once (0 = BHIV_MAX_ACK_PENDING)"},
+		{env: "BHIV_CONCURRENCY", def: "256", help: "deliveries at once to a sink that does not pace itself (the Bucket); Core paces itself"},
 		{env: "BHIV_ACK_WAIT", def: "30s", help: "time JetStream waits for an ack before redelivering"},
 		{env: "BHIV_MAX_DELIVER", def: "20", help: "deliveries of one event before it goes to the failure log"},
 		{env: "BHIV_SHUTDOWN_TIMEOUT", def: "30s", help: "time to finish in-flight events on SIGTERM"},
