@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,10 +21,30 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
+// adminConfig is where the admin server listens and what it serves.
+type adminConfig struct {
+	addr  string // "" or "off": no admin server
+	pprof bool   // serve /debug/pprof/
+}
+
+// readAdmin reads the admin server's settings.
+func readAdmin(c *config) adminConfig {
+	return adminConfig{addr: c.str("BHIV_ADMIN_ADDR"), pprof: c.bool("BHIV_ADMIN_PPROF")}
+}
+
 // adminHandler serves /metrics, /healthz (the process is alive) and /readyz
-// (ready returns nil; else 503 with the reason).
-func adminHandler(reg *prometheus.Registry, ready func(context.Context) error) http.Handler {
+// (ready returns nil; else 503 with the reason), and the Go profiler under
+// /debug/pprof/ when withPprof is set.
+func adminHandler(reg *prometheus.Registry, ready func(context.Context) error, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")

@@ -24,18 +24,18 @@ func runConsume(ctx context.Context, args []string, e env) error {
 	n := readNATS(c)
 	cc := readConsumer(c, n)
 	sc := readSinks(c, cc.Concurrency)
-	adminAddr := c.str("BHIV_ADMIN_ADDR")
+	admin := readAdmin(c)
 	if err := c.err(); err != nil {
 		return usageError{err}
 	}
 	log.Info("bhiv consume starting", append([]any{"version", Version()}, c.effective()...)...)
-	return consume(ctx, log, n, cc, sc, adminAddr)
+	return consume(ctx, log, n, cc, sc, admin)
 }
 
 // consume connects to NATS and runs the pipeline and the admin server until
 // ctx ends, then shuts down in order: the consumer drains and settles its
 // in-flight events, the sinks close, the connection drains.
-func consume(ctx context.Context, log *slog.Logger, n natsConfig, cc consumer.Config, sc sinkConfig, adminAddr string) error {
+func consume(ctx context.Context, log *slog.Logger, n natsConfig, cc consumer.Config, sc sinkConfig, admin adminConfig) error {
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	nc, err := connect(cctx, n, "bhiv consume", log)
 	cancel()
@@ -52,7 +52,7 @@ func consume(ctx context.Context, log *slog.Logger, n natsConfig, cc consumer.Co
 	if err != nil {
 		return err
 	}
-	ln, err := listenAdmin(adminAddr)
+	ln, err := listenAdmin(admin.addr)
 	if err != nil {
 		p.Close()
 		return err
@@ -65,8 +65,10 @@ func consume(ctx context.Context, log *slog.Logger, n natsConfig, cc consumer.Co
 		return p.Run(runCtx)
 	})
 	if ln != nil {
-		log.Info("admin server listening", "metrics", "http://"+ln.Addr().String()+"/metrics")
-		g.Go(func() error { return serveUntil(runCtx, ln, adminHandler(reg, p.Consumer.Ready), 5*time.Second) })
+		log.Info("admin server listening", "metrics", "http://"+ln.Addr().String()+"/metrics", "pprof", admin.pprof)
+		g.Go(func() error {
+			return serveUntil(runCtx, ln, adminHandler(reg, p.Consumer.Ready, admin.pprof), 5*time.Second)
+		})
 	}
 	err = g.Wait()
 	if cerr := p.Close(); cerr != nil {

@@ -44,7 +44,7 @@ func runDev(ctx context.Context, args []string, e env) error {
 	n = natsConfig{stream: n.stream, manageStream: true, maxEventBytes: n.maxEventBytes}
 	cc := readConsumer(c, n)
 	sc := readSinks(c, cc.Concurrency)
-	adminAddr := c.str("BHIV_ADMIN_ADDR")
+	admin := readAdmin(c)
 	stubAddr := c.str("BHIV_CORE_STUB_ADDR")
 	host, portStr, err := net.SplitHostPort(*natsAddr)
 	port, perr := strconv.Atoi(portStr)
@@ -103,6 +103,6 @@ Ctrl-C stops everything cleanly; the stream is kept for the next start.
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveUntil(gctx, stubLn, stub, 2*time.Second) })
-	g.Go(func() error { return consume(gctx, log, n, cc, sc, adminAddr) })
+	g.Go(func() error { return consume(gctx, log, n, cc, sc, admin) })
 	return g.Wait()
 }

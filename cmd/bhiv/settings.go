@@ -77,6 +77,7 @@ var (
 	}}
 	adminSettings = group{"Admin server", []setting{
 		{env: "BHIV_ADMIN_ADDR", def: "127.0.0.1:8081", help: "address of /metrics, /healthz, /readyz (off or empty turns it off)"},
+		{env: "BHIV_ADMIN_PPROF", def: "false", help: "also serve the Go profiler at /debug/pprof/ on the admin address (keep that address private)"},
 	}}
 	stubSettings = group{"Core stub (bhiv core-stub, bhiv dev)", []setting{
 		{env: "BHIV_CORE_STUB_ADDR", def: "127.0.0.1:9000", help: "address the Core stand-in listens on"},

@@ -290,13 +290,19 @@ func TestGracefulStopUnderLoad(t *testing.T) {
 	s := newStack(t, 1, "--latency", "300ms")
 	c := s.consumer("BHIV_ACK_WAIT=60s")
 	n := size(1500, 10000)
-	_, done := s.publish(n, 0)
+	// Published over 3 s (15 s long): the signal comes while events are
+	// arriving and in flight, however fast the consumer is.
+	_, done := s.publish(n, float64(n)/size(3.0, 15.0))
 	time.Sleep(2 * time.Second)
 	s.sigterm(c, 5*time.Second)
+	if held := logInt(t, c, "consumer stopping", "in_flight"); held <= 0 {
+		t.Errorf("%d events in flight at SIGTERM: the scenario did not stop the consumer under load", held)
+	}
 	<-done
 	// A new consumer gets everything at once: nothing waits for the 60 s AckWait.
 	restart := time.Now()
-	s.consumer("BHIV_ACK_WAIT=60s")
+	c2 := s.consumer("BHIV_ACK_WAIT=60s")
+	waitFor(t, 10*time.Second, "the new consumer started", func() bool { return logInt(t, c2, "consumer started", "max_in_flight") > 0 })
 	s.drained(50 * time.Second)
 	t.Logf("a new consumer drained the rest in %s (AckWait 60s)", time.Since(restart))
 	s.account("10-sigterm-under-load", n)
@@ -388,17 +394,23 @@ func (s *stack) sigterm(c *proc, shutdownTimeout time.Duration) {
 // line (-1 when there is none).
 func stoppedAcked(t *testing.T, p *proc) int {
 	t.Helper()
+	return logInt(t, p, "consumer stopped", "acked")
+}
+
+// logInt returns the whole-number field of p's first log line with message
+// msg (-1 when there is none).
+func logInt(t *testing.T, p *proc, msg, field string) int {
+	t.Helper()
 	b, err := os.ReadFile(p.log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		var rec struct {
-			Msg   string `json:"msg"`
-			Acked int    `json:"acked"`
-		}
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "consumer stopped" {
-			return rec.Acked
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
+			if v, ok := rec[field].(float64); ok {
+				return int(v)
+			}
 		}
 	}
 	return -1
