@@ -1,22 +1,32 @@
 // Package corestub is a small stand-in for BHIV Core, used by `bhiv
-// core-stub`, `bhiv dev`, `bhiv bench` and the tests. It stores the events it
-// receives (deduplicated by Idempotency-Key and event id), checks the bearer
-// token when one is set, and injects faults on request.
+// core-stub`, `bhiv dev`, `bhiv bench` and the tests. It takes events in the
+// three content modes of the CloudEvents HTTP binding (binary, structured
+// and batched, told apart by Content-Type as the binding's §3 says), counts
+// them (deduplicated by event id) and the requests of each mode, records
+// each event as the same envelope whichever mode it came in, checks the
+// bearer token when one is set, and injects faults on request.
 package corestub
 
 import (
 	"bufio"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"mime"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
+
+	"github.com/hackaverse/bhiv"
 )
 
 // Path is where the stub takes events; Path+"/stats" reports what it has
@@ -40,6 +50,9 @@ type Config struct {
 	// per event it accepts ({"id","kind","time"}), so that what Core received
 	// survives a stub restart.
 	RecordPath string
+	// KeepEvents keeps every accepted event in memory, for Received
+	// (tests).
+	KeepEvents bool
 	Logger     *slog.Logger
 	// Now, if set, replaces time.Now (tests).
 	Now func() time.Time
@@ -55,6 +68,9 @@ type Stats struct {
 	Unauthorized int64            `json:"unauthorized"`
 	BadRequests  int64            `json:"bad_requests"`
 	ByKind       map[string]int64 `json:"by_kind"`
+	// ByMode counts the accepted requests by content mode: "binary",
+	// "structured" or "batched".
+	ByMode map[string]int64 `json:"by_mode"`
 }
 
 // Stub is the Core stand-in; it is an http.Handler.
@@ -68,6 +84,7 @@ type Stub struct {
 	stats  Stats
 	rec    *os.File
 	recBuf *bufio.Writer
+	kept   []Record
 }
 
 // New returns a Stub.
@@ -77,6 +94,7 @@ func New(cfg Config) (*Stub, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.stats.ByKind = map[string]int64{}
+	s.stats.ByMode = map[string]int64{}
 	if cfg.RecordPath != "" {
 		if err := s.loadRecord(cfg.RecordPath); err != nil {
 			return nil, err
@@ -96,10 +114,14 @@ func New(cfg Config) (*Stub, error) {
 	return s, nil
 }
 
-// Record is one line of the record file.
+// Record is one line of the record file: an accepted event, the content
+// mode of the request that carried it, and its envelope in the JSON event
+// format, encoded the same way whichever mode it came in.
 type Record struct {
-	ID   string `json:"id"`
-	Kind string `json:"kind"`
+	ID    string          `json:"id"`
+	Kind  string          `json:"kind"`
+	Mode  string          `json:"mode,omitempty"`
+	Event json.RawMessage `json:"event,omitempty"`
 }
 
 func (s *Stub) loadRecord(path string) error {
@@ -149,7 +171,19 @@ func (s *Stub) Stats() Stats {
 	for k, v := range s.stats.ByKind {
 		st.ByKind[k] = v
 	}
+	st.ByMode = make(map[string]int64, len(s.stats.ByMode))
+	for k, v := range s.stats.ByMode {
+		st.ByMode[k] = v
+	}
 	return st
+}
+
+// Received returns every event accepted so far, in order of arrival, when
+// Config.KeepEvents is set.
+func (s *Stub) Received() []Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Record(nil), s.kept...)
 }
 
 // Seen returns how many times each event id was received.
@@ -176,11 +210,6 @@ func (s *Stub) Close() error {
 	}
 	s.rec = nil
 	return err
-}
-
-type inEvent struct {
-	ID   string `json:"id"`
-	Type string `json:"type"`
 }
 
 func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
@@ -221,40 +250,45 @@ func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	var events []inEvent
-	if len(body) > 0 && body[0] == '[' {
-		err = json.Unmarshal(body, &events)
-	} else {
-		var one inEvent
-		err = json.Unmarshal(body, &one)
-		events = []inEvent{one}
-	}
-	if err != nil || len(events) == 0 {
+	mode, events, err := Parse(r.Header, body)
+	if err != nil {
 		s.count(func(st *Stats) { st.BadRequests++ })
-		http.Error(w, "body is not a CloudEvents JSON object or array", http.StatusBadRequest)
+		status := http.StatusBadRequest
+		var ue unsupportedError
+		if errors.As(err, &ue) {
+			status = http.StatusUnsupportedMediaType
+		}
+		http.Error(w, err.Error(), status)
 		return
 	}
-	for _, e := range events {
-		if e.ID == "" {
+	recs := make([]Record, len(events))
+	for i := range events {
+		env, err := events[i].MarshalJSON()
+		if err != nil {
 			s.count(func(st *Stats) { st.BadRequests++ })
-			http.Error(w, "event without id", http.StatusBadRequest)
+			http.Error(w, fmt.Sprintf("event %s: %v", events[i].ID, err), http.StatusBadRequest)
 			return
 		}
+		recs[i] = Record{ID: events[i].ID, Kind: events[i].Type, Mode: mode, Event: env}
 	}
 	dups := 0
 	s.mu.Lock()
-	for _, e := range events {
-		s.seen[e.ID]++
+	s.stats.ByMode[mode]++
+	for _, rec := range recs {
+		s.seen[rec.ID]++
 		s.stats.Events++
-		if s.seen[e.ID] == 1 {
+		if s.seen[rec.ID] == 1 {
 			s.stats.Unique++
-			s.stats.ByKind[e.Type]++
+			s.stats.ByKind[rec.Kind]++
 		} else {
 			s.stats.Duplicates++
 			dups++
 		}
+		if s.cfg.KeepEvents {
+			s.kept = append(s.kept, rec)
+		}
 		if s.recBuf != nil {
-			line, _ := json.Marshal(Record{ID: e.ID, Kind: e.Type})
+			line, _ := json.Marshal(rec)
 			s.recBuf.Write(line)
 			s.recBuf.WriteByte('\n')
 		}
@@ -273,7 +307,162 @@ func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Duplicates", strconv.Itoa(dups))
 	}
 	w.WriteHeader(http.StatusOK)
-	fmt.Fprintf(w, `{"accepted":%d,"duplicates":%d}`+"\n", len(events), dups)
+	fmt.Fprintf(w, `{"accepted":%d,"duplicates":%d,"mode":%q}`+"\n", len(events), dups, mode)
+}
+
+// The content modes, as Parse names them.
+const (
+	ModeBinary     = "binary"
+	ModeStructured = "structured"
+	ModeBatched    = "batched"
+)
+
+// unsupportedError is a request whose media type the stub does not take
+// (415).
+type unsupportedError struct{ msg string }
+
+func (e unsupportedError) Error() string { return e.msg }
+
+// Parse reads the events of a request in any of the three content modes of
+// the CloudEvents HTTP binding, picked by Content-Type (§3): a type that
+// starts with "application/cloudevents-batch" is batched mode (a JSON array
+// of envelopes, §3.3), one that starts with "application/cloudevents" is
+// structured mode (one envelope, §3.2), anything else is binary mode (the
+// body is the data, Content-Type its datacontenttype, every other attribute
+// a ce- header, §3.1). Header values are decoded as §3.1.3.2 says: a quoted
+// string unquoted, then one round of percent-decoding, invalid UTF-8
+// rejected. The events are valid bhiv envelopes.
+func Parse(h http.Header, body []byte) (mode string, events []bhiv.Event, err error) {
+	ct := h.Get("Content-Type")
+	mt, _, _ := mime.ParseMediaType(ct)
+	switch {
+	case strings.HasPrefix(mt, "application/cloudevents-batch"):
+		if mt != "application/cloudevents-batch+json" {
+			return ModeBatched, nil, unsupportedError{fmt.Sprintf("batch format %q is not supported: use application/cloudevents-batch+json", mt)}
+		}
+		var raws []json.RawMessage
+		if err := json.Unmarshal(body, &raws); err != nil {
+			return ModeBatched, nil, fmt.Errorf("batched mode: body is not a JSON array: %w", err)
+		}
+		for i, raw := range raws {
+			ev, err := parseEnvelope(raw)
+			if err != nil {
+				return ModeBatched, nil, fmt.Errorf("batched mode: event %d: %w", i, err)
+			}
+			events = append(events, ev)
+		}
+		return ModeBatched, events, nil
+	case strings.HasPrefix(mt, "application/cloudevents"):
+		if mt != "application/cloudevents+json" {
+			return ModeStructured, nil, unsupportedError{fmt.Sprintf("event format %q is not supported: use application/cloudevents+json", mt)}
+		}
+		ev, err := parseEnvelope(body)
+		if err != nil {
+			return ModeStructured, nil, fmt.Errorf("structured mode: %w", err)
+		}
+		return ModeStructured, []bhiv.Event{ev}, nil
+	}
+	ev, err := parseBinary(h, body)
+	if err != nil {
+		return ModeBinary, nil, fmt.Errorf("binary mode: %w", err)
+	}
+	return ModeBinary, []bhiv.Event{ev}, nil
+}
+
+// parseEnvelope reads one envelope in the JSON event format.
+func parseEnvelope(b []byte) (bhiv.Event, error) {
+	var ev bhiv.Event
+	if err := json.Unmarshal(b, &ev); err != nil {
+		return bhiv.Event{}, fmt.Errorf("not a CloudEvents JSON envelope: %w", err)
+	}
+	if err := ev.Validate(); err != nil {
+		return bhiv.Event{}, err
+	}
+	return ev, nil
+}
+
+// binaryAttrs are the attributes binary mode carries in ce- headers that
+// have their own field in bhiv.Event.
+var binaryAttrs = map[string]bool{"specversion": true, "id": true, "source": true, "type": true, "time": true, "subject": true}
+
+// parseBinary reads a binary-mode event.
+func parseBinary(h http.Header, body []byte) (bhiv.Event, error) {
+	if _, ok := h["Ce-Datacontenttype"]; ok {
+		return bhiv.Event{}, errors.New("a ce-datacontenttype header must not be sent: Content-Type carries it (HTTP binding §3.1.1)")
+	}
+	attr := map[string]string{}
+	var ext map[string]json.RawMessage
+	for k, vs := range h {
+		if len(k) < 4 || !strings.EqualFold(k[:3], "ce-") || len(vs) == 0 {
+			continue
+		}
+		name := strings.ToLower(k[3:])
+		v, err := HeaderValue(vs[0])
+		if err != nil {
+			return bhiv.Event{}, fmt.Errorf("header %s: %w", k, err)
+		}
+		if binaryAttrs[name] {
+			attr[name] = v
+			continue
+		}
+		q, _ := json.Marshal(v)
+		if ext == nil {
+			ext = map[string]json.RawMessage{}
+		}
+		ext[name] = q
+	}
+	for _, name := range []string{"specversion", "id", "source", "type"} {
+		if attr[name] == "" {
+			return bhiv.Event{}, fmt.Errorf("not a CloudEvent: no ce-%s header (a binary-mode event needs ce-specversion, ce-id, ce-source and ce-type)", name)
+		}
+	}
+	ct := h.Get("Content-Type")
+	if ct == "" {
+		return bhiv.Event{}, errors.New("no Content-Type: binary mode carries the datacontenttype there")
+	}
+	if !json.Valid(body) {
+		return bhiv.Event{}, unsupportedError{fmt.Sprintf("body is not JSON (Content-Type %q): bhiv data is a JSON object", ct)}
+	}
+	ev := bhiv.Event{
+		SpecVersion: attr["specversion"], ID: attr["id"], Source: attr["source"], Type: attr["type"],
+		Subject: attr["subject"], DataContentType: ct, Data: body, Extensions: ext,
+	}
+	if ts := attr["time"]; ts != "" {
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			return bhiv.Event{}, fmt.Errorf("ce-time %q is not RFC 3339", ts)
+		}
+		ev.Time = t.UTC()
+	}
+	if err := ev.Validate(); err != nil {
+		return bhiv.Event{}, err
+	}
+	return ev, nil
+}
+
+// HeaderValue decodes a ce- header value as the HTTP binding's §3.1.3.2
+// says: a double-quoted string is unquoted (backslash escapes processed),
+// then one round of percent-decoding is done (lower-case hex accepted);
+// a decoded value that is not valid UTF-8 is rejected.
+func HeaderValue(v string) (string, error) {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		var b strings.Builder
+		for i := 1; i < len(v)-1; i++ {
+			if v[i] == '\\' && i+1 < len(v)-1 {
+				i++
+			}
+			b.WriteByte(v[i])
+		}
+		v = b.String()
+	}
+	d, err := url.PathUnescape(v)
+	if err != nil {
+		return "", fmt.Errorf("bad percent-encoding: %w", err)
+	}
+	if !utf8.ValidString(d) {
+		return "", fmt.Errorf("%q decodes to invalid UTF-8", v)
+	}
+	return d, nil
 }
 
 func (s *Stub) count(fn func(*Stats)) {
