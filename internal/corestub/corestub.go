@@ -40,12 +40,20 @@ type Faults struct {
 	RetryAfter  string        `json:"retry_after"`  // Retry-After header sent with failures, if set
 	Latency     time.Duration `json:"latency"`      // delay added to requests
 	LatencyRate float64       `json:"latency_rate"` // share of requests delayed; 0 means all when Latency is set
+	// LatencyJitter varies each delay uniformly within Latency ± LatencyJitter
+	// (a delay that would fall below 0 is 0).
+	LatencyJitter time.Duration `json:"latency_jitter"`
 }
 
 // Config configures a Stub.
 type Config struct {
 	Token  string // bearer token required when set
 	Faults Faults
+	// Capacity, when above 0, is how many requests the stub serves at once
+	// (the delay of Faults included); the others wait in a first-in,
+	// first-out queue of unbounded length, as in front of a server with
+	// Capacity workers.
+	Capacity int
 	// RecordPath, when set, is a file to which the stub appends one JSON line
 	// per event it accepts ({"id","kind","time"}), so that what Core received
 	// survives a stub restart.
@@ -71,6 +79,12 @@ type Stats struct {
 	// ByMode counts the accepted requests by content mode: "binary",
 	// "structured" or "batched".
 	ByMode map[string]int64 `json:"by_mode"`
+	// Serving and Queued are the requests being served and waiting for a
+	// slot now (with Config.Capacity); MaxQueued is the most that waited
+	// at once.
+	Serving   int64 `json:"serving"`
+	Queued    int64 `json:"queued"`
+	MaxQueued int64 `json:"max_queued"`
 }
 
 // Stub is the Core stand-in; it is an http.Handler.
@@ -85,6 +99,7 @@ type Stub struct {
 	rec    *os.File
 	recBuf *bufio.Writer
 	kept   []Record
+	slots  chan struct{} // one per request served at once (Capacity), nil when unlimited
 }
 
 // New returns a Stub.
@@ -95,6 +110,9 @@ func New(cfg Config) (*Stub, error) {
 	}
 	s.stats.ByKind = map[string]int64{}
 	s.stats.ByMode = map[string]int64{}
+	if cfg.Capacity > 0 {
+		s.slots = make(chan struct{}, cfg.Capacity)
+	}
 	if cfg.RecordPath != "" {
 		if err := s.loadRecord(cfg.RecordPath); err != nil {
 			return nil, err
@@ -215,6 +233,12 @@ func (s *Stub) Close() error {
 func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.stats.Requests++
+	s.mu.Unlock()
+	if !s.acquire(r) {
+		return // the client went away while queued
+	}
+	defer s.release()
+	s.mu.Lock()
 	f := s.faults
 	s.mu.Unlock()
 
@@ -226,10 +250,12 @@ func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if f.Latency > 0 && (f.LatencyRate <= 0 || rand.Float64() < f.LatencyRate) {
+	if d := f.delay(); d > 0 {
+		t := time.NewTimer(d)
 		select {
-		case <-time.After(f.Latency):
+		case <-t.C:
 		case <-r.Context().Done():
+			t.Stop()
 			return
 		}
 	}
@@ -465,6 +491,60 @@ func HeaderValue(v string) (string, error) {
 	return d, nil
 }
 
+// acquire waits for a slot when the stub has a capacity. Goroutines
+// blocked sending on a channel are served in the order they came, so the
+// queue is first-in, first-out. It returns false if the client went away
+// first.
+func (s *Stub) acquire(r *http.Request) bool {
+	if s.slots == nil {
+		s.count(func(st *Stats) { st.Serving++ })
+		return true
+	}
+	select {
+	case s.slots <- struct{}{}:
+		s.count(func(st *Stats) { st.Serving++ })
+		return true
+	default:
+	}
+	s.count(func(st *Stats) {
+		st.Queued++
+		st.MaxQueued = max(st.MaxQueued, st.Queued)
+	})
+	select {
+	case s.slots <- struct{}{}:
+		s.count(func(st *Stats) { st.Queued--; st.Serving++ })
+		return true
+	case <-r.Context().Done():
+		s.count(func(st *Stats) { st.Queued-- })
+		return false
+	}
+}
+
+// release frees the slot taken by acquire.
+func (s *Stub) release() {
+	s.count(func(st *Stats) { st.Serving-- })
+	if s.slots != nil {
+		<-s.slots
+	}
+}
+
+// delay returns how long a request is held before its answer: Latency for
+// the share LatencyRate of requests (all when 0), varied uniformly within
+// ± LatencyJitter and never below 0.
+func (f Faults) delay() time.Duration {
+	if f.Latency <= 0 && f.LatencyJitter <= 0 {
+		return 0
+	}
+	if f.LatencyRate > 0 && rand.Float64() >= f.LatencyRate {
+		return 0
+	}
+	d := f.Latency
+	if f.LatencyJitter > 0 {
+		d += time.Duration((2*rand.Float64() - 1) * float64(f.LatencyJitter))
+	}
+	return max(d, 0)
+}
+
 func (s *Stub) count(fn func(*Stats)) {
 	s.mu.Lock()
 	fn(&s.stats)
@@ -494,7 +574,12 @@ func (s *Stub) handlePutFaults(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "faults: rates must be within 0..1", http.StatusBadRequest)
 		return
 	}
+	if f.Latency < 0 || f.LatencyJitter < 0 {
+		http.Error(w, "faults: latency and latency_jitter must not be negative", http.StatusBadRequest)
+		return
+	}
 	s.SetFaults(f)
-	s.log.Warn("core stub faults changed", "fail_rate", f.FailRate, "status", f.Status, "latency", f.Latency, "retry_after", f.RetryAfter)
+	s.log.Warn("core stub faults changed", "fail_rate", f.FailRate, "status", f.Status, "latency", f.Latency,
+		"latency_jitter", f.LatencyJitter, "retry_after", f.RetryAfter)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -1,6 +1,7 @@
 package corestub
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -8,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // envelope returns a valid envelope of kind ("execution" or "reward") with
@@ -47,7 +50,8 @@ func send(t *testing.T, url, token string, h http.Header, body string) *http.Res
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err) // not Fatal: send also runs on other goroutines
+		return &http.Response{}
 	}
 	resp.Body.Close()
 	return resp
@@ -205,5 +209,105 @@ func TestStubFaults(t *testing.T) {
 	}
 	if st := s.Stats(); st.Injected != 1 || st.Unique != 1 {
 		t.Errorf("stats = %+v", st)
+	}
+}
+
+// With a capacity of K, at most K requests are served at once and the
+// others wait their turn, first in, first out.
+func TestStubCapacity(t *testing.T) {
+	s, err := New(Config{Capacity: 2, Faults: Faults{Latency: 150 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	const n = 7
+	var mu sync.Mutex
+	var order []int
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			id := fmt.Sprintf("cap-%d", i)
+			if got := send(t, srv.URL, "", binaryHeaders(id, "execution"), data("execution")).StatusCode; got != 200 {
+				t.Errorf("%s: status %d", id, got)
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+		})
+		// Arrivals 20ms apart, well under the latency: request i comes
+		// i-th into the queue.
+		time.Sleep(20 * time.Millisecond)
+		if st := s.Stats(); st.Serving > 2 {
+			t.Errorf("%d requests served at once, capacity 2", st.Serving)
+		}
+	}
+	wg.Wait()
+	st := s.Stats()
+	if st.MaxQueued < n-3 || st.Queued != 0 || st.Serving != 0 || st.Unique != n {
+		t.Errorf("stats %+v: want up to %d queued, none left", st, n-2)
+	}
+	// Two slots: requests finish in pairs, in their order of arrival.
+	for i, got := range order {
+		if got/2 != i/2 && got != i {
+			t.Errorf("finish order %v: not first in, first out", order)
+			break
+		}
+	}
+}
+
+// A queued request whose client goes away leaves the queue.
+func TestStubCapacityClientGone(t *testing.T) {
+	s, err := New(Config{Capacity: 1, Faults: Faults{Latency: 300 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	var first sync.WaitGroup
+	defer first.Wait()
+	first.Go(func() { _ = send(t, srv.URL, "", binaryHeaders("first", "execution"), data("execution")) })
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+Path, strings.NewReader(data("execution")))
+	req.Header = binaryHeaders("second", "execution")
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("the queued request was answered before its deadline")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Queued != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := s.Stats(); st.Queued != 0 || st.MaxQueued != 1 {
+		t.Errorf("stats %+v: want the gone client out of the queue", st)
+	}
+}
+
+func TestStubLatencyJitter(t *testing.T) {
+	f := Faults{Latency: 100 * time.Millisecond, LatencyJitter: 40 * time.Millisecond}
+	var lo, hi, sum time.Duration = time.Hour, 0, 0
+	const n = 20000
+	for range n {
+		d := f.delay()
+		lo, hi, sum = min(lo, d), max(hi, d), sum+d
+	}
+	mean := sum / n
+	if lo < 60*time.Millisecond || hi > 140*time.Millisecond || lo > 62*time.Millisecond || hi < 138*time.Millisecond {
+		t.Errorf("delays within [%s, %s], want spread over 100ms ± 40ms", lo, hi)
+	}
+	if mean < 98*time.Millisecond || mean > 102*time.Millisecond {
+		t.Errorf("mean delay %s, want about 100ms", mean)
+	}
+	// Never below zero, and no delay without latency.
+	if d := (Faults{Latency: 10 * time.Millisecond, LatencyJitter: time.Second}).delay(); d < 0 {
+		t.Errorf("negative delay %s", d)
+	}
+	if d := (Faults{}).delay(); d != 0 {
+		t.Errorf("delay %s without latency", d)
+	}
+	// Without jitter every delay is the latency.
+	if d := (Faults{Latency: 70 * time.Millisecond}).delay(); d != 70*time.Millisecond {
+		t.Errorf("delay %s, want 70ms", d)
 	}
 }
