@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -40,30 +39,12 @@ func testSDKPublisher(t *testing.T, coreMode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	core := httptestServer(t, stub)
-	dir := t.TempDir()
-	env := map[string]string{
-		"NATS_URL":        srv.URL(),
-		"BHIV_CORE_URL":   core + corestub.Path,
-		"BHIV_CORE_MODE":  coreMode,
-		"BHIV_BUCKET_DIR": filepath.Join(dir, "bucket"),
-		"BHIV_FAILED_LOG": filepath.Join(dir, "failed.log"),
-		"BHIV_ADMIN_ADDR": "127.0.0.1:0",
-		"LOG_FORMAT":      "json",
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"bhiv", "consume"}, envMap(env), io.Discard, &logs) }()
+	env, dir := consumeEnv(t, srv.URL(), httptestServer(t, stub)+corestub.Path)
+	env["BHIV_CORE_MODE"] = coreMode
+	_, stop := startConsume(t, env)
 	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("consume returned %v", err)
-			}
-		case <-time.After(40 * time.Second):
-			t.Error("consume did not stop")
+		if err := stop(); err != nil {
+			t.Error(err)
 		}
 	}()
 
