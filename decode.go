@@ -55,9 +55,15 @@ type DecodeOptions struct {
 //     envelope whose kind comes from the subject, whose id is the Nats-Msg-Id
 //     header or else "<stream>-<sequence>" (stable across redeliveries), and
 //     whose time is the JetStream timestamp;
-//  3. CloudEvents binary mode: ce-* headers and the data as the body.
+//  3. CloudEvents binary mode: ce-* headers and the data as the body, as
+//     the NATS binding and the CloudEvents SDKs send it (the datacontenttype
+//     in ce-datacontenttype, else in Content-Type; header values as they
+//     are, without percent-encoding).
 //
-// Any other input gets a *DecodeError whose Reason is one of the Err*
+// A Content-Type that starts with "application/cloudevents" (the binding's
+// structured mode) means form 1 whatever ce-* headers come with it; the
+// batched type is refused (the NATS binding has no batch: publish one
+// message per event). Any other input gets a *DecodeError whose Reason is one of the Err*
 // sentinels. Decode never panics.
 func Decode(m Message, opts DecodeOptions) (Event, error) {
 	e, err := decode(m, opts)
@@ -83,7 +89,15 @@ func decode(m Message, opts DecodeOptions) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	if m.header("ce-specversion") != "" || m.header("ce-type") != "" || m.header("ce-id") != "" {
+	ct := strings.ToLower(strings.TrimSpace(m.header("content-type")))
+	structured := strings.HasPrefix(ct, "application/cloudevents")
+	if strings.HasPrefix(ct, "application/cloudevents-batch") {
+		return Event{}, &DecodeError{Reason: ErrNotObject, Detail: fmt.Sprintf("content-type %q: a CloudEvents batch; publish one message per event", m.header("content-type"))}
+	}
+	if structured && !strings.HasPrefix(ct, "application/cloudevents+json") {
+		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("content-type %q: only the JSON event format is supported", m.header("content-type"))}
+	}
+	if !structured && (m.header("ce-specversion") != "" || m.header("ce-type") != "" || m.header("ce-id") != "") {
 		return decodeBinary(m, kind)
 	}
 	if !json.Valid(m.Data) {
@@ -104,6 +118,9 @@ func decode(m Message, opts DecodeOptions) (Event, error) {
 	}
 	if probe.SpecVersion != nil {
 		return decodeEnvelope(m, kind)
+	}
+	if structured {
+		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: "structured mode (content-type application/cloudevents+json) but no specversion"}
 	}
 	return wrapBare(m, kind, m.Data, "")
 }
@@ -147,12 +164,21 @@ func decodeBinary(m Message, kind Kind) (Event, error) {
 	if firstNonSpace(m.Data) != '{' {
 		return Event{}, &DecodeError{Reason: ErrNotObject, Detail: "binary-mode body is JSON but not an object"}
 	}
-	if ct := m.header("content-type"); ct != "" && !isJSONContentType(ct) {
-		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("content-type %q is not JSON", ct)}
+	// The NATS binding (and the SDKs) carry the datacontenttype in
+	// ce-datacontenttype; some publishers use Content-Type, as HTTP does.
+	ct, from := m.header("ce-datacontenttype"), "ce-datacontenttype"
+	if ct == "" {
+		ct, from = m.header("content-type"), "content-type"
+	}
+	if ct != "" && !isJSONContentType(ct) {
+		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("%s %q is not JSON", from, ct)}
 	}
 	// Build the whole envelope before validating it: ce-subject may supply
 	// the team id that the data leaves out.
 	e := bareEvent(m, kind, m.Data, m.header("ce-id"))
+	if ct != "" {
+		e.DataContentType = ct
+	}
 	if src := m.header("ce-source"); src != "" {
 		e.Source = src
 	}

@@ -3,6 +3,7 @@ package bhiv_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -307,5 +308,67 @@ func TestDecodeEncodesOnce(t *testing.T) {
 	c, _ := hand.JSON()
 	if !strings.Contains(string(c), `"id":"hand"`) {
 		t.Errorf("JSON() of a built event = %s, want its own encoding", c)
+	}
+}
+
+// TestDecodeCloudEventsModes checks the NATS binding's two content modes as
+// publishers send them: binary with the datacontenttype in
+// ce-datacontenttype (the NATS binding, the CloudEvents SDKs) and
+// structured told apart by its Content-Type.
+func TestDecodeCloudEventsModes(t *testing.T) {
+	const subj = "bhiv.events.execution"
+	data := `{"team_id":"t","action":"a"}`
+	env := `{"specversion":"1.0","id":"s-1","source":"sdk","type":"bhiv.execution","time":"2024-05-01T09:00:00Z","data":` + data + `}`
+	bin := func(extra map[string][]string) map[string][]string {
+		h := map[string][]string{"ce-specversion": {"1.0"}, "ce-id": {"b-1"}, "ce-source": {"sdk"}, "ce-type": {"bhiv.execution"}}
+		for k, v := range extra {
+			h[k] = v
+		}
+		return h
+	}
+	ok := []struct {
+		name     string
+		header   map[string][]string
+		body     string
+		wantID   string
+		wantType string // datacontenttype
+	}{
+		{"binary, ce-datacontenttype", bin(map[string][]string{"ce-datacontenttype": {"application/json; charset=utf-8"}}), data, "b-1", "application/json; charset=utf-8"},
+		{"binary, ce-datacontenttype wins over content-type", bin(map[string][]string{"ce-datacontenttype": {"application/json"}, "content-type": {"text/plain"}}), data, "b-1", "application/json"},
+		{"binary, content-type", bin(map[string][]string{"Content-Type": {"application/vnd.acme+json"}}), data, "b-1", "application/vnd.acme+json"},
+		{"binary, no type", bin(nil), data, "b-1", "application/json"},
+		{"structured with ce- headers too", bin(map[string][]string{"content-type": {"application/cloudevents+json; charset=UTF-8"}}), env, "s-1", ""},
+		{"structured, no headers", nil, env, "s-1", ""},
+	}
+	for _, tt := range ok {
+		t.Run(tt.name, func(t *testing.T) {
+			ev, err := bhiv.Decode(bhiv.Message{Subject: subj, Header: tt.header, Data: []byte(tt.body)}, bhiv.DecodeOptions{})
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if ev.ID != tt.wantID || ev.DataContentType != tt.wantType || !jsonEqual(t, ev.Data, []byte(data)) {
+				t.Errorf("got id %q datacontenttype %q data %s; want %q %q %s", ev.ID, ev.DataContentType, ev.Data, tt.wantID, tt.wantType, data)
+			}
+		})
+	}
+	bad := []struct {
+		name   string
+		header map[string][]string
+		body   string
+		want   error
+		detail string
+	}{
+		{"binary, ce-datacontenttype not JSON", bin(map[string][]string{"ce-datacontenttype": {"text/plain"}}), data, bhiv.ErrInvalidEnvelope, "ce-datacontenttype"},
+		{"structured without specversion", map[string][]string{"Content-Type": {"application/cloudevents+json"}}, data, bhiv.ErrInvalidEnvelope, "specversion"},
+		{"structured, another format", map[string][]string{"Content-Type": {"application/cloudevents+avro"}}, env, bhiv.ErrInvalidEnvelope, "JSON event format"},
+		{"batch", map[string][]string{"Content-Type": {"application/cloudevents-batch+json"}}, "[" + env + "]", bhiv.ErrNotObject, "one message per event"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := bhiv.Decode(bhiv.Message{Subject: subj, Header: tt.header, Data: []byte(tt.body)}, bhiv.DecodeOptions{})
+			if !errors.Is(err, tt.want) || !strings.Contains(fmt.Sprint(err), tt.detail) {
+				t.Errorf("err %v, want %v saying %q", err, tt.want, tt.detail)
+			}
+		})
 	}
 }

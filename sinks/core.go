@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,7 +21,9 @@ import (
 
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/failsafe-go/failsafe-go/common"
 	"github.com/failsafe-go/failsafe-go/failsafehttp"
+	"github.com/failsafe-go/failsafe-go/policy"
 	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/failsafe-go/failsafe-go/timeout"
 	"github.com/lmittmann/tint"
@@ -99,6 +102,10 @@ type CoreConfig struct {
 	Concurrency int
 	// UserAgent is sent with every request; default DefaultCoreUserAgent.
 	UserAgent string
+	// Mode is the CloudEvents HTTP content mode of a request carrying one
+	// event: CoreBinary (the default) or CoreStructured. Batches are always
+	// in the batched mode.
+	Mode CoreMode
 	// Logger receives retries (debug) and breaker changes (warn, info); nil
 	// discards them.
 	Logger *slog.Logger
@@ -144,6 +151,9 @@ func (c CoreConfig) WithDefaults() CoreConfig {
 	if c.UserAgent == "" {
 		c.UserAgent = DefaultCoreUserAgent
 	}
+	if c.Mode == "" {
+		c.Mode = CoreBinary
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -187,6 +197,9 @@ func (c CoreConfig) Validate() error {
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("core concurrency %d: must be at least 1", c.Concurrency))
 	}
+	if !slices.Contains(CoreModes, c.Mode) {
+		errs = append(errs, fmt.Errorf("core mode %q: want binary or structured", c.Mode))
+	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		errs = append(errs, errors.New("core tls: the client certificate and key files go together"))
 	}
@@ -208,6 +221,13 @@ type Core struct {
 	breaker   circuitbreaker.CircuitBreaker[*http.Response]
 	executor  failsafe.Executor[*http.Response]
 	m         *coreMetrics
+
+	// refusedStatus is the status of the refusal (401, 403, 404, 407) that
+	// opened the breaker, until it closes again; 0 when none.
+	refusedStatus atomic.Int32
+	// quiet silences breakerChanged while returnPermit re-enters the
+	// half-open state.
+	quiet atomic.Bool
 
 	closed atomic.Bool
 
@@ -267,23 +287,27 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	}
 	c.breaker = circuitbreaker.NewBuilder[*http.Response]().
 		HandleIf(func(resp *http.Response, err error) bool {
-			o := classifyCore(resp, err)
-			return o == coreRetry || o == coreCancelled
+			o := classifyCore(false, resp, err)
+			return o == coreRetry || o == coreRefused
 		}).
 		WithFailureThreshold(uint(cfg.BreakerFailures)).
 		WithSuccessThreshold(1). // one good probe closes it, one bad one reopens it
 		WithDelayFunc(c.breakerDelay).
+		WithDelay(cfg.BreakerDelay). // when opened by hand (a refusal)
 		OnStateChanged(c.breakerChanged).
 		Build()
 	retry := retrypolicy.NewBuilder[*http.Response]().
-		HandleIf(func(resp *http.Response, err error) bool { return classifyCore(resp, err) == coreRetry }).
-		AbortIf(func(resp *http.Response, err error) bool { return classifyCore(resp, err) == coreUnavailable }).
+		HandleIf(func(resp *http.Response, err error) bool { return classifyCore(false, resp, err) == coreRetry }).
+		AbortIf(func(resp *http.Response, err error) bool {
+			o := classifyCore(false, resp, err)
+			return o == coreUnavailable || o == coreRefused
+		}).
 		WithMaxRetries(cfg.MaxRetries).
 		WithDelayFunc(c.retryDelay).
 		ReturnLastFailure().
 		OnRetryScheduled(c.retryScheduled).
 		Build()
-	c.executor = failsafe.With[*http.Response](retry, c.breaker, timeout.New[*http.Response](cfg.Timeout))
+	c.executor = failsafe.With[*http.Response](retry, breakerPolicy{c}, timeout.New[*http.Response](cfg.Timeout))
 	c.base, c.stop = context.WithCancelCause(context.Background())
 	return c, nil
 }
@@ -305,14 +329,18 @@ func (c *Core) Deliver(ctx context.Context, ev *bhiv.Event) error {
 	if ctx.Err() != nil {
 		return cancelledErr(ctx, ev.ID, 0)
 	}
-	body, err := ev.JSON()
-	if err != nil {
-		return &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("encode event: %w", err)}
-	}
 	if c.cfg.BatchMax > 1 {
-		return c.deliverBatched(ctx, ev.ID, body)
+		body, err := ev.JSON()
+		if err != nil {
+			return &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("encode event: %w", err)}
+		}
+		return c.deliverBatched(ctx, ev, body)
 	}
-	return c.post(ctx, ev.ID, body, 1)
+	m, err := c.message(ev)
+	if err != nil {
+		return &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassPermanent, Err: err}
+	}
+	return c.post(ctx, m)
 }
 
 // Available reports whether Core may be called: false while the breaker is
@@ -366,30 +394,38 @@ const (
 	coreOK          coreOutcome = iota // 2xx: Core took it
 	coreRetry                          // worth another attempt
 	corePermanent                      // no retry can change it
+	coreRefused                        // Core turns bhiv itself away: held as an outage
 	coreUnavailable                    // the breaker is open: no attempt made
-	coreCancelled                      // the caller's context ended
+	coreCancelled                      // the caller's context ended first
 )
 
 // classifyCore is the one table that decides every attempt's result:
 //
+//	no answer, the caller's context ended       cancelled: no retry, not counted by the breaker
 //	2xx                                         success
-//	network error, attempt timeout              retryable
+//	network error (a dial timeout too),
+//	attempt timeout                             retryable
 //	408, 425, 429, 500, 502, 503, 504           retryable
+//	401, 403, 407, 404                          refused: Core turns bhiv itself away (token,
+//	                                            proxy credentials, URL), a configuration
+//	                                            problem no retry fixes and no event causes:
+//	                                            the breaker opens and the caller holds events
+//	                                            as in an outage until a probe gets through
 //	any other status (other 4xx, 501, 3xx, 1xx) permanent: no retry
 //	circuit breaker open                        unavailable: no retry, the caller holds the event
-//	caller's context cancelled or expired       cancelled: no retry
 //
-// The circuit breaker counts retryable and cancelled attempts as failures
-// (an attempt that got no answer is no proof Core is up), and everything
-// else as a success.
-func classifyCore(resp *http.Response, err error) coreOutcome {
+// Whether the caller's context ended (done) is read from that context
+// alone, never guessed from the error: a dial timeout is a network error
+// even though it wraps context.DeadlineExceeded. The circuit breaker counts
+// retryable and refused attempts as failures, cancelled ones not at all
+// (an attempt cut short says nothing about Core), and the rest as
+// successes.
+func classifyCore(done bool, resp *http.Response, err error) coreOutcome {
 	if err != nil {
 		switch {
 		case errors.Is(err, circuitbreaker.ErrOpen):
 			return coreUnavailable
-		case errors.Is(err, timeout.ErrExceeded):
-			return coreRetry
-		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		case done:
 			return coreCancelled
 		}
 		return coreRetry
@@ -404,6 +440,9 @@ func classifyCore(resp *http.Response, err error) coreOutcome {
 		code == http.StatusInternalServerError, code == http.StatusBadGateway,
 		code == http.StatusServiceUnavailable, code == http.StatusGatewayTimeout:
 		return coreRetry
+	case code == http.StatusUnauthorized, code == http.StatusForbidden,
+		code == http.StatusProxyAuthRequired, code == http.StatusNotFound:
+		return coreRefused
 	}
 	return corePermanent
 }
@@ -413,50 +452,66 @@ type callKey struct{}
 
 // coreCall is the state of one delivery (one POST and its retries).
 type coreCall struct {
-	key      string // the Idempotency-Key
+	ctx      context.Context // the caller's
+	key      string          // the Idempotency-Key
 	attempts atomic.Int32
 }
 
-// post sends body with the Idempotency-Key key through the policies and
-// turns the outcome into the error Deliver returns. events is how many
-// events body holds.
-func (c *Core) post(ctx context.Context, key string, body []byte, events int) error {
+// callOf returns the delivery that ctx belongs to, or nil.
+func callOf(ctx context.Context) *coreCall {
+	call, _ := ctx.Value(callKey{}).(*coreCall)
+	return call
+}
+
+// post sends m through the policies and turns the outcome into the error
+// Deliver returns.
+func (c *Core) post(ctx context.Context, m coreMsg) error {
 	if ctx.Err() != nil {
-		return cancelledErr(ctx, key, 0)
+		return cancelledErr(ctx, m.key, 0)
 	}
-	call := &coreCall{key: key}
+	call := &coreCall{ctx: ctx, key: m.key}
 	cctx := context.WithValue(ctx, callKey{}, call)
 	// The request's own context stays Background: failsafehttp then uses the
 	// execution's context (cctx, with the per-attempt timeout) as is,
 	// without merging two contexts on every attempt.
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, c.url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, c.url, bytes.NewReader(m.body))
 	if err != nil {
 		return &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassPermanent, Err: c.sanitize(err)}
 	}
 	h := req.Header
-	h["Content-Type"] = []string{"application/json"}
-	h["Idempotency-Key"] = []string{key}
+	h["Content-Type"] = []string{m.ctype}
+	for i := 0; i+1 < len(m.attrs); i += 2 {
+		h[m.attrs[i]] = []string{m.attrs[i+1]}
+	}
+	h["Idempotency-Key"] = []string{m.key}
 	h["User-Agent"] = []string{c.cfg.UserAgent}
 	if c.auth != "" {
 		h["Authorization"] = []string{c.auth}
 	}
-	c.m.observeBatch(events)
+	c.m.observeBatch(m.events)
 	resp, err := failsafehttp.NewRequestWithExecutor(req, c.client, c.executor.WithContext(cctx)).Do()
 	if resp != nil {
 		defer resp.Body.Close()
 	}
 	attempts := int(call.attempts.Load())
-	outcome := classifyCore(resp, err)
+	outcome := classifyCore(ctx.Err() != nil, resp, err)
 	if outcome == coreOK {
 		return nil
 	}
 	if ctx.Err() != nil {
-		return cancelledErr(ctx, key, attempts)
+		return cancelledErr(ctx, m.key, attempts)
 	}
 	se := &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassRetryableExhausted, Attempts: attempts}
 	switch outcome {
 	case coreUnavailable:
 		se.Err = fmt.Errorf("%w: circuit breaker open (%s)", bhiv.ErrUnavailable, c.BreakerState())
+		if st := c.refusedStatus.Load(); st != 0 {
+			se.Err = fmt.Errorf("%w: circuit breaker open (%s) since Core answered %d %s: %s", bhiv.ErrUnavailable,
+				c.BreakerState(), st, http.StatusText(int(st)), refusedHint(int(st)))
+		}
+	case coreRefused:
+		c.fillStatus(se, resp)
+		se.Err = fmt.Errorf("%w: %w: %s", bhiv.ErrUnavailable, se.Err, refusedHint(resp.StatusCode))
 	case coreCancelled, coreRetry:
 		if err != nil {
 			if errors.Is(err, timeout.ErrExceeded) {
@@ -471,6 +526,17 @@ func (c *Core) post(ctx context.Context, key string, body []byte, events int) er
 		c.fillStatus(se, resp)
 	}
 	return se
+}
+
+// refusedHint says what a refusing status means for the operator.
+func refusedHint(status int) string {
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return "a configuration problem: check BHIV_CORE_TOKEN (or the URL's credentials); events are held until Core accepts them"
+	case http.StatusProxyAuthRequired:
+		return "a configuration problem: check the proxy credentials (HTTPS_PROXY); events are held until Core accepts them"
+	}
+	return "a configuration problem: check BHIV_CORE_URL; events are held until Core accepts them"
 }
 
 // fillStatus records the status and body excerpt of resp in se.
@@ -569,14 +635,90 @@ func (c *Core) retryScheduled(e failsafe.ExecutionScheduledEvent[*http.Response]
 
 // breakerChanged logs the breaker's state changes.
 func (c *Core) breakerChanged(e circuitbreaker.StateChangedEvent) {
+	if c.quiet.Load() {
+		return
+	}
 	switch e.NewState {
 	case circuitbreaker.OpenState:
 		c.log.Warn("core circuit breaker open: holding events", "url", c.safeURL, "retry_in", c.breaker.RemainingDelay().Round(time.Millisecond))
 	case circuitbreaker.HalfOpenState:
 		c.log.Info("core circuit breaker half-open: probing", "url", c.safeURL)
 	case circuitbreaker.ClosedState:
+		if st := c.refusedStatus.Swap(0); st != 0 {
+			c.log.Info("core accepts bhiv's requests again", "url", c.safeURL, "refused_with", st)
+		}
 		c.log.Info("core circuit breaker closed: Core is back", "url", c.safeURL)
 	}
+}
+
+// breakerPolicy is the circuit breaker as the middle failsafe-go policy. It
+// runs each attempt through the breaker's own executor (a permit first,
+// then the result recorded as a success or a failure, Retry-After taken
+// into the open delay), with two exceptions: an attempt that got no answer
+// because the caller's context ended is recorded as neither, and a refusal
+// opens the breaker at once.
+type breakerPolicy struct{ c *Core }
+
+// ToExecutor returns the policy itself: it is its own executor.
+func (p breakerPolicy) ToExecutor(_ *http.Response) any { return p }
+
+// Apply wraps one attempt (inner) in the breaker.
+func (p breakerPolicy) Apply(inner func(failsafe.Execution[*http.Response]) *common.PolicyResult[*http.Response]) func(failsafe.Execution[*http.Response]) *common.PolicyResult[*http.Response] {
+	pe := p.c.breaker.ToExecutor(nil).(policy.Executor[*http.Response])
+	return func(exec failsafe.Execution[*http.Response]) *common.PolicyResult[*http.Response] {
+		ei := exec.(policy.ExecutionInternal[*http.Response])
+		if r := pe.PreExecute(ei); r != nil {
+			return r
+		}
+		r := inner(exec)
+		call := callOf(exec.Context())
+		switch classifyCore(call != nil && call.ctx.Err() != nil, r.Result, r.Error) {
+		case coreCancelled:
+			p.c.returnPermit()
+			return r.WithFailure()
+		case coreRefused:
+			r = pe.PostExecute(ei, r)
+			p.c.refused(r.Result)
+			return r
+		}
+		return pe.PostExecute(ei, r)
+	}
+}
+
+// returnPermit gives back the permit of an attempt the caller cancelled,
+// recording nothing. A closed breaker holds no permits. A half-open one
+// gave its probe the only permit, and failsafe-go has no call that returns
+// a permit without a result: entering the half-open state anew (through
+// open, quietly) restores it, so that the next delivery probes.
+func (c *Core) returnPermit() {
+	if c.breaker.State() != circuitbreaker.HalfOpenState {
+		return
+	}
+	c.quiet.Store(true)
+	defer c.quiet.Store(false)
+	c.breaker.Open()
+	c.breaker.HalfOpen()
+}
+
+// refused handles a refusal (401, 403, 404, 407): Core turns bhiv itself
+// away, so every event would get the same answer. The breaker opens at
+// once, for BreakerDelay, after which the next delivery probes; the
+// refusal is logged at error level once per outage (again if the status
+// changes) and counted.
+func (c *Core) refused(resp *http.Response) {
+	status := resp.StatusCode
+	c.m.refused(status)
+	if !c.breaker.IsOpen() {
+		c.breaker.Open()
+	}
+	if old := c.refusedStatus.Swap(int32(status)); old == int32(status) {
+		return
+	}
+	excerpt, _ := io.ReadAll(resp.Body)
+	resp.Body = io.NopCloser(bytes.NewReader(excerpt))
+	c.log.Error("core refuses bhiv's requests: configuration problem, holding events in JetStream until it is fixed",
+		"status", status, "url", c.safeURL, "body", c.redact(printable(excerpt)),
+		"hint", refusedHint(status), "probe_in", c.cfg.BreakerDelay)
 }
 
 // sanitize returns err with the URL in a *url.Error redacted.

@@ -13,7 +13,9 @@ import (
 )
 
 // Batching (BatchMax > 1). Concurrent deliveries join the batch being
-// filled; it is sent as one POST of a JSON array when it holds BatchMax
+// filled; it is sent as one POST of a JSON array of envelopes (the
+// CloudEvents batched content mode, application/cloudevents-batch+json,
+// whatever Mode says: the HTTP binding has no binary batch) when it holds BatchMax
 // events or BatchLinger after its first event, whichever comes first. Every
 // caller in a batch gets the batch's result: nil, or its own copy of the
 // batch's *bhiv.SinkError. A failed batch is retried whole.
@@ -22,14 +24,15 @@ import (
 // digits of the SHA-256 of its event ids in order, each followed by a
 // newline: the same events in the same order give the same key, on every
 // retry. A batch that ends up with one event is sent like an unbatched
-// event: the envelope alone, with the event id as its key. Core must
+// event, in the configured Mode, with the event id as its key. Core must
 // deduplicate by event id as well, since after a redelivery an event may
 // arrive in a batch of other events.
 
 // coreBatch is a batch of events sent in one POST.
 type coreBatch struct {
 	ids    []string
-	bodies [][]byte
+	events []*bhiv.Event
+	bodies [][]byte       // their envelopes
 	index  map[string]int // event id → position, to send an event once
 	timer  *time.Timer    // the linger timer
 
@@ -43,9 +46,10 @@ type coreBatch struct {
 	err  error
 }
 
-// deliverBatched adds an encoded event to the current batch and waits for
-// the batch's result.
-func (c *Core) deliverBatched(ctx context.Context, id string, body []byte) error {
+// deliverBatched adds an event, with its envelope body, to the current
+// batch and waits for the batch's result.
+func (c *Core) deliverBatched(ctx context.Context, ev *bhiv.Event, body []byte) error {
+	id := ev.ID
 	c.mu.Lock()
 	if c.closed.Load() {
 		c.mu.Unlock()
@@ -55,6 +59,7 @@ func (c *Core) deliverBatched(ctx context.Context, id string, body []byte) error
 	if b == nil {
 		b = &coreBatch{
 			ids:    make([]string, 0, c.cfg.BatchMax),
+			events: make([]*bhiv.Event, 0, c.cfg.BatchMax),
 			bodies: make([][]byte, 0, c.cfg.BatchMax),
 			index:  make(map[string]int, c.cfg.BatchMax),
 			done:   make(chan struct{}),
@@ -69,6 +74,7 @@ func (c *Core) deliverBatched(ctx context.Context, id string, body []byte) error
 	if i, ok := b.index[id]; !ok || !bytes.Equal(b.bodies[i], body) {
 		b.index[id] = len(b.ids)
 		b.ids = append(b.ids, id)
+		b.events = append(b.events, ev)
 		b.bodies = append(b.bodies, body)
 	}
 	b.mu.Lock()
@@ -142,9 +148,14 @@ func (c *Core) sendBatch(b *coreBatch) {
 	defer b.cancel(nil)
 	var err error
 	if len(b.ids) == 1 {
-		err = c.post(b.ctx, b.ids[0], b.bodies[0], 1)
+		var m coreMsg
+		if m, err = c.message(b.events[0]); err == nil {
+			err = c.post(b.ctx, m)
+		} else {
+			err = &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassPermanent, Err: err}
+		}
 	} else {
-		err = c.post(b.ctx, batchKey(b.ids), joinArray(b.bodies), len(b.ids))
+		err = c.post(b.ctx, batchMessage(b.ids, b.bodies))
 	}
 	b.err = err
 	close(b.done)

@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"errors"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -12,6 +13,7 @@ type coreMetrics struct {
 	reg       prometheus.Registerer
 	attempts  prometheus.Counter
 	batchSize prometheus.Histogram
+	refusals  *prometheus.CounterVec
 	state     prometheus.Collector // registered by this Core, unregistered by Close
 }
 
@@ -36,6 +38,13 @@ func newCoreMetrics(reg prometheus.Registerer, c *Core) (*coreMetrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	refusals, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bhiv_core_refused_total",
+		Help: "Answers of BHIV Core that refuse bhiv itself (401, 403, 404, 407: token, URL or proxy credentials); events are held while they last.",
+	}, []string{"status"}))
+	if err != nil {
+		return nil, err
+	}
 	state := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "bhiv_core_breaker_state",
 		Help: "State of the Core circuit breaker: 0 closed, 1 half-open, 2 open.",
@@ -51,7 +60,7 @@ func newCoreMetrics(reg prometheus.Registerer, c *Core) (*coreMetrics, error) {
 	if err := reg.Register(state); err != nil {
 		return nil, err
 	}
-	return &coreMetrics{reg: reg, attempts: attempts.WithLabelValues(CoreName), batchSize: size, state: state}, nil
+	return &coreMetrics{reg: reg, attempts: attempts.WithLabelValues(CoreName), batchSize: size, refusals: refusals, state: state}, nil
 }
 
 // register registers col with reg, or returns the collector of the same
@@ -78,6 +87,12 @@ func (m *coreMetrics) attempt() {
 func (m *coreMetrics) observeBatch(n int) {
 	if m != nil {
 		m.batchSize.Observe(float64(n))
+	}
+}
+
+func (m *coreMetrics) refused(status int) {
+	if m != nil {
+		m.refusals.WithLabelValues(strconv.Itoa(status)).Inc()
 	}
 }
 

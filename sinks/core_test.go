@@ -29,10 +29,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/failsafe-go/failsafe-go/timeout"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/corestub"
 )
 
 // coreReq is a request a fakeCore received.
@@ -83,17 +85,23 @@ func (f *fakeCore) requests() []coreReq {
 	return append([]coreReq(nil), f.reqs...)
 }
 
-// events returns the events received so far: the elements of array
-// bodies, the other bodies as they are.
+// events returns the envelopes of the events received so far, whatever
+// the content mode, read as the core stub reads them and encoded by
+// bhiv.Event.MarshalJSON. Requests that are not CloudEvents are skipped.
 func (f *fakeCore) events() []json.RawMessage {
 	var out []json.RawMessage
 	for _, r := range f.requests() {
-		var evs []json.RawMessage
-		if len(r.body) > 0 && r.body[0] == '[' && json.Unmarshal(r.body, &evs) == nil {
-			out = append(out, evs...)
+		_, evs, err := corestub.Parse(r.header, r.body)
+		if err != nil {
 			continue
 		}
-		out = append(out, r.body)
+		for _, ev := range evs {
+			b, err := ev.MarshalJSON()
+			if err != nil {
+				continue
+			}
+			out = append(out, b)
+		}
 	}
 	return out
 }
@@ -163,32 +171,63 @@ func sinkErr(t *testing.T, err error) *bhiv.SinkError {
 	return se
 }
 
+// dialTimeoutErr returns the error of a real TCP dial that timed out: it
+// wraps context.DeadlineExceeded although no caller's context ended.
+func dialTimeoutErr(t *testing.T) error {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, err = (&net.Dialer{Timeout: time.Nanosecond}).Dial("tcp", ln.Addr().String())
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("dial with a 1ns timeout: %v, want a timeout", err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("dial timeout %v does not wrap context.DeadlineExceeded: the classify rows below prove nothing", err)
+	}
+	return err
+}
+
 func TestCoreClassify(t *testing.T) {
+	dialTimeout := dialTimeoutErr(t)
 	tests := []struct {
+		done   bool // the caller's context has ended
 		status int
 		err    error
 		want   coreOutcome
 	}{
-		{200, nil, coreOK}, {201, nil, coreOK}, {202, nil, coreOK}, {204, nil, coreOK},
-		{408, nil, coreRetry}, {425, nil, coreRetry}, {429, nil, coreRetry},
-		{500, nil, coreRetry}, {502, nil, coreRetry}, {503, nil, coreRetry}, {504, nil, coreRetry},
-		{400, nil, corePermanent}, {401, nil, corePermanent}, {403, nil, corePermanent},
-		{404, nil, corePermanent}, {409, nil, corePermanent}, {413, nil, corePermanent},
-		{422, nil, corePermanent}, {501, nil, corePermanent}, {505, nil, corePermanent},
-		{301, nil, corePermanent}, {302, nil, corePermanent}, {304, nil, corePermanent},
-		{0, syscall.ECONNREFUSED, coreRetry},
-		{0, timeout.ErrExceeded, coreRetry},
-		{0, errors.New("unexpected EOF"), coreRetry},
-		{0, fmt.Errorf("post: %w", context.Canceled), coreCancelled},
-		{0, context.DeadlineExceeded, coreCancelled},
+		{false, 200, nil, coreOK}, {false, 201, nil, coreOK}, {false, 202, nil, coreOK}, {false, 204, nil, coreOK},
+		{false, 408, nil, coreRetry}, {false, 425, nil, coreRetry}, {false, 429, nil, coreRetry},
+		{false, 500, nil, coreRetry}, {false, 502, nil, coreRetry}, {false, 503, nil, coreRetry}, {false, 504, nil, coreRetry},
+		{false, 401, nil, coreRefused}, {false, 403, nil, coreRefused}, {false, 404, nil, coreRefused}, {false, 407, nil, coreRefused},
+		{false, 400, nil, corePermanent}, {false, 405, nil, corePermanent}, {false, 409, nil, corePermanent},
+		{false, 410, nil, corePermanent}, {false, 413, nil, corePermanent}, {false, 415, nil, corePermanent},
+		{false, 422, nil, corePermanent}, {false, 501, nil, corePermanent}, {false, 505, nil, corePermanent},
+		{false, 301, nil, corePermanent}, {false, 302, nil, corePermanent}, {false, 304, nil, corePermanent},
+		{false, 0, syscall.ECONNREFUSED, coreRetry},
+		{false, 0, timeout.ErrExceeded, coreRetry},
+		{false, 0, errors.New("unexpected EOF"), coreRetry},
+		{false, 0, circuitbreaker.ErrOpen, coreUnavailable},
+		// Cancellation comes from the caller's context, not from the error.
+		{false, 0, dialTimeout, coreRetry},
+		{false, 0, fmt.Errorf("post: %w", context.Canceled), coreRetry},
+		{false, 0, context.DeadlineExceeded, coreRetry},
+		{true, 0, fmt.Errorf("post: %w", context.Canceled), coreCancelled},
+		{true, 0, dialTimeout, coreCancelled},
+		{true, 0, circuitbreaker.ErrOpen, coreUnavailable},
+		// An answer counts as an answer, even once the caller has gone.
+		{true, 200, nil, coreOK}, {true, 503, nil, coreRetry}, {true, 401, nil, coreRefused}, {true, 400, nil, corePermanent},
 	}
 	for _, tt := range tests {
 		var resp *http.Response
 		if tt.err == nil {
 			resp = &http.Response{StatusCode: tt.status}
 		}
-		if got := classifyCore(resp, tt.err); got != tt.want {
-			t.Errorf("classifyCore(%d, %v) = %d, want %d", tt.status, tt.err, got, tt.want)
+		if got := classifyCore(tt.done, resp, tt.err); got != tt.want {
+			t.Errorf("classifyCore(done=%v, %d, %v) = %d, want %d", tt.done, tt.status, tt.err, got, tt.want)
 		}
 	}
 }
@@ -202,6 +241,7 @@ func TestCoreResponses(t *testing.T) {
 		wantClass bhiv.ErrorClass // "" for success
 		wantStat  int
 		wantBody  string // a prefix of SinkError.Body
+		wantUnav  bool   // the error wraps bhiv.ErrUnavailable
 	}{
 		{name: "200", fn: statuses(200), wantReqs: 1},
 		{name: "204", fn: statuses(204), wantReqs: 1},
@@ -213,8 +253,12 @@ func TestCoreResponses(t *testing.T) {
 			w.WriteHeader(400)
 			io.WriteString(w, longBody)
 		}, wantReqs: 1, wantClass: bhiv.ClassPermanent, wantStat: 400, wantBody: "bad event: data.team_id is missing é"},
-		{name: "401", fn: statuses(401), wantReqs: 1, wantClass: bhiv.ClassPermanent, wantStat: 401},
-		{name: "404", fn: statuses(404), wantReqs: 1, wantClass: bhiv.ClassPermanent, wantStat: 404},
+		{name: "401", fn: statuses(401), wantReqs: 1, wantClass: bhiv.ClassRetryableExhausted, wantStat: 401, wantUnav: true},
+		{name: "403", fn: statuses(403), wantReqs: 1, wantClass: bhiv.ClassRetryableExhausted, wantStat: 403, wantUnav: true},
+		{name: "404", fn: statuses(404), wantReqs: 1, wantClass: bhiv.ClassRetryableExhausted, wantStat: 404, wantUnav: true},
+		{name: "407", fn: statuses(407), wantReqs: 1, wantClass: bhiv.ClassRetryableExhausted, wantStat: 407, wantUnav: true},
+		{name: "503 then 401", fn: statuses(503, 401), wantReqs: 2, wantClass: bhiv.ClassRetryableExhausted, wantStat: 401, wantUnav: true},
+		{name: "410", fn: statuses(410), wantReqs: 1, wantClass: bhiv.ClassPermanent, wantStat: 410},
 		{name: "501", fn: statuses(501), wantReqs: 1, wantClass: bhiv.ClassPermanent, wantStat: 501},
 		{name: "503 then 400", fn: statuses(503, 400), wantReqs: 2, wantClass: bhiv.ClassPermanent, wantStat: 400},
 		{name: "301 not followed", fn: func(_ int, w http.ResponseWriter, _ *http.Request) {
@@ -227,18 +271,18 @@ func TestCoreResponses(t *testing.T) {
 			srv := newFakeCore(t, tt.fn)
 			c := newTestCore(t, fastCore(srv.URL))
 			ev := testEvent(t, bhiv.KindExecution, "01RESP", 50)
-			want, _ := ev.MarshalJSON()
 			err := c.Deliver(context.Background(), ev)
 			reqs := srv.requests()
 			if len(reqs) != tt.wantReqs {
 				t.Errorf("%d requests, want %d", len(reqs), tt.wantReqs)
 			}
 			for i, r := range reqs {
-				if !bytes.Equal(r.body, want) {
-					t.Errorf("request %d body %s, want %s", i+1, r.body, want)
+				// Binary mode, the default: the body is the data.
+				if !bytes.Equal(r.body, ev.Data) {
+					t.Errorf("request %d body %s, want the data %s", i+1, r.body, ev.Data)
 				}
 				for name, v := range map[string]string{
-					"Idempotency-Key": ev.ID, "Content-Type": "application/json",
+					"Idempotency-Key": ev.ID, "Content-Type": "application/json", "Ce-Id": ev.ID,
 					"User-Agent": DefaultCoreUserAgent, "Authorization": "",
 				} {
 					if got := r.header.Get(name); got != v {
@@ -256,8 +300,8 @@ func TestCoreResponses(t *testing.T) {
 			if se.Class != tt.wantClass || se.Status != tt.wantStat || se.Attempts != tt.wantReqs {
 				t.Errorf("got class %s status %d attempts %d, want %s %d %d", se.Class, se.Status, se.Attempts, tt.wantClass, tt.wantStat, tt.wantReqs)
 			}
-			if errors.Is(err, bhiv.ErrUnavailable) {
-				t.Error("error wraps ErrUnavailable with a closed breaker")
+			if errors.Is(err, bhiv.ErrUnavailable) != tt.wantUnav {
+				t.Errorf("error %v: wraps ErrUnavailable %v, want %v", err, !tt.wantUnav, tt.wantUnav)
 			}
 			if !strings.HasPrefix(se.Body, tt.wantBody) {
 				t.Errorf("body %q, want it to start with %q", se.Body, tt.wantBody)
@@ -807,6 +851,9 @@ func TestCoreBatch(t *testing.T) {
 		if len(reqs) != 1 {
 			t.Fatalf("%d requests, want 1", len(reqs))
 		}
+		if ct := reqs[0].header.Get("Content-Type"); ct != "application/cloudevents-batch+json" {
+			t.Errorf("Content-Type %q, want application/cloudevents-batch+json", ct)
+		}
 		var evs []bhiv.Event
 		if err := json.Unmarshal(reqs[0].body, &evs); err != nil {
 			t.Fatalf("body is not a JSON array of events: %v", err)
@@ -856,15 +903,16 @@ func TestCoreBatch(t *testing.T) {
 		if err := json.Unmarshal(reqs[0].body, &evs); err != nil || len(evs) != 3 {
 			t.Errorf("body %s: want an array of 3 (%v)", reqs[0].body, err)
 		}
-		// A batch of one is sent as the envelope alone, keyed by its id.
+		// A batch of one is sent as a single event (binary mode, the
+		// default), keyed by its id.
 		ev := testEvent(t, bhiv.KindReward, "01ALONE", 0)
 		if err := c.Deliver(context.Background(), ev); err != nil {
 			t.Fatal(err)
 		}
 		reqs = srv.requests()
-		want, _ := ev.MarshalJSON()
-		if last := reqs[len(reqs)-1]; !bytes.Equal(last.body, want) || last.header.Get("Idempotency-Key") != ev.ID {
-			t.Errorf("single event sent as %s with key %q", last.body, last.header.Get("Idempotency-Key"))
+		if last := reqs[len(reqs)-1]; !bytes.Equal(last.body, ev.Data) || last.header.Get("Idempotency-Key") != ev.ID ||
+			last.header.Get("Ce-Id") != ev.ID || last.header.Get("Content-Type") != "application/json" {
+			t.Errorf("single event sent as %s with headers %v", last.body, last.header)
 		}
 	})
 
@@ -930,7 +978,8 @@ func TestCoreConfig(t *testing.T) {
 	d := CoreConfig{}.WithDefaults()
 	if d.URL != DefaultCoreURL || d.MaxRetries != 3 || d.Backoff != time.Second || d.BackoffMax != 30*time.Second ||
 		d.BreakerFailures != 5 || d.BreakerDelay != 10*time.Second || d.Timeout != 10*time.Second ||
-		d.BatchMax != 1 || d.BatchLinger != 5*time.Millisecond || d.Concurrency != 64 || d.UserAgent != "bhiv/dev" || d.Logger == nil {
+		d.BatchMax != 1 || d.BatchLinger != 5*time.Millisecond || d.Concurrency != 64 || d.UserAgent != "bhiv/dev" || d.Logger == nil ||
+		d.Mode != CoreBinary {
 		t.Errorf("defaults %+v", d)
 	}
 	if got := (CoreConfig{MaxRetries: -1}).WithDefaults().MaxRetries; got != 0 {
@@ -954,6 +1003,8 @@ func TestCoreConfig(t *testing.T) {
 		{"concurrency", CoreConfig{Concurrency: -1}, "concurrency"},
 		{"cert without key", CoreConfig{CertFile: "c.pem"}, "go together"},
 		{"token with newline", CoreConfig{Token: "a\nb"}, "token"},
+		{"structured", CoreConfig{Mode: CoreStructured}, ""},
+		{"mode", CoreConfig{Mode: "batched"}, "core mode"},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.Validate()

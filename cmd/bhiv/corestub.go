@@ -21,6 +21,8 @@ func runCoreStub(ctx context.Context, args []string, e env) error {
 	retryAfter := fs.String("retry-after", "", "Retry-After header sent with failures (seconds or an HTTP date)")
 	latency := fs.Duration("latency", 0, "delay added to requests")
 	latencyRate := fs.Float64("latency-rate", 0, "share of requests delayed (0 = all, when --latency is set)")
+	jitter := fs.Duration("latency-jitter", 0, "vary each delay uniformly within --latency ± this (never below 0)")
+	capacity := fs.Int("capacity", 0, "serve at most this many requests at once, the others wait in a first-in, first-out queue (0 = no limit)")
 	record := fs.String("record", "", "append the id of every accepted event to this JSON Lines file (kept across restarts)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -38,6 +40,12 @@ func runCoreStub(ctx context.Context, args []string, e env) error {
 	if *failRate < 0 || *failRate > 1 || *latencyRate < 0 || *latencyRate > 1 {
 		c.errs = append(c.errs, errors.New("--fail-rate and --latency-rate must be within 0..1"))
 	}
+	if *latency < 0 || *jitter < 0 {
+		c.errs = append(c.errs, errors.New("--latency and --latency-jitter must not be negative"))
+	}
+	if *capacity < 0 {
+		c.errs = append(c.errs, fmt.Errorf("--capacity %d: must be 0 (no limit) or more", *capacity))
+	}
 	if *status < 100 || *status > 599 {
 		c.errs = append(c.errs, fmt.Errorf("--status %d is not an HTTP status", *status))
 	}
@@ -46,11 +54,12 @@ func runCoreStub(ctx context.Context, args []string, e env) error {
 	}
 	stub, err := corestub.New(corestub.Config{
 		Token:      *token,
+		Capacity:   *capacity,
 		RecordPath: *record,
 		Logger:     log,
 		Faults: corestub.Faults{
 			FailRate: *failRate, Status: *status, RetryAfter: *retryAfter,
-			Latency: *latency, LatencyRate: *latencyRate,
+			Latency: *latency, LatencyRate: *latencyRate, LatencyJitter: *jitter,
 		},
 	})
 	if err != nil {
@@ -62,7 +71,7 @@ func runCoreStub(ctx context.Context, args []string, e env) error {
 		return fmt.Errorf("core stub: listen: %w", err)
 	}
 	log.Info("core stub listening", "url", "http://"+ln.Addr().String()+corestub.Path,
-		"stats", "http://"+ln.Addr().String()+corestub.Path+"/stats", "token", *token != "")
+		"stats", "http://"+ln.Addr().String()+corestub.Path+"/stats", "token", *token != "", "capacity", *capacity)
 	return serveUntil(ctx, ln, stub, 5*time.Second)
 }
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -186,6 +187,42 @@ func TestBadSettingsNameTheVariable(t *testing.T) {
 	}
 }
 
+// consumeEnv returns the environment of an in-process `bhiv consume` against
+// the NATS server at natsURL and the Core at coreURL, with its files under
+// dir.
+func consumeEnv(t *testing.T, natsURL, coreURL string) (env map[string]string, dir string) {
+	dir = t.TempDir()
+	return map[string]string{
+		"NATS_URL":        natsURL,
+		"BHIV_CORE_URL":   coreURL,
+		"BHIV_BUCKET_DIR": filepath.Join(dir, "bucket"),
+		"BHIV_FAILED_LOG": filepath.Join(dir, "failed.log"),
+		"BHIV_ADMIN_ADDR": "127.0.0.1:0",
+		"LOG_FORMAT":      "json",
+	}, dir
+}
+
+// startConsume runs `bhiv consume` in-process with env until stop is
+// called; stop returns its error, or one saying it did not stop within 40s.
+func startConsume(t *testing.T, env map[string]string) (logs *syncBuffer, stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	logs = new(syncBuffer)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"bhiv", "consume"}, envMap(env), io.Discard, logs) }()
+	return logs, func() error {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				return fmt.Errorf("consume returned %w", err)
+			}
+			return nil
+		case <-time.After(40 * time.Second):
+			return errors.New("consume did not stop")
+		}
+	}
+}
+
 // TestConsumeInProcess runs `bhiv consume` in-process against an embedded
 // server and the core stub, publishes, and stops it with ctx.
 func TestConsumeInProcess(t *testing.T) {
@@ -194,21 +231,9 @@ func TestConsumeInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	core := httptestServer(t, stub)
-	dir := t.TempDir()
-	env := map[string]string{
-		"NATS_URL":        srv.URL(),
-		"BHIV_CORE_URL":   core + corestub.Path,
-		"BHIV_CORE_TOKEN": "tok-secret-123",
-		"BHIV_BUCKET_DIR": filepath.Join(dir, "bucket"),
-		"BHIV_FAILED_LOG": filepath.Join(dir, "failed.log"),
-		"BHIV_ADMIN_ADDR": "127.0.0.1:0",
-		"LOG_FORMAT":      "json",
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"bhiv", "consume"}, envMap(env), io.Discard, &logs) }()
+	env, dir := consumeEnv(t, srv.URL(), httptestServer(t, stub)+corestub.Path)
+	env["BHIV_CORE_TOKEN"] = "tok-secret-123"
+	logs, stop := startConsume(t, env)
 
 	for i := 0; i < 50; i++ {
 		if _, errOut, err := runBhiv(t, context.Background(), env, "publish", "execution", "--team", "t1", "--action", "a", "--id", fmt.Sprintf("ip-%d", i)); err != nil {
@@ -217,14 +242,8 @@ func TestConsumeInProcess(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, func() bool { return stub.Stats().Unique == 50 })
 	waitFor(t, 10*time.Second, func() bool { return countFiles(t, filepath.Join(dir, "bucket")) == 50 })
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("consume returned %v", err)
-		}
-	case <-time.After(40 * time.Second):
-		t.Fatal("consume did not stop")
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 	if strings.Contains(logs.String(), "tok-secret-123") {
 		t.Errorf("the Core token appears in the logs")

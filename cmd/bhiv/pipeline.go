@@ -21,6 +21,7 @@ func readSinks(c *config, concurrency int) sinkConfig {
 		core: sinks.CoreConfig{
 			URL:             c.str("BHIV_CORE_URL"),
 			Token:           c.str("BHIV_CORE_TOKEN"),
+			Mode:            sinks.CoreMode(c.oneOf("BHIV_CORE_MODE", "binary", "structured")),
 			MaxRetries:      c.int("BHIV_CORE_MAX_RETRIES", 0),
 			Backoff:         c.dur("BHIV_CORE_BACKOFF", 1),
 			BackoffMax:      c.dur("BHIV_CORE_BACKOFF_MAX", 1),

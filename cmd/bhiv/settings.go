@@ -46,6 +46,7 @@ var (
 	coreSettings = group{"Core sink (BHIV Core over HTTP)", []setting{
 		{env: "BHIV_CORE_URL", def: "http://localhost:9000/bhiv/core", help: "URL events are POSTed to"},
 		{env: "BHIV_CORE_TOKEN", help: "bearer token sent to Core", secret: true},
+		{env: "BHIV_CORE_MODE", def: "binary", help: "CloudEvents HTTP content mode: binary (body = the event's data, attributes in ce- headers) or structured (body = the envelope); batches are always batched mode"},
 		{env: "BHIV_CORE_MAX_RETRIES", def: "3", help: "retries after the first attempt"},
 		{env: "BHIV_CORE_BACKOFF", def: "1s", help: "first retry delay (doubles, with jitter)"},
 		{env: "BHIV_CORE_BACKOFF_MAX", def: "30s", help: "largest retry delay, Retry-After included"},

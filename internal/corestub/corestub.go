@@ -1,22 +1,32 @@
 // Package corestub is a small stand-in for BHIV Core, used by `bhiv
-// core-stub`, `bhiv dev`, `bhiv bench` and the tests. It stores the events it
-// receives (deduplicated by Idempotency-Key and event id), checks the bearer
-// token when one is set, and injects faults on request.
+// core-stub`, `bhiv dev`, `bhiv bench` and the tests. It takes events in the
+// three content modes of the CloudEvents HTTP binding (binary, structured
+// and batched, told apart by Content-Type as the binding's §3 says), counts
+// them (deduplicated by event id) and the requests of each mode, records
+// each event as the same envelope whichever mode it came in, checks the
+// bearer token when one is set, and injects faults on request.
 package corestub
 
 import (
 	"bufio"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"mime"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
+
+	"github.com/hackaverse/bhiv"
 )
 
 // Path is where the stub takes events; Path+"/stats" reports what it has
@@ -30,16 +40,27 @@ type Faults struct {
 	RetryAfter  string        `json:"retry_after"`  // Retry-After header sent with failures, if set
 	Latency     time.Duration `json:"latency"`      // delay added to requests
 	LatencyRate float64       `json:"latency_rate"` // share of requests delayed; 0 means all when Latency is set
+	// LatencyJitter varies each delay uniformly within Latency ± LatencyJitter
+	// (a delay that would fall below 0 is 0).
+	LatencyJitter time.Duration `json:"latency_jitter"`
 }
 
 // Config configures a Stub.
 type Config struct {
 	Token  string // bearer token required when set
 	Faults Faults
+	// Capacity, when above 0, is how many requests the stub serves at once
+	// (the delay of Faults included); the others wait in a first-in,
+	// first-out queue of unbounded length, as in front of a server with
+	// Capacity workers.
+	Capacity int
 	// RecordPath, when set, is a file to which the stub appends one JSON line
 	// per event it accepts ({"id","kind","time"}), so that what Core received
 	// survives a stub restart.
 	RecordPath string
+	// KeepEvents keeps every accepted event in memory, for Received
+	// (tests).
+	KeepEvents bool
 	Logger     *slog.Logger
 	// Now, if set, replaces time.Now (tests).
 	Now func() time.Time
@@ -55,6 +76,15 @@ type Stats struct {
 	Unauthorized int64            `json:"unauthorized"`
 	BadRequests  int64            `json:"bad_requests"`
 	ByKind       map[string]int64 `json:"by_kind"`
+	// ByMode counts the accepted requests by content mode: "binary",
+	// "structured" or "batched".
+	ByMode map[string]int64 `json:"by_mode"`
+	// Serving and Queued are the requests being served and waiting for a
+	// slot now (with Config.Capacity); MaxQueued is the most that waited
+	// at once.
+	Serving   int64 `json:"serving"`
+	Queued    int64 `json:"queued"`
+	MaxQueued int64 `json:"max_queued"`
 }
 
 // Stub is the Core stand-in; it is an http.Handler.
@@ -68,6 +98,8 @@ type Stub struct {
 	stats  Stats
 	rec    *os.File
 	recBuf *bufio.Writer
+	kept   []Record
+	slots  chan struct{} // one per request served at once (Capacity), nil when unlimited
 }
 
 // New returns a Stub.
@@ -77,6 +109,10 @@ func New(cfg Config) (*Stub, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.stats.ByKind = map[string]int64{}
+	s.stats.ByMode = map[string]int64{}
+	if cfg.Capacity > 0 {
+		s.slots = make(chan struct{}, cfg.Capacity)
+	}
 	if cfg.RecordPath != "" {
 		if err := s.loadRecord(cfg.RecordPath); err != nil {
 			return nil, err
@@ -96,10 +132,14 @@ func New(cfg Config) (*Stub, error) {
 	return s, nil
 }
 
-// Record is one line of the record file.
+// Record is one line of the record file: an accepted event, the content
+// mode of the request that carried it, and its envelope in the JSON event
+// format, encoded the same way whichever mode it came in.
 type Record struct {
-	ID   string `json:"id"`
-	Kind string `json:"kind"`
+	ID    string          `json:"id"`
+	Kind  string          `json:"kind"`
+	Mode  string          `json:"mode,omitempty"`
+	Event json.RawMessage `json:"event,omitempty"`
 }
 
 func (s *Stub) loadRecord(path string) error {
@@ -149,7 +189,19 @@ func (s *Stub) Stats() Stats {
 	for k, v := range s.stats.ByKind {
 		st.ByKind[k] = v
 	}
+	st.ByMode = make(map[string]int64, len(s.stats.ByMode))
+	for k, v := range s.stats.ByMode {
+		st.ByMode[k] = v
+	}
 	return st
+}
+
+// Received returns every event accepted so far, in order of arrival, when
+// Config.KeepEvents is set.
+func (s *Stub) Received() []Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Record(nil), s.kept...)
 }
 
 // Seen returns how many times each event id was received.
@@ -178,14 +230,15 @@ func (s *Stub) Close() error {
 	return err
 }
 
-type inEvent struct {
-	ID   string `json:"id"`
-	Type string `json:"type"`
-}
-
 func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.stats.Requests++
+	s.mu.Unlock()
+	if !s.acquire(r) {
+		return // the client went away while queued
+	}
+	defer s.release()
+	s.mu.Lock()
 	f := s.faults
 	s.mu.Unlock()
 
@@ -197,10 +250,12 @@ func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if f.Latency > 0 && (f.LatencyRate <= 0 || rand.Float64() < f.LatencyRate) {
+	if d := f.delay(); d > 0 {
+		t := time.NewTimer(d)
 		select {
-		case <-time.After(f.Latency):
+		case <-t.C:
 		case <-r.Context().Done():
+			t.Stop()
 			return
 		}
 	}
@@ -221,40 +276,45 @@ func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	var events []inEvent
-	if len(body) > 0 && body[0] == '[' {
-		err = json.Unmarshal(body, &events)
-	} else {
-		var one inEvent
-		err = json.Unmarshal(body, &one)
-		events = []inEvent{one}
-	}
-	if err != nil || len(events) == 0 {
+	mode, events, err := Parse(r.Header, body)
+	if err != nil {
 		s.count(func(st *Stats) { st.BadRequests++ })
-		http.Error(w, "body is not a CloudEvents JSON object or array", http.StatusBadRequest)
+		status := http.StatusBadRequest
+		var ue unsupportedError
+		if errors.As(err, &ue) {
+			status = http.StatusUnsupportedMediaType
+		}
+		http.Error(w, err.Error(), status)
 		return
 	}
-	for _, e := range events {
-		if e.ID == "" {
+	recs := make([]Record, len(events))
+	for i := range events {
+		env, err := events[i].MarshalJSON()
+		if err != nil {
 			s.count(func(st *Stats) { st.BadRequests++ })
-			http.Error(w, "event without id", http.StatusBadRequest)
+			http.Error(w, fmt.Sprintf("event %s: %v", events[i].ID, err), http.StatusBadRequest)
 			return
 		}
+		recs[i] = Record{ID: events[i].ID, Kind: events[i].Type, Mode: mode, Event: env}
 	}
 	dups := 0
 	s.mu.Lock()
-	for _, e := range events {
-		s.seen[e.ID]++
+	s.stats.ByMode[mode]++
+	for _, rec := range recs {
+		s.seen[rec.ID]++
 		s.stats.Events++
-		if s.seen[e.ID] == 1 {
+		if s.seen[rec.ID] == 1 {
 			s.stats.Unique++
-			s.stats.ByKind[e.Type]++
+			s.stats.ByKind[rec.Kind]++
 		} else {
 			s.stats.Duplicates++
 			dups++
 		}
+		if s.cfg.KeepEvents {
+			s.kept = append(s.kept, rec)
+		}
 		if s.recBuf != nil {
-			line, _ := json.Marshal(Record{ID: e.ID, Kind: e.Type})
+			line, _ := json.Marshal(rec)
 			s.recBuf.Write(line)
 			s.recBuf.WriteByte('\n')
 		}
@@ -273,7 +333,216 @@ func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Duplicates", strconv.Itoa(dups))
 	}
 	w.WriteHeader(http.StatusOK)
-	fmt.Fprintf(w, `{"accepted":%d,"duplicates":%d}`+"\n", len(events), dups)
+	fmt.Fprintf(w, `{"accepted":%d,"duplicates":%d,"mode":%q}`+"\n", len(events), dups, mode)
+}
+
+// The content modes, as Parse names them.
+const (
+	ModeBinary     = "binary"
+	ModeStructured = "structured"
+	ModeBatched    = "batched"
+)
+
+// unsupportedError is a request whose media type the stub does not take
+// (415).
+type unsupportedError struct{ msg string }
+
+func (e unsupportedError) Error() string { return e.msg }
+
+// Parse reads the events of a request in any of the three content modes of
+// the CloudEvents HTTP binding, picked by Content-Type (§3): a type that
+// starts with "application/cloudevents-batch" is batched mode (a JSON array
+// of envelopes, §3.3), one that starts with "application/cloudevents" is
+// structured mode (one envelope, §3.2), anything else is binary mode (the
+// body is the data, Content-Type its datacontenttype, every other attribute
+// a ce- header, §3.1). Header values are decoded as §3.1.3.2 says: a quoted
+// string unquoted, then one round of percent-decoding, invalid UTF-8
+// rejected. The events are valid bhiv envelopes.
+func Parse(h http.Header, body []byte) (mode string, events []bhiv.Event, err error) {
+	ct := h.Get("Content-Type")
+	mt, _, _ := mime.ParseMediaType(ct)
+	switch {
+	case strings.HasPrefix(mt, "application/cloudevents-batch"):
+		if mt != "application/cloudevents-batch+json" {
+			return ModeBatched, nil, unsupportedError{fmt.Sprintf("batch format %q is not supported: use application/cloudevents-batch+json", mt)}
+		}
+		var raws []json.RawMessage
+		if err := json.Unmarshal(body, &raws); err != nil {
+			return ModeBatched, nil, fmt.Errorf("batched mode: body is not a JSON array: %w", err)
+		}
+		for i, raw := range raws {
+			ev, err := parseEnvelope(raw)
+			if err != nil {
+				return ModeBatched, nil, fmt.Errorf("batched mode: event %d: %w", i, err)
+			}
+			events = append(events, ev)
+		}
+		return ModeBatched, events, nil
+	case strings.HasPrefix(mt, "application/cloudevents"):
+		if mt != "application/cloudevents+json" {
+			return ModeStructured, nil, unsupportedError{fmt.Sprintf("event format %q is not supported: use application/cloudevents+json", mt)}
+		}
+		ev, err := parseEnvelope(body)
+		if err != nil {
+			return ModeStructured, nil, fmt.Errorf("structured mode: %w", err)
+		}
+		return ModeStructured, []bhiv.Event{ev}, nil
+	}
+	ev, err := parseBinary(h, body)
+	if err != nil {
+		return ModeBinary, nil, fmt.Errorf("binary mode: %w", err)
+	}
+	return ModeBinary, []bhiv.Event{ev}, nil
+}
+
+// parseEnvelope reads one envelope in the JSON event format.
+func parseEnvelope(b []byte) (bhiv.Event, error) {
+	var ev bhiv.Event
+	if err := json.Unmarshal(b, &ev); err != nil {
+		return bhiv.Event{}, fmt.Errorf("not a CloudEvents JSON envelope: %w", err)
+	}
+	if err := ev.Validate(); err != nil {
+		return bhiv.Event{}, err
+	}
+	return ev, nil
+}
+
+// binaryAttrs are the attributes binary mode carries in ce- headers that
+// have their own field in bhiv.Event.
+var binaryAttrs = map[string]bool{"specversion": true, "id": true, "source": true, "type": true, "time": true, "subject": true}
+
+// parseBinary reads a binary-mode event.
+func parseBinary(h http.Header, body []byte) (bhiv.Event, error) {
+	if _, ok := h["Ce-Datacontenttype"]; ok {
+		return bhiv.Event{}, errors.New("a ce-datacontenttype header must not be sent: Content-Type carries it (HTTP binding §3.1.1)")
+	}
+	attr := map[string]string{}
+	var ext map[string]json.RawMessage
+	for k, vs := range h {
+		if len(k) < 4 || !strings.EqualFold(k[:3], "ce-") || len(vs) == 0 {
+			continue
+		}
+		name := strings.ToLower(k[3:])
+		v, err := HeaderValue(vs[0])
+		if err != nil {
+			return bhiv.Event{}, fmt.Errorf("header %s: %w", k, err)
+		}
+		if binaryAttrs[name] {
+			attr[name] = v
+			continue
+		}
+		q, _ := json.Marshal(v)
+		if ext == nil {
+			ext = map[string]json.RawMessage{}
+		}
+		ext[name] = q
+	}
+	for _, name := range []string{"specversion", "id", "source", "type"} {
+		if attr[name] == "" {
+			return bhiv.Event{}, fmt.Errorf("not a CloudEvent: no ce-%s header (a binary-mode event needs ce-specversion, ce-id, ce-source and ce-type)", name)
+		}
+	}
+	ct := h.Get("Content-Type")
+	if ct == "" {
+		return bhiv.Event{}, errors.New("no Content-Type: binary mode carries the datacontenttype there")
+	}
+	if !json.Valid(body) {
+		return bhiv.Event{}, unsupportedError{fmt.Sprintf("body is not JSON (Content-Type %q): bhiv data is a JSON object", ct)}
+	}
+	ev := bhiv.Event{
+		SpecVersion: attr["specversion"], ID: attr["id"], Source: attr["source"], Type: attr["type"],
+		Subject: attr["subject"], DataContentType: ct, Data: body, Extensions: ext,
+	}
+	if ts := attr["time"]; ts != "" {
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			return bhiv.Event{}, fmt.Errorf("ce-time %q is not RFC 3339", ts)
+		}
+		ev.Time = t.UTC()
+	}
+	if err := ev.Validate(); err != nil {
+		return bhiv.Event{}, err
+	}
+	return ev, nil
+}
+
+// HeaderValue decodes a ce- header value as the HTTP binding's §3.1.3.2
+// says: a double-quoted string is unquoted (backslash escapes processed),
+// then one round of percent-decoding is done (lower-case hex accepted);
+// a decoded value that is not valid UTF-8 is rejected.
+func HeaderValue(v string) (string, error) {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		var b strings.Builder
+		for i := 1; i < len(v)-1; i++ {
+			if v[i] == '\\' && i+1 < len(v)-1 {
+				i++
+			}
+			b.WriteByte(v[i])
+		}
+		v = b.String()
+	}
+	d, err := url.PathUnescape(v)
+	if err != nil {
+		return "", fmt.Errorf("bad percent-encoding: %w", err)
+	}
+	if !utf8.ValidString(d) {
+		return "", fmt.Errorf("%q decodes to invalid UTF-8", v)
+	}
+	return d, nil
+}
+
+// acquire waits for a slot when the stub has a capacity. Goroutines
+// blocked sending on a channel are served in the order they came, so the
+// queue is first-in, first-out. It returns false if the client went away
+// first.
+func (s *Stub) acquire(r *http.Request) bool {
+	if s.slots == nil {
+		s.count(func(st *Stats) { st.Serving++ })
+		return true
+	}
+	select {
+	case s.slots <- struct{}{}:
+		s.count(func(st *Stats) { st.Serving++ })
+		return true
+	default:
+	}
+	s.count(func(st *Stats) {
+		st.Queued++
+		st.MaxQueued = max(st.MaxQueued, st.Queued)
+	})
+	select {
+	case s.slots <- struct{}{}:
+		s.count(func(st *Stats) { st.Queued--; st.Serving++ })
+		return true
+	case <-r.Context().Done():
+		s.count(func(st *Stats) { st.Queued-- })
+		return false
+	}
+}
+
+// release frees the slot taken by acquire.
+func (s *Stub) release() {
+	s.count(func(st *Stats) { st.Serving-- })
+	if s.slots != nil {
+		<-s.slots
+	}
+}
+
+// delay returns how long a request is held before its answer: Latency for
+// the share LatencyRate of requests (all when 0), varied uniformly within
+// ± LatencyJitter and never below 0.
+func (f Faults) delay() time.Duration {
+	if f.Latency <= 0 && f.LatencyJitter <= 0 {
+		return 0
+	}
+	if f.LatencyRate > 0 && rand.Float64() >= f.LatencyRate {
+		return 0
+	}
+	d := f.Latency
+	if f.LatencyJitter > 0 {
+		d += time.Duration((2*rand.Float64() - 1) * float64(f.LatencyJitter))
+	}
+	return max(d, 0)
 }
 
 func (s *Stub) count(fn func(*Stats)) {
@@ -305,7 +574,12 @@ func (s *Stub) handlePutFaults(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "faults: rates must be within 0..1", http.StatusBadRequest)
 		return
 	}
+	if f.Latency < 0 || f.LatencyJitter < 0 {
+		http.Error(w, "faults: latency and latency_jitter must not be negative", http.StatusBadRequest)
+		return
+	}
 	s.SetFaults(f)
-	s.log.Warn("core stub faults changed", "fail_rate", f.FailRate, "status", f.Status, "latency", f.Latency, "retry_after", f.RetryAfter)
+	s.log.Warn("core stub faults changed", "fail_rate", f.FailRate, "status", f.Status, "latency", f.Latency,
+		"latency_jitter", f.LatencyJitter, "retry_after", f.RetryAfter)
 	w.WriteHeader(http.StatusNoContent)
 }
