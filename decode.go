@@ -65,69 +65,82 @@ type DecodeOptions struct {
 // batched type is refused (the NATS binding has no batch: publish one
 // message per event). Any other input gets a *DecodeError whose Reason is one of the Err*
 // sentinels. Decode never panics.
+//
+// The message is scanned (validated) once; its parts are then read by
+// walking the valid JSON, and the envelope is encoded once (Event.JSON).
 func Decode(m Message, opts DecodeOptions) (Event, error) {
-	e, err := decode(m, opts)
+	e, compact, err := decode(m, opts)
 	if err != nil {
 		return Event{}, err
 	}
 	// Encoded once, here: Core, the Bucket and the failure log share it.
-	if e.enc, err = e.MarshalJSON(); err != nil {
+	if e.enc, err = e.encode(compact); err != nil {
 		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: err.Error()}
 	}
 	return e, nil
 }
 
-func decode(m Message, opts DecodeOptions) (Event, error) {
+// decode returns the event m holds, and whether its data is known to be
+// compact JSON.
+func decode(m Message, opts DecodeOptions) (e Event, compact bool, err error) {
+	e, compact, err = decodeForm(m, opts)
+	if err != nil {
+		return Event{}, false, err
+	}
+	return e, compact, nil
+}
+
+func decodeForm(m Message, opts DecodeOptions) (Event, bool, error) {
 	limit := opts.MaxBytes
 	if limit <= 0 {
 		limit = DefaultMaxEventBytes
 	}
 	if len(m.Data) > limit {
-		return Event{}, &DecodeError{Reason: ErrTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", len(m.Data), limit)}
+		return Event{}, false, &DecodeError{Reason: ErrTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", len(m.Data), limit)}
 	}
 	kind, err := KindFromSubject(opts.SubjectPrefix, m.Subject)
 	if err != nil {
-		return Event{}, err
+		return Event{}, false, err
 	}
 	ct := strings.ToLower(strings.TrimSpace(m.header("content-type")))
 	structured := strings.HasPrefix(ct, "application/cloudevents")
 	if strings.HasPrefix(ct, "application/cloudevents-batch") {
-		return Event{}, &DecodeError{Reason: ErrNotObject, Detail: fmt.Sprintf("content-type %q: a CloudEvents batch; publish one message per event", m.header("content-type"))}
+		return Event{}, false, &DecodeError{Reason: ErrNotObject, Detail: fmt.Sprintf("content-type %q: a CloudEvents batch; publish one message per event", m.header("content-type"))}
 	}
 	if structured && !strings.HasPrefix(ct, "application/cloudevents+json") {
-		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("content-type %q: only the JSON event format is supported", m.header("content-type"))}
+		return Event{}, false, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("content-type %q: only the JSON event format is supported", m.header("content-type"))}
 	}
 	if !structured && (m.header("ce-specversion") != "" || m.header("ce-type") != "" || m.header("ce-id") != "") {
 		return decodeBinary(m, kind)
 	}
-	if !json.Valid(m.Data) {
+	// The one validating scan of the message.
+	valid, compact := scanJSON(m.Data)
+	if !valid {
 		detail := "body is not valid JSON"
 		if len(m.Data) == 0 {
 			detail = "body is empty"
 		}
-		return Event{}, &DecodeError{Reason: ErrNotJSON, Detail: detail}
+		return Event{}, false, &DecodeError{Reason: ErrNotJSON, Detail: detail}
 	}
 	if firstNonSpace(m.Data) != '{' {
-		return Event{}, &DecodeError{Reason: ErrNotObject, Detail: "body is JSON but not an object"}
+		return Event{}, false, &DecodeError{Reason: ErrNotObject, Detail: "body is JSON but not an object"}
 	}
-	var probe struct {
-		SpecVersion json.RawMessage `json:"specversion"`
-	}
-	if err := json.Unmarshal(m.Data, &probe); err != nil {
-		return Event{}, &DecodeError{Reason: ErrNotJSON, Detail: err.Error()}
-	}
-	if probe.SpecVersion != nil {
-		return decodeEnvelope(m, kind)
+	if hasMemberFold(m.Data, "specversion") {
+		e, err := decodeEnvelope(m, kind)
+		return e, compact, err
 	}
 	if structured {
-		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: "structured mode (content-type application/cloudevents+json) but no specversion"}
+		return Event{}, false, &DecodeError{Reason: ErrInvalidEnvelope, Detail: "structured mode (content-type application/cloudevents+json) but no specversion"}
 	}
-	return wrapBare(m, kind, m.Data, "")
+	e, err := wrapBare(m, kind, m.Data, "")
+	return e, compact, err
 }
 
+// decodeEnvelope reads the structured-mode envelope in the valid JSON
+// object m.Data.
 func decodeEnvelope(m Message, kind Kind) (Event, error) {
 	var e Event
-	if err := json.Unmarshal(m.Data, &e); err != nil {
+	if err := e.readEnvelope(m.Data); err != nil {
 		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: err.Error()}
 	}
 	if e.Type != kind.Type() {
@@ -142,27 +155,28 @@ func decodeEnvelope(m Message, kind Kind) (Event, error) {
 	if e.Source == "" {
 		e.Source = defaultSource(m)
 	}
-	if err := e.Validate(); err != nil {
+	if err := e.validate(true); err != nil {
 		return Event{}, err
 	}
 	return e, nil
 }
 
-func decodeBinary(m Message, kind Kind) (Event, error) {
+func decodeBinary(m Message, kind Kind) (Event, bool, error) {
 	if sv := m.header("ce-specversion"); sv != "" && sv != SpecVersion {
-		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("ce-specversion %q, want %q", sv, SpecVersion)}
+		return Event{}, false, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("ce-specversion %q, want %q", sv, SpecVersion)}
 	}
 	if t := m.header("ce-type"); t != "" && t != kind.Type() {
 		if _, err := KindFromType(t); err != nil {
-			return Event{}, err
+			return Event{}, false, err
 		}
-		return Event{}, &DecodeError{Reason: ErrUnknownKind, Detail: fmt.Sprintf("ce-type %q published on subject %q (want %q)", t, m.Subject, kind.Type())}
+		return Event{}, false, &DecodeError{Reason: ErrUnknownKind, Detail: fmt.Sprintf("ce-type %q published on subject %q (want %q)", t, m.Subject, kind.Type())}
 	}
-	if !json.Valid(m.Data) {
-		return Event{}, &DecodeError{Reason: ErrNotJSON, Detail: "binary-mode body is not valid JSON"}
+	valid, compact := scanJSON(m.Data)
+	if !valid {
+		return Event{}, false, &DecodeError{Reason: ErrNotJSON, Detail: "binary-mode body is not valid JSON"}
 	}
 	if firstNonSpace(m.Data) != '{' {
-		return Event{}, &DecodeError{Reason: ErrNotObject, Detail: "binary-mode body is JSON but not an object"}
+		return Event{}, false, &DecodeError{Reason: ErrNotObject, Detail: "binary-mode body is JSON but not an object"}
 	}
 	// The NATS binding (and the SDKs) carry the datacontenttype in
 	// ce-datacontenttype; some publishers use Content-Type, as HTTP does.
@@ -171,7 +185,7 @@ func decodeBinary(m Message, kind Kind) (Event, error) {
 		ct, from = m.header("content-type"), "content-type"
 	}
 	if ct != "" && !isJSONContentType(ct) {
-		return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("%s %q is not JSON", from, ct)}
+		return Event{}, false, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("%s %q is not JSON", from, ct)}
 	}
 	// Build the whole envelope before validating it: ce-subject may supply
 	// the team id that the data leaves out.
@@ -185,7 +199,7 @@ func decodeBinary(m Message, kind Kind) (Event, error) {
 	if ts := m.header("ce-time"); ts != "" {
 		t, err := parseTime(ts)
 		if err != nil {
-			return Event{}, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("ce-time %q is not RFC 3339", ts)}
+			return Event{}, false, &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("ce-time %q is not RFC 3339", ts)}
 		}
 		e.Time = t
 	}
@@ -193,10 +207,10 @@ func decodeBinary(m Message, kind Kind) (Event, error) {
 		e.Subject = subj
 	}
 	e.Extensions = binaryExtensions(m.Header)
-	if err := e.Validate(); err != nil {
-		return Event{}, err
+	if err := e.validate(true); err != nil {
+		return Event{}, false, err
 	}
-	return e, nil
+	return e, compact, nil
 }
 
 // binaryAttrs are the ce-* headers Decode maps to envelope attributes; every
@@ -244,9 +258,10 @@ func validAttrName(name string) bool {
 }
 
 // wrapBare builds the envelope around a bare data object and validates it.
+// data must be valid JSON (checked by the caller).
 func wrapBare(m Message, kind Kind, data []byte, id string) (Event, error) {
 	e := bareEvent(m, kind, data, id)
-	if err := e.Validate(); err != nil {
+	if err := e.validate(true); err != nil {
 		return Event{}, err
 	}
 	return e, nil

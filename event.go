@@ -156,7 +156,12 @@ var coreAttrs = map[string]bool{
 
 // MarshalJSON encodes the envelope with its attributes in a fixed order,
 // then extensions sorted by name. Time is RFC 3339 in UTC.
-func (e Event) MarshalJSON() ([]byte, error) {
+func (e Event) MarshalJSON() ([]byte, error) { return e.encode(false) }
+
+// encode is MarshalJSON; dataCompact says that Data is known to be valid,
+// compact JSON (Decode scanned it), so that it is copied without another
+// scan.
+func (e *Event) encode(dataCompact bool) ([]byte, error) {
 	var b bytes.Buffer
 	b.Grow(len(e.Data) + 256)
 	b.WriteByte('{')
@@ -203,7 +208,9 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	}
 	if len(e.Data) > 0 {
 		b.WriteString(`,"data":`)
-		if valid, compact := scanJSON(e.Data); valid && compact {
+		if dataCompact {
+			b.Write(e.Data)
+		} else if valid, compact := scanJSON(e.Data); valid && compact {
 			b.Write(e.Data)
 		} else if err := json.Compact(&b, e.Data); err != nil {
 			return nil, fmt.Errorf("event %s: data: %w", e.ID, err)
@@ -231,32 +238,57 @@ func writeJSONString(b *bytes.Buffer, s string) {
 // UnmarshalJSON decodes a structured-mode envelope. It checks only the JSON
 // shape; use Validate (or Decode) for the rules.
 func (e *Event) UnmarshalJSON(b []byte) error {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return err
+	if valid, _ := scanJSON(b); !valid {
+		return errors.New("envelope: invalid JSON")
 	}
+	if firstNonSpace(b) != '{' {
+		return errors.New("envelope: not a JSON object")
+	}
+	return e.readEnvelope(b)
+}
+
+// envelopeStrings are the attributes held as strings, in the order of
+// readEnvelope's table.
+var envelopeStrings = [...]string{"specversion", "id", "source", "type", "subject", "datacontenttype", "time"}
+
+// readEnvelope reads the envelope in b, a valid JSON object, walking it
+// once without decoding it. Of a member given twice the last counts, as
+// with encoding/json.
+func (e *Event) readEnvelope(b []byte) error {
 	*e = Event{}
-	getStr := func(name string, dst *string) error {
-		raw, ok := m[name]
-		if !ok || string(raw) == "null" {
-			return nil
+	var strs [len(envelopeStrings)][]byte
+	var data []byte
+	eachMember(b, func(key, val []byte) bool {
+		for i, name := range envelopeStrings {
+			if string(key) == name {
+				strs[i] = val
+				return true
+			}
 		}
-		if err := json.Unmarshal(raw, dst); err != nil {
-			return fmt.Errorf("attribute %s is not a string", name)
+		if string(key) == "data" {
+			data = val
+			return true
 		}
-		return nil
-	}
-	for name, dst := range map[string]*string{
-		"specversion": &e.SpecVersion, "id": &e.ID, "source": &e.Source, "type": &e.Type,
-		"subject": &e.Subject, "datacontenttype": &e.DataContentType,
-	} {
-		if err := getStr(name, dst); err != nil {
-			return err
+		if e.Extensions == nil {
+			e.Extensions = make(map[string]json.RawMessage)
 		}
-	}
+		e.Extensions[string(key)] = append(json.RawMessage(nil), val...)
+		return true
+	})
+	dsts := [...]*string{&e.SpecVersion, &e.ID, &e.Source, &e.Type, &e.Subject, &e.DataContentType}
 	var ts string
-	if err := getStr("time", &ts); err != nil {
-		return err
+	for i, raw := range strs {
+		if raw == nil || string(raw) == "null" {
+			continue
+		}
+		if raw[0] != '"' {
+			return fmt.Errorf("attribute %s is not a string", envelopeStrings[i])
+		}
+		if i < len(dsts) {
+			*dsts[i] = jsonStringValue(raw)
+		} else {
+			ts = jsonStringValue(raw)
+		}
 	}
 	if ts != "" {
 		t, err := parseTime(ts)
@@ -265,24 +297,31 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 		}
 		e.Time = t
 	}
-	if raw, ok := m["data"]; ok && string(raw) != "null" {
-		e.Data = append(json.RawMessage(nil), raw...)
-	}
-	for name, raw := range m {
-		if coreAttrs[name] {
-			continue
-		}
-		if e.Extensions == nil {
-			e.Extensions = make(map[string]json.RawMessage)
-		}
-		e.Extensions[name] = append(json.RawMessage(nil), raw...)
+	if data != nil && string(data) != "null" {
+		e.Data = append(json.RawMessage(nil), data...)
 	}
 	return nil
 }
 
+// hasMemberFold reports whether the valid JSON object obj has a member
+// named name, matched without regard to case (as encoding/json matches
+// struct fields).
+func hasMemberFold(obj []byte, name string) bool {
+	found := false
+	eachMember(obj, func(key, _ []byte) bool {
+		found = bytes.EqualFold(key, []byte(name))
+		return !found
+	})
+	return found
+}
+
 // Validate checks the envelope against the model's rules and returns a
 // *DecodeError saying what is wrong.
-func (e *Event) Validate() error {
+func (e *Event) Validate() error { return e.validate(false) }
+
+// validate is Validate; dataValid says that Data is known to be valid JSON
+// (Decode scanned it), so that it is not scanned again.
+func (e *Event) validate(dataValid bool) error {
 	if e.SpecVersion != SpecVersion {
 		return &DecodeError{Reason: ErrInvalidEnvelope, Detail: fmt.Sprintf("specversion %q, want %q", e.SpecVersion, SpecVersion)}
 	}
@@ -311,7 +350,7 @@ func (e *Event) Validate() error {
 	if _, ok := e.Extensions["data_base64"]; ok {
 		return &DecodeError{Reason: ErrInvalidEnvelope, Detail: "data_base64 is not supported: data must be a JSON object"}
 	}
-	team, err := checkData(kind, e.Data)
+	team, err := checkData(kind, e.Data, dataValid)
 	if err != nil {
 		return err
 	}
@@ -357,11 +396,14 @@ var dataFields = map[Kind]struct{ numeric, strs []string }{
 // checkData checks that data is a JSON object whose known fields have the
 // right types, and returns its team_id ("" when absent). It reads the object
 // in one pass without decoding it: publishers call it for every event.
-func checkData(kind Kind, data json.RawMessage) (string, error) {
+func checkData(kind Kind, data json.RawMessage, valid bool) (string, error) {
 	if len(data) == 0 {
 		return "", &DecodeError{Reason: ErrMissingTeam, Detail: "data is missing"}
 	}
-	if valid, _ := scanJSON(data); !valid {
+	if !valid {
+		valid, _ = scanJSON(data)
+	}
+	if !valid {
 		if firstNonSpace(data) != '{' {
 			return "", &DecodeError{Reason: ErrNotObject, Detail: "data is not a JSON object"}
 		}
@@ -419,7 +461,8 @@ func checkData(kind Kind, data json.RawMessage) (string, error) {
 
 // eachMember calls fn with the name and raw value of each member of the
 // valid JSON object obj, in order, until fn returns false. Names are
-// unescaped only when they hold an escape; key and val alias obj.
+// unescaped (and invalid UTF-8 replaced, as encoding/json does) only when
+// they need it; otherwise key aliases obj, as val always does.
 func eachMember(obj []byte, fn func(key, val []byte) bool) {
 	i := skipSpace(obj, 0) + 1 // past '{'
 	for {
@@ -433,7 +476,7 @@ func eachMember(obj []byte, fn func(key, val []byte) bool) {
 		i = skipSpace(obj, i)
 		vEnd := endOfValue(obj, i)
 		key := rawKey[1 : len(rawKey)-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
+		if bytes.IndexByte(key, '\\') >= 0 || !utf8.Valid(key) {
 			key = []byte(jsonStringValue(rawKey))
 		}
 		if !fn(key, obj[i:vEnd]) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"testing"
 )
@@ -81,7 +82,7 @@ func FuzzCheckData(f *testing.F) {
 		if execution {
 			kind = KindExecution
 		}
-		team, err := checkData(kind, json.RawMessage(data))
+		team, err := checkData(kind, json.RawMessage(data), false)
 		wantTeam, wantErr := refCheckData(kind, json.RawMessage(data))
 		if team != wantTeam || (err == nil) != (wantErr == nil) {
 			t.Fatalf("checkData(%q) = %q, %v; reference %q, %v", data, team, err, wantTeam, wantErr)
@@ -146,4 +147,84 @@ func TestScanJSONDepth(t *testing.T) {
 			t.Errorf("depth %d: scanJSON %v, json.Valid %v", n, valid, json.Valid(b))
 		}
 	}
+}
+
+// refReadEnvelope is UnmarshalJSON as first written: decode the object into
+// a map, then each attribute into a string. The one-walk readEnvelope must
+// agree on every valid JSON object.
+func refReadEnvelope(b []byte) (Event, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Event{}, err
+	}
+	var e Event
+	getStr := func(name string, dst *string) error {
+		raw, ok := m[name]
+		if !ok || string(raw) == "null" {
+			return nil
+		}
+		if err := json.Unmarshal(raw, dst); err != nil {
+			return fmt.Errorf("attribute %s is not a string", name)
+		}
+		return nil
+	}
+	for _, a := range []struct {
+		name string
+		dst  *string
+	}{{"specversion", &e.SpecVersion}, {"id", &e.ID}, {"source", &e.Source}, {"type", &e.Type},
+		{"subject", &e.Subject}, {"datacontenttype", &e.DataContentType}} {
+		if err := getStr(a.name, a.dst); err != nil {
+			return Event{}, err
+		}
+	}
+	var ts string
+	if err := getStr("time", &ts); err != nil {
+		return Event{}, err
+	}
+	if ts != "" {
+		t, err := parseTime(ts)
+		if err != nil {
+			return Event{}, fmt.Errorf("attribute time %q is not RFC 3339", ts)
+		}
+		e.Time = t
+	}
+	if raw, ok := m["data"]; ok && string(raw) != "null" {
+		e.Data = append(json.RawMessage(nil), raw...)
+	}
+	for name, raw := range m {
+		if coreAttrs[name] {
+			continue
+		}
+		if e.Extensions == nil {
+			e.Extensions = make(map[string]json.RawMessage)
+		}
+		e.Extensions[name] = append(json.RawMessage(nil), raw...)
+	}
+	return e, nil
+}
+
+func FuzzReadEnvelope(f *testing.F) {
+	for _, s := range []string{
+		`{}`, `{"specversion":"1.0","id":"a","source":"s","type":"bhiv.reward","time":"2026-01-01T00:00:00Z","data":{"x":1}}`,
+		`{"id":1}`, `{"id":"a","id":"b"}`, `{"time":"nope"}`, `{"time":"x","time":"2026-01-01T00:00:00+02:00"}`,
+		`{"data":null,"ext":[1,{"a":"}"}],"Ext":"x"}`, `{"i\u0064":"esc","subject":"t\u00e9"}`, ` { "type" : "t" , "data" : { } } `,
+		`{"id":"a\xff"}`, `{"source":null,"x":null}`, `{"id":"1","id":2}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := []byte(s)
+		if valid, _ := scanJSON(b); !valid || firstNonSpace(b) != '{' {
+			return
+		}
+		want, wantErr := refReadEnvelope(b)
+		var got Event
+		err := got.readEnvelope(b)
+		if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+			t.Fatalf("readEnvelope(%q) error %v, reference %v", s, err, wantErr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("readEnvelope(%q) = %+v, reference %+v", s, got, want)
+		}
+	})
 }

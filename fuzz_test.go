@@ -60,6 +60,12 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatalf("decoded event does not encode: %v\n%+v", err, ev)
 		}
+		// (json.Marshal also HTML-escapes what MarshalJSON returns.)
+		if enc, err := ev.JSON(); err != nil {
+			t.Fatal(err)
+		} else if m, _ := ev.MarshalJSON(); !bytes.Equal(enc, m) {
+			t.Fatalf("the encoding made at decode differs from MarshalJSON's:\n%s\n%s", enc, m)
+		}
 		ev2, err := bhiv.Decode(bhiv.Message{Subject: subject, Data: b1}, bhiv.DecodeOptions{MaxBytes: len(b1)})
 		if err != nil {
 			t.Fatalf("re-encoded event does not decode: %v\n%s", err, b1)
