@@ -66,6 +66,7 @@
 //	     constant time)
 //	404  no such path or kind
 //	405  not a POST (Allow: POST)
+//	408  the body did not arrive within ReadTimeout
 //	413  body above MaxBodyBytes, or an event above MaxEventBytes or the
 //	     server's max payload: nothing stored
 //	415  a Content-Type that is not JSON or a JSON CloudEvents format, or a

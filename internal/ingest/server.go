@@ -267,6 +267,11 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *prob
 		if errors.As(err, &mbe) {
 			return nil, tooLarge("over " + strconv.FormatInt(limit, 10))
 		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, &problem{status: http.StatusRequestTimeout, reason: "timeout",
+				msg: fmt.Sprintf("the body did not arrive within the read timeout (%s)", s.cfg.ReadTimeout)}
+		}
 		return nil, badRequest(reasonBadRequest, "reading the body: %v", err)
 	}
 	return body, nil
