@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,9 @@ type Config struct {
 	// ShutdownTimeout is how long Serve lets requests in flight finish
 	// when its context ends. Default PublishTimeout + 5s.
 	ShutdownTimeout time.Duration
+	// Metrics, when set, is served at GET /metrics, open like /healthz
+	// (such as promhttp.HandlerFor the registry behind Registerer).
+	Metrics http.Handler
 	// Logger receives start-up warnings and 5xx answers; nil discards.
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil registers nothing.

@@ -28,7 +28,8 @@
 // "reward" field, else execution.
 //
 // GET /healthz answers 200 while the process runs; GET /readyz 200 when NATS
-// is connected and the stream answers, else 503 with the reason.
+// is connected and the stream answers, else 503 with the reason; GET
+// /metrics serves Config.Metrics when set. These need no token.
 //
 // # One model
 //

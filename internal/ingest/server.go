@@ -106,6 +106,13 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	s.mux.HandleFunc(CorePath, func(w http.ResponseWriter, r *http.Request) { s.handlePost(w, r, "") })
 	s.mux.HandleFunc("/healthz", s.handleHealth)
 	s.mux.HandleFunc("/readyz", s.handleReady)
+	if cfg.Metrics != nil {
+		s.mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+			if s.getOnly(w, r) {
+				cfg.Metrics.ServeHTTP(w, r)
+			}
+		})
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.answer(w, http.StatusNotFound, Answer{Reason: "not found",
 			Error: fmt.Sprintf("no such endpoint %s: POST events to %s{execution,reward} or %s", r.URL.Path, EventsPath, CorePath)})
@@ -117,7 +124,7 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 // or "other".
 func route(path string) string {
 	switch path {
-	case EventsPath + string(bhiv.KindExecution), EventsPath + string(bhiv.KindReward), CorePath, "/healthz", "/readyz":
+	case EventsPath + string(bhiv.KindExecution), EventsPath + string(bhiv.KindReward), CorePath, "/healthz", "/readyz", "/metrics":
 		return path
 	}
 	return "other"
@@ -157,10 +164,19 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// getOnly answers 405 to anything but GET and HEAD, and reports whether
+// the request is one of those.
+func (s *Server) getOnly(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	s.answer(w, http.StatusMethodNotAllowed, Answer{Reason: "method not allowed", Error: r.Method + " " + r.URL.Path + ": use GET"})
+	return false
+}
+
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		s.answer(w, http.StatusMethodNotAllowed, Answer{Reason: "method not allowed", Error: r.Method + " " + r.URL.Path + ": use GET"})
+	if !s.getOnly(w, r) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -168,9 +184,7 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		s.answer(w, http.StatusMethodNotAllowed, Answer{Reason: "method not allowed", Error: r.Method + " " + r.URL.Path + ": use GET"})
+	if !s.getOnly(w, r) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
