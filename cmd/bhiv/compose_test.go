@@ -224,7 +224,9 @@ func TestCompose(t *testing.T) {
 			t.Errorf("ingest must wait for nats to be healthy: %+v", ingestSvc.DependsOn)
 		}
 		listen := port(t, env("BHIV_INGEST_ADDR"))
-		if !slices.ContainsFunc(ingestSvc.Ports, func(pc types.ServicePortConfig) bool { return pc.Published == listen && fmt.Sprint(pc.Target) == listen }) {
+		if !slices.ContainsFunc(ingestSvc.Ports, func(pc types.ServicePortConfig) bool {
+			return pc.Published == listen && fmt.Sprint(pc.Target) == listen
+		}) {
 			t.Errorf("ingest does not publish its port %s: %+v", listen, ingestSvc.Ports)
 		}
 		// docker compose stop must outlast ingest's own shutdown: requests

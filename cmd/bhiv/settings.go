@@ -80,7 +80,7 @@ var (
 		{env: "BHIV_INGEST_ADDR", def: "127.0.0.1:8082", help: "address of POST /events/{kind}, POST /bhiv/core, /healthz, /readyz and /metrics (bhiv dev: off turns it off)"},
 		{env: "BHIV_INGEST_TOKEN", help: "bearer token clients must send (empty: anyone who reaches the address can publish)", secret: true},
 		{env: "BHIV_INGEST_MAX_BYTES", def: "4194304", help: "largest request body, in bytes (each event must also fit BHIV_MAX_EVENT_BYTES)"},
-		{env: "BHIV_INGEST_PUBLISH_TIMEOUT", def: "5s", help: "how long a request waits for JetStream's ack before it is answered 503"},
+		{env: "BHIV_INGEST_PUBLISH_TIMEOUT", def: "3s", help: "how long a request waits for JetStream's ack before it is answered 503 (under the clients' own timeout: 5s for the old connector)"},
 		{env: "BHIV_INGEST_READ_TIMEOUT", def: "30s", help: "time to read a whole request, body included"},
 		{env: "BHIV_INGEST_WRITE_TIMEOUT", def: "45s", help: "time from the end of the request headers to the end of the answer (above the read and publish timeouts)"},
 		{env: "BHIV_INGEST_IDLE_TIMEOUT", def: "2m", help: "how long an idle keep-alive connection stays open"},

@@ -15,7 +15,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultMaxBodyBytes      = 4 << 20
-	DefaultPublishTimeout    = 5 * time.Second
+	DefaultPublishTimeout    = 3 * time.Second // under the 5 s timeout of the old connector's requests.post
 	DefaultRetryAfter        = 2 * time.Second
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultReadTimeout       = 30 * time.Second
@@ -41,7 +41,8 @@ type Config struct {
 	// bhiv.DefaultMaxEventBytes.
 	MaxEventBytes int
 	// PublishTimeout is how long a request waits for JetStream to ack its
-	// events before it is answered 503. Default 5s.
+	// events before it is answered 503. Default 3s, so that a client with
+	// the old connector's 5 s timeout gets the 503 and its Retry-After.
 	PublishTimeout time.Duration
 	// RetryAfter is the Retry-After of a 503, rounded up to whole
 	// seconds. Default 2s.

@@ -96,7 +96,7 @@ func isJSON(mt string) bool {
 }
 
 // binaryTriggers are the headers by which bhiv.Decode tells a binary-mode
-// event from a bare data object.
+// event from a bare data object, when one of them is not empty.
 var binaryTriggers = []string{"Ce-Specversion", "Ce-Id", "Ce-Type"}
 
 // modeOf picks the content mode as the HTTP binding's §3 says, from
@@ -127,14 +127,14 @@ func modeOf(h http.Header) (mode, *problem) {
 			msg: fmt.Sprintf("Content-Type %q: event data must be JSON (send Content-Type: application/json; with curl, --json or -H 'Content-Type: application/json')", ct)}
 	}
 	for _, k := range binaryTriggers {
-		if _, ok := h[k]; ok {
+		if h.Get(k) != "" {
 			return modeBinary, nil
 		}
 	}
 	for k := range h {
 		if isCEHeader(k) {
 			return 0, badRequest(bhiv.ErrInvalidEnvelope.Error(),
-				"header %s without ce-specversion, ce-id or ce-type: a binary-mode CloudEvent sends its attributes as ce-* headers, ce-specversion among them", strings.ToLower(k))
+				"header %s without a ce-specversion, ce-id or ce-type: a binary-mode CloudEvent sends its attributes as ce-* headers, ce-specversion among them", strings.ToLower(k))
 		}
 	}
 	return modeBare, nil
@@ -343,7 +343,7 @@ func (s *Server) decodeBinary(h http.Header, kind bhiv.Kind, key string, body []
 	if p != nil {
 		return event{}, p
 	}
-	if id, ok := ce["ce-id"]; ok && key != "" && id != key {
+	if id := ce["ce-id"]; id != "" && key != "" && id != key {
 		return event{}, badRequest(bhiv.ErrInvalidID.Error(), "Idempotency-Key %q differs from ce-id %q", key, id)
 	}
 	if kind == "" {
@@ -367,8 +367,7 @@ func (s *Server) decodeBinary(h http.Header, kind bhiv.Kind, key string, body []
 	if key != "" {
 		hdr[bhiv.MsgIDHeader] = []string{key}
 	}
-	_, hasSource := ce["ce-source"]
-	return s.decode(bhiv.Message{Subject: bhiv.Subject(s.cfg.Stream.SubjectPrefix, kind), Header: hdr, Data: body}, !hasSource)
+	return s.decode(bhiv.Message{Subject: bhiv.Subject(s.cfg.Stream.SubjectPrefix, kind), Header: hdr, Data: body}, ce["ce-source"] == "")
 }
 
 // decodeBatch decodes a JSON batch. Every event is checked before any is

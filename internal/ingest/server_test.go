@@ -217,6 +217,8 @@ func TestRefused(t *testing.T) {
 			append(slices.Clone(binary), "ce-datacontenttype: application/json"), 400, "invalid envelope", nil},
 		{"ce-* header without specversion, id or type", "POST", "/events/execution", `{"team_id":"t1","action":"a"}`,
 			[]string{"ce-source: svc"}, 400, "invalid envelope", nil},
+		{"empty ce-id and nothing else of binary mode", "POST", "/events/execution", `{"team_id":"t1","action":"a"}`,
+			[]string{"ce-id:", "ce-source: svc"}, 400, "invalid envelope", nil},
 		{"binary with another specversion", "POST", "/events/execution", `{"team_id":"t1","action":"a"}`,
 			[]string{"ce-specversion: 0.3", "ce-id: x"}, 400, "invalid envelope", nil},
 		{"binary with a bad ce-time", "POST", "/events/execution", `{"team_id":"t1","action":"a"}`,
