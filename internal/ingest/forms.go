@@ -16,13 +16,15 @@ import (
 type mode int
 
 const (
-	modeBare       mode = iota // a bare JSON data object, as the Python connectors POSTed it
-	modeBinary                 // CloudEvents binary mode: ce-* headers, the body is the data
-	modeStructured             // one CloudEvent in the JSON format
-	modeBatch                  // a JSON array of CloudEvents in the JSON format
+	// modeData: the body is event data — a bare JSON object, as the Python
+	// connectors POSTed it, or a CloudEvent in binary mode (ce-* headers).
+	// bhiv.Decode tells the two apart, as the consumer does.
+	modeData       mode = iota
+	modeStructured // one CloudEvent in the JSON format
+	modeBatch      // a JSON array of CloudEvents in the JSON format
 )
 
-var modeNames = [...]string{"bare", "binary", "structured", "batch"}
+var modeNames = [...]string{"data", "structured", "batch"}
 
 func (m mode) String() string { return modeNames[m] }
 
@@ -95,16 +97,11 @@ func isJSON(mt string) bool {
 	return mt == "application/json" || mt == "text/json" || strings.HasSuffix(mt, "+json")
 }
 
-// binaryTriggers are the headers by which bhiv.Decode tells a binary-mode
-// event from a bare data object, when one of them is not empty.
-var binaryTriggers = []string{"Ce-Specversion", "Ce-Id", "Ce-Type"}
-
 // modeOf picks the content mode as the HTTP binding's §3 says, from
 // Content-Type: a media type prefixed application/cloudevents-batch is
 // batched, one prefixed application/cloudevents structured, and anything
-// else binary — here, when the request carries ce-specversion, ce-id or
-// ce-type, as bhiv.Decode decides — or else a bare data object. Only the
-// JSON formats are taken, and only JSON data (415 otherwise).
+// else binary — or a bare data object, which bhiv.Decode tells apart. Only
+// the JSON formats are taken, and only JSON data (415 otherwise).
 func modeOf(h http.Header) (mode, *problem) {
 	ct := h.Get("Content-Type")
 	mt := mediaType(ct)
@@ -126,18 +123,7 @@ func modeOf(h http.Header) (mode, *problem) {
 		return 0, &problem{status: http.StatusUnsupportedMediaType, reason: reasonMediaType,
 			msg: fmt.Sprintf("Content-Type %q: event data must be JSON (send Content-Type: application/json; with curl, --json or -H 'Content-Type: application/json')", ct)}
 	}
-	for _, k := range binaryTriggers {
-		if h.Get(k) != "" {
-			return modeBinary, nil
-		}
-	}
-	for k := range h {
-		if isCEHeader(k) {
-			return 0, badRequest(bhiv.ErrInvalidEnvelope.Error(),
-				"header %s without a ce-specversion, ce-id or ce-type: a binary-mode CloudEvent sends its attributes as ce-* headers, ce-specversion among them", strings.ToLower(k))
-		}
-	}
-	return modeBare, nil
+	return modeData, nil
 }
 
 func isCEHeader(name string) bool { return len(name) > 3 && strings.EqualFold(name[:3], "ce-") }
@@ -280,14 +266,8 @@ func (s *Server) decodeRequest(h http.Header, kind bhiv.Kind, md mode, body []by
 			return nil, badRequest(bhiv.ErrInvalidID.Error(), "Idempotency-Key %q differs from the event id %q", key, ev.id)
 		}
 		return []event{ev}, nil
-	case modeBinary:
-		ev, err := s.decodeBinary(h, kind, key, body)
-		if err != nil {
-			return nil, invalidInput(err)
-		}
-		return []event{ev}, nil
 	}
-	ev, err := s.decodeBare(kind, key, body)
+	ev, err := s.decodeData(h, kind, key, body)
 	if err != nil {
 		return nil, invalidInput(err)
 	}
@@ -304,41 +284,16 @@ func (s *Server) decodeEnvelope(kind bhiv.Kind, m map[string]json.RawMessage, bo
 		}
 		kind = k
 	}
-	return s.decode(bhiv.Message{Subject: bhiv.Subject(s.cfg.Stream.SubjectPrefix, kind), Data: body}, false)
+	return s.decode(bhiv.Message{Subject: bhiv.Subject(s.cfg.Stream.SubjectPrefix, kind), Data: body})
 }
 
-// decodeBare decodes a bare data object (or an envelope POSTed as
-// application/json, which the consumer takes too). Its id is the
-// Idempotency-Key, else a new ULID.
-func (s *Server) decodeBare(kind bhiv.Kind, key string, body []byte) (event, error) {
-	m := members(body)
-	if kind == "" {
-		k, err := kindOf(m, "", false)
-		if err != nil {
-			return event{}, err
-		}
-		kind = k
-	}
-	msg := bhiv.Message{Subject: bhiv.Subject(s.cfg.Stream.SubjectPrefix, kind), Data: body}
-	if key != "" {
-		msg.Header = map[string][]string{bhiv.MsgIDHeader: {key}}
-	}
-	envelope := isEnvelope(m)
-	ev, err := s.decode(msg, !envelope)
-	if err != nil {
-		return event{}, err
-	}
-	if envelope && key != "" && key != ev.id {
-		return event{}, badRequest(bhiv.ErrInvalidID.Error(), "Idempotency-Key %q differs from the event id %q", key, ev.id)
-	}
-	return ev, nil
-}
-
-// decodeBinary decodes a binary-mode event: its ce-* headers are the
-// attributes and Content-Type the data content type, carried to bhiv.Decode
-// as the NATS binding carries them; its id is ce-id, else the
-// Idempotency-Key, else a new ULID.
-func (s *Server) decodeBinary(h http.Header, kind bhiv.Kind, key string, body []byte) (event, error) {
+// decodeData decodes a body that is event data: a CloudEvent in binary mode
+// when bhiv.Decode finds its ce-* attributes, else a bare data object (or an
+// envelope POSTed as application/json, which the consumer takes too). The
+// ce-* headers are decoded as the HTTP binding says and handed to Decode as
+// the NATS binding carries them, Content-Type as the data content type. The
+// id is the event's own (ce-id), else the Idempotency-Key, else a new ULID.
+func (s *Server) decodeData(h http.Header, kind bhiv.Kind, key string, body []byte) (event, error) {
 	ce, p := ceHeaders(h)
 	if p != nil {
 		return event{}, p
@@ -348,7 +303,7 @@ func (s *Server) decodeBinary(h http.Header, kind bhiv.Kind, key string, body []
 	}
 	if kind == "" {
 		t, ok := ce["ce-type"]
-		k, err := kindOf(members(body), t, ok)
+		k, err := kindOf(members(body), t, ok && t != "")
 		if err != nil {
 			return event{}, err
 		}
@@ -358,7 +313,7 @@ func (s *Server) decodeBinary(h http.Header, kind bhiv.Kind, key string, body []
 	for k, v := range ce {
 		hdr[k] = []string{v}
 	}
-	if ct := h.Get("Content-Type"); ct != "" {
+	if ct := h.Get("Content-Type"); ct != "" && len(ce) > 0 {
 		// Decode reads the HTTP form; the NATS binding names it
 		// ce-datacontenttype.
 		hdr["content-type"] = []string{ct}
@@ -367,7 +322,15 @@ func (s *Server) decodeBinary(h http.Header, kind bhiv.Kind, key string, body []
 	if key != "" {
 		hdr[bhiv.MsgIDHeader] = []string{key}
 	}
-	return s.decode(bhiv.Message{Subject: bhiv.Subject(s.cfg.Stream.SubjectPrefix, kind), Header: hdr, Data: body}, ce["ce-source"] == "")
+	msg := bhiv.Message{Subject: bhiv.Subject(s.cfg.Stream.SubjectPrefix, kind), Header: hdr, Data: body}
+	ev, err := s.decode(msg)
+	if err != nil {
+		return event{}, err
+	}
+	if key != "" && ev.id != key {
+		return event{}, badRequest(bhiv.ErrInvalidID.Error(), "Idempotency-Key %q differs from the event id %q", key, ev.id)
+	}
+	return ev, nil
 }
 
 // decodeBatch decodes a JSON batch. Every event is checked before any is
@@ -439,15 +402,16 @@ func (s *Server) batchEvent(kind bhiv.Kind, raw json.RawMessage) (event, error) 
 
 // decode runs bhiv.Decode on msg and checks that the envelope to publish
 // fits the consumer's size limit (it decodes the envelope, larger than a
-// bare body) and the server's max payload. With ownSource, the event, which
-// came without a source, gets the configured one.
-func (s *Server) decode(msg bhiv.Message, ownSource bool) (event, error) {
+// bare body) and the server's max payload. An event that came without a
+// source, which Decode names after the subject ("nats:<subject>"), gets the
+// configured one instead: it did not come from NATS.
+func (s *Server) decode(msg bhiv.Message) (event, error) {
 	ev, err := bhiv.Decode(msg, bhiv.DecodeOptions{SubjectPrefix: s.cfg.Stream.SubjectPrefix, MaxBytes: s.cfg.MaxEventBytes})
 	if err != nil {
 		return event{}, err
 	}
 	var body []byte
-	if ownSource {
+	if ev.Source == "nats:"+msg.Subject {
 		ev.Source = s.cfg.Source
 		body, err = ev.MarshalJSON()
 	} else {
