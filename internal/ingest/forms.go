@@ -20,8 +20,8 @@ const (
 	// connectors POSTed it, or a CloudEvent in binary mode (ce-* headers).
 	// bhiv.Decode tells the two apart, as the consumer does.
 	modeData       mode = iota
-	modeStructured // one CloudEvent in the JSON format
-	modeBatch      // a JSON array of CloudEvents in the JSON format
+	modeStructured      // one CloudEvent in the JSON format
+	modeBatch           // a JSON array of CloudEvents in the JSON format
 )
 
 var modeNames = [...]string{"data", "structured", "batch"}
