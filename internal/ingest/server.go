@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -389,15 +390,18 @@ func (s *Server) answer(w http.ResponseWriter, status int, a Answer) {
 	if a.IDs == nil {
 		a.IDs = []string{}
 	}
-	b, err := json.Marshal(a)
-	if err != nil {
-		b = []byte(`{"ids":[],"error":"encoding the answer failed"}`)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // "<token>", not "\u003ctoken\u003e": the answer is JSON, not HTML
+	if err := enc.Encode(a); err != nil {
+		b.Reset()
+		b.WriteString(`{"ids":[],"error":"encoding the answer failed"}` + "\n")
 		status = http.StatusInternalServerError
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	w.Write(b.Bytes())
 }
 
 // Serve serves on ln until ctx ends, then shuts down gracefully: it stops
