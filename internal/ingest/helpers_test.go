@@ -115,8 +115,8 @@ func (f *fixture) do(method, path, body string, headers ...string) reply {
 	return r
 }
 
-// count returns how many messages the stream holds.
-func (f *fixture) count() uint64 {
+// stream returns the events stream and its info.
+func (f *fixture) stream() (jetstream.Stream, *jetstream.StreamInfo) {
 	f.t.Helper()
 	s, err := f.js.Stream(context.Background(), bhiv.DefaultStreamName)
 	if err != nil {
@@ -126,6 +126,13 @@ func (f *fixture) count() uint64 {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	return s, info
+}
+
+// count returns how many messages the stream holds.
+func (f *fixture) count() uint64 {
+	f.t.Helper()
+	_, info := f.stream()
 	return info.State.Msgs
 }
 
@@ -134,14 +141,7 @@ func (f *fixture) count() uint64 {
 // would refuse, or one whose Nats-Msg-Id is not its event id.
 func (f *fixture) stored() map[string]storedEvent {
 	f.t.Helper()
-	s, err := f.js.Stream(context.Background(), bhiv.DefaultStreamName)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	s, info := f.stream()
 	out := map[string]storedEvent{}
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		raw, err := s.GetMsg(context.Background(), seq)

@@ -1,7 +1,7 @@
 package ingest
 
 import (
-	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -24,7 +24,9 @@ type metrics struct {
 	invalid  prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics makes the metrics and registers them on reg, when given (once
+// per registry: a second Server needs a registry of its own).
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bhiv_ingest_requests_total",
@@ -45,29 +47,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		m.requests = register(reg, m.requests)
-		m.duration = register(reg, m.duration)
-		m.events = register(reg, m.events)
-		m.invalid = register(reg, m.invalid)
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.events, m.invalid} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("metrics: %w", err)
+			}
+		}
 	}
-	return m
+	return m, nil
 }
 
 func (m *metrics) observe(path string, code int, d time.Duration) {
 	m.requests.WithLabelValues(path, strconv.Itoa(code)).Inc()
 	m.duration.WithLabelValues(path).Observe(d.Seconds())
-}
-
-// register registers c, or returns the collector already registered under
-// the same description (a second server in one process shares them).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }

@@ -91,7 +91,11 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ingest: jetstream: %w", err)
 	}
-	s := &Server{cfg: cfg, nc: nc, js: js, log: cfg.Logger, m: newMetrics(cfg.Registerer), mux: http.NewServeMux()}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	s := &Server{cfg: cfg, nc: nc, js: js, log: cfg.Logger, m: m, mux: http.NewServeMux()}
 	if cfg.Token != "" {
 		s.auth = []byte("Bearer " + cfg.Token)
 	}

@@ -394,3 +394,12 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("bhiv_ingest_invalid_total = %v, want 1", got)
 	}
 }
+
+// TestMetricsRegistryOnce: a second server on the same registry is an
+// error at New, not metrics that silently count nowhere.
+func TestMetricsRegistryOnce(t *testing.T) {
+	f := newFixture(t, Config{})
+	if _, err := New(f.nc, Config{Registerer: f.reg}); err == nil || !strings.Contains(err.Error(), "metrics") {
+		t.Errorf("second New on one registry: %v, want a metrics error", err)
+	}
+}
