@@ -18,6 +18,6 @@ USER 65532:65532
 ENV BHIV_BUCKET_DIR=/data/bucket \
     BHIV_FAILED_LOG=/data/failed_core_sends.log
 VOLUME ["/data"]
-EXPOSE 8081 9000
+EXPOSE 8081 8082 9000
 ENTRYPOINT ["/bhiv"]
 CMD ["consume"]

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -110,8 +111,9 @@ func port(t *testing.T, hostport string) string {
 // way `docker compose up` loads it, is consistent with the binary: the
 // bhiv services run real subcommands with settings the binary knows and
 // accepts, every service has a health check that asks the port it listens
-// on, the consumer starts after its dependencies are healthy, and the
-// monitoring services stay off unless their profile is asked for.
+// on, the consumer and ingest start after their dependencies are healthy,
+// Prometheus scrapes both, and the monitoring services stay off unless
+// their profile is asked for.
 func TestCompose(t *testing.T) {
 	p := loadCompose(t, "*")
 	known := map[string]bool{}
@@ -120,12 +122,12 @@ func TestCompose(t *testing.T) {
 			known[s.env] = true
 		}
 	}
-	for _, name := range []string{"nats", "core-stub", "consumer", "prometheus", "grafana"} {
+	for _, name := range []string{"nats", "core-stub", "consumer", "ingest", "prometheus", "grafana"} {
 		if _, ok := p.Services[name]; !ok {
 			t.Fatalf("service %s is missing", name)
 		}
 	}
-	consumer, stub, nats := p.Services["consumer"], p.Services["core-stub"], p.Services["nats"]
+	consumer, stub, nats, ingestSvc := p.Services["consumer"], p.Services["core-stub"], p.Services["nats"], p.Services["ingest"]
 
 	// The services built from this repository: bhiv subcommands, .env,
 	// known settings only, and `bhiv healthcheck` on their own port.
@@ -134,6 +136,7 @@ func TestCompose(t *testing.T) {
 	}{
 		{"core-stub", "core-stub", "BHIV_CORE_STUB_ADDR", "/bhiv/core/stats"},
 		{"consumer", "consume", "BHIV_ADMIN_ADDR", "/readyz"},
+		{"ingest", "ingest", "BHIV_INGEST_ADDR", "/readyz"},
 	} {
 		t.Run(tc.service, func(t *testing.T) {
 			svc := p.Services[tc.service]
@@ -212,6 +215,59 @@ func TestCompose(t *testing.T) {
 		}
 	})
 
+	t.Run("ingest wiring", func(t *testing.T) {
+		env := environ(ingestSvc)
+		if u, err := url.Parse(env("NATS_URL")); err != nil || u.Hostname() != "nats" || u.Port() != "4222" {
+			t.Errorf("NATS_URL=%q does not reach the nats service", env("NATS_URL"))
+		}
+		if d, ok := ingestSvc.DependsOn["nats"]; !ok || d.Condition != types.ServiceConditionHealthy {
+			t.Errorf("ingest must wait for nats to be healthy: %+v", ingestSvc.DependsOn)
+		}
+		listen := port(t, env("BHIV_INGEST_ADDR"))
+		if !slices.ContainsFunc(ingestSvc.Ports, func(pc types.ServicePortConfig) bool {
+			return pc.Published == listen && fmt.Sprint(pc.Target) == listen
+		}) {
+			t.Errorf("ingest does not publish its port %s: %+v", listen, ingestSvc.Ports)
+		}
+		// docker compose stop must outlast ingest's own shutdown: requests
+		// in flight wait for their acks (publish timeout + 5 s).
+		publish, err := time.ParseDuration(env("BHIV_INGEST_PUBLISH_TIMEOUT"))
+		if err != nil {
+			t.Fatalf("BHIV_INGEST_PUBLISH_TIMEOUT=%q: %v", env("BHIV_INGEST_PUBLISH_TIMEOUT"), err)
+		}
+		if ingestSvc.StopGracePeriod == nil || time.Duration(*ingestSvc.StopGracePeriod) < publish+5*time.Second {
+			t.Errorf("stop_grace_period %v does not outlast ingest's shutdown (%s)", ingestSvc.StopGracePeriod, publish+5*time.Second)
+		}
+	})
+
+	t.Run("ingest settings accepted", func(t *testing.T) {
+		fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
+		c := newConfig(fs, environ(ingestSvc), natsSettings, ingestSettings, logSettings)
+		if err := fs.Parse(nil); err != nil {
+			t.Fatal(err)
+		}
+		newLogger(c, io.Discard)
+		readIngest(c, readNATS(c))
+		if err := c.err(); err != nil {
+			t.Errorf("bhiv ingest would refuse the compose settings: %v", err)
+		}
+	})
+
+	t.Run("prometheus scrapes consumer and ingest", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "prometheus", "prometheus.yml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{
+			"consumer:" + port(t, environ(consumer)("BHIV_ADMIN_ADDR")),
+			"ingest:" + port(t, environ(ingestSvc)("BHIV_INGEST_ADDR")),
+		} {
+			if !strings.Contains(string(b), `"`+want+`"`) {
+				t.Errorf("prometheus.yml does not scrape %s", want)
+			}
+		}
+	})
+
 	t.Run("consumer settings accepted", func(t *testing.T) {
 		// The settings the consumer container gets pass the binary's own
 		// checks (as `bhiv consume` reads them, before it connects).
@@ -275,7 +331,7 @@ func TestCompose(t *testing.T) {
 				}
 			}
 		}
-		// Plain `docker compose up` starts the three services only.
+		// Plain `docker compose up` starts the four services only.
 		plain := loadCompose(t)
 		if got := slices.Sorted(func(yield func(string) bool) {
 			for n := range plain.Services {
@@ -283,7 +339,7 @@ func TestCompose(t *testing.T) {
 					return
 				}
 			}
-		}); !slices.Equal(got, []string{"consumer", "core-stub", "nats"}) {
+		}); !slices.Equal(got, []string{"consumer", "core-stub", "ingest", "nats"}) {
 			t.Errorf("without a profile compose starts %v", got)
 		}
 	})
@@ -318,7 +374,7 @@ func dockerfile(t *testing.T) []string {
 // TestComposeDockerfile checks the image the compose services are built
 // from: a static, trimmed, versioned build, run as a non-root user from a
 // base without a shell, with /bhiv as entry point (the health checks call
-// it), /data as volume and the admin and stub ports exposed; and that the
+// it), /data as volume and the admin, ingest and stub ports exposed; and that the
 // build context leaves out .env and local data.
 func TestComposeDockerfile(t *testing.T) {
 	ins := dockerfile(t)
@@ -360,7 +416,7 @@ func TestComposeDockerfile(t *testing.T) {
 		t.Errorf("VOLUME %q lacks /data", v)
 	}
 	exposed := strings.Fields(strings.Join(final["EXPOSE"], " "))
-	for _, p := range []string{"8081", "9000"} {
+	for _, p := range []string{"8081", "8082", "9000"} {
 		if !slices.Contains(exposed, p) {
 			t.Errorf("EXPOSE %v lacks %s", exposed, p)
 		}

@@ -9,16 +9,21 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hackaverse/bhiv/internal/corestub"
+	"github.com/hackaverse/bhiv/internal/ingest"
 )
 
+// devExample is the event the dev banner shows how to send.
+const devExample = `{"team_id":"team_42","action":"analyze_data","status":"ok"}`
+
 // runDev runs the whole stack in one process: an embedded JetStream server,
-// the Core stub and the consumer, with data under ./data.
+// the Core stub, the consumer and HTTP ingest, with data under ./data.
 func runDev(ctx context.Context, args []string, e env) error {
 	fs := newFlagSet("dev", e)
-	c := newConfig(fs, e.getenv, natsSettings, coreSettings, bucketSettings, failureSettings, consumerSettings, adminSettings, stubSettings, logSettings)
+	c := newConfig(fs, e.getenv, natsSettings, coreSettings, bucketSettings, failureSettings, consumerSettings, adminSettings, ingestSettings, stubSettings, logSettings)
 	dataDir := fs.String("data", "./data", "directory for the NATS store, the bucket and the failure log")
 	natsAddr := fs.String("nats-addr", "127.0.0.1:4222", "address of the embedded NATS server (port 0: any free port)")
 	if err := parse(fs, args); err != nil {
@@ -44,6 +49,7 @@ func runDev(ctx context.Context, args []string, e env) error {
 	n = natsConfig{stream: n.stream, manageStream: true, maxEventBytes: n.maxEventBytes}
 	cc := readConsumer(c, n)
 	sc := readSinks(c, cc.Concurrency)
+	ic, ingestAddr := readIngest(c, n)
 	admin := readAdmin(c)
 	stubAddr := c.str("BHIV_CORE_STUB_ADDR")
 	host, portStr, err := net.SplitHostPort(*natsAddr)
@@ -89,20 +95,40 @@ func runDev(ctx context.Context, args []string, e env) error {
 		sc.core.URL = stubURL
 	}
 
+	// 3. HTTP ingest.
+	var ingestLn net.Listener
+	ingestLine, curlLine := "", ""
+	if ingestAddr != "off" {
+		if ingestLn, err = listenIngest(ingestAddr); err != nil {
+			stubLn.Close()
+			return fmt.Errorf("dev: %w", err)
+		}
+		url := "http://" + ingestLn.Addr().String()
+		ingestLine = fmt.Sprintf("  HTTP ingest       %s   POST %s{execution,reward}, POST %s\n", url, ingest.EventsPath, ingest.CorePath)
+		auth := ""
+		if ic.Token != "" {
+			auth = ` -H "Authorization: Bearer $BHIV_INGEST_TOKEN"`
+		}
+		curlLine = fmt.Sprintf("  curl -i %s%sexecution -H 'Content-Type: application/json'%s -d '%s'\n", url, ingest.EventsPath, auth, devExample)
+	}
+
 	fmt.Fprintf(e.stdout, `bhiv dev is running:
   NATS (JetStream)  %s   store %s
   Core stub         %s   stats: curl %s/stats
-  Bucket            %s
+%s  Bucket            %s
   Failure log       %s
 Send an event:
-  nats -s %s pub %s '{"team_id":"team_42","action":"analyze_data","status":"ok"}'
-  go run ./cmd/bhiv publish execution --nats-url %s --team team_42 --action analyze_data
+  nats -s %s pub %s '%s'
+%s  go run ./cmd/bhiv publish execution --nats-url %s --team team_42 --action analyze_data
 Ctrl-C stops everything cleanly; the stream is kept for the next start.
-`, n.url, filepath.Join(*dataDir, "nats"), stubURL, stubURL, sc.bucket.Dir, sc.failed.Path,
-		n.url, "bhiv.events.execution", n.url)
+`, n.url, filepath.Join(*dataDir, "nats"), stubURL, stubURL, ingestLine, sc.bucket.Dir, sc.failed.Path,
+		n.url, "bhiv.events.execution", devExample, curlLine, n.url)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveUntil(gctx, stubLn, stub, 2*time.Second) })
+	if ingestLn != nil {
+		g.Go(func() error { return serveIngest(gctx, log, n, ic, ingestLn, prometheus.NewRegistry()) })
+	}
 	g.Go(func() error { return consume(gctx, log, n, cc, sc, admin) })
 	return g.Wait()
 }

@@ -263,7 +263,7 @@ func TestDevSubprocess(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cmd := exec.Command(bin, "dev", "--nats-addr", "127.0.0.1:0", "--data", dir)
-	cmd.Env = append(os.Environ(), "BHIV_CORE_STUB_ADDR=127.0.0.1:0", "BHIV_ADMIN_ADDR=127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "BHIV_CORE_STUB_ADDR=127.0.0.1:0", "BHIV_ADMIN_ADDR=127.0.0.1:0", "BHIV_INGEST_ADDR=127.0.0.1:0")
 	stdout, _ := cmd.StdoutPipe()
 	var stderr syncBuffer
 	cmd.Stderr = &stderr

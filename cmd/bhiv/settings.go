@@ -80,6 +80,15 @@ var (
 		{env: "BHIV_ADMIN_ADDR", def: "127.0.0.1:8081", help: "address of /metrics, /healthz, /readyz (off or empty turns it off)"},
 		{env: "BHIV_ADMIN_PPROF", def: "false", help: "also serve the Go profiler at /debug/pprof/ on the admin address (keep that address private)"},
 	}}
+	ingestSettings = group{"HTTP ingest (bhiv ingest, bhiv dev)", []setting{
+		{env: "BHIV_INGEST_ADDR", def: "127.0.0.1:8082", help: "address of POST /events/{kind}, POST /bhiv/core, /healthz, /readyz and /metrics (bhiv dev: off turns it off)"},
+		{env: "BHIV_INGEST_TOKEN", help: "bearer token clients must send (empty: anyone who reaches the address can publish)", secret: true},
+		{env: "BHIV_INGEST_MAX_BYTES", def: "4194304", help: "largest request body, in bytes (each event must also fit BHIV_MAX_EVENT_BYTES)"},
+		{env: "BHIV_INGEST_PUBLISH_TIMEOUT", def: "3s", help: "how long a request waits for JetStream's ack before it is answered 503 (under the clients' own timeout: 5s for the old connector)"},
+		{env: "BHIV_INGEST_READ_TIMEOUT", def: "30s", help: "time to read a whole request, body included"},
+		{env: "BHIV_INGEST_WRITE_TIMEOUT", def: "45s", help: "time from the end of the request headers to the end of the answer (above the read and publish timeouts)"},
+		{env: "BHIV_INGEST_IDLE_TIMEOUT", def: "2m", help: "how long an idle keep-alive connection stays open"},
+	}}
 	stubSettings = group{"Core stub (bhiv core-stub, bhiv dev)", []setting{
 		{env: "BHIV_CORE_STUB_ADDR", def: "127.0.0.1:9000", help: "address the Core stand-in listens on"},
 	}}
@@ -90,7 +99,7 @@ var (
 )
 
 // allGroups lists every group, in .env.example order.
-var allGroups = []group{natsSettings, coreSettings, bucketSettings, failureSettings, consumerSettings, adminSettings, stubSettings, logSettings}
+var allGroups = []group{natsSettings, coreSettings, bucketSettings, failureSettings, consumerSettings, adminSettings, ingestSettings, stubSettings, logSettings}
 
 // flagName turns an environment name into its flag: BHIV_CORE_URL → core-url,
 // NATS_URL → nats-url.

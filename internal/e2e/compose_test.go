@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -11,12 +13,16 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
+
+	"github.com/hackaverse/bhiv"
 )
 
 // TestComposeTopology runs the docker-compose.yml topology as processes —
-// nats-server, `bhiv core-stub` and `bhiv consume` with the commands and
-// environment the compose file gives them (.env from .env.example), host
-// names mapped to 127.0.0.1 ports — publishes, and accounts for every event.
+// nats-server, `bhiv core-stub`, `bhiv consume` and `bhiv ingest` with the
+// commands and environment the compose file gives them (.env from
+// .env.example), host names mapped to 127.0.0.1 ports — publishes with the
+// Go publisher and over HTTP through ingest (every form, one request sent
+// twice), and accounts for every event.
 func TestComposeTopology(t *testing.T) {
 	root := filepath.Join("..", "..")
 	dir := t.TempDir()
@@ -37,7 +43,7 @@ func TestComposeTopology(t *testing.T) {
 	}
 	s := newStack(t, 1) // nats-server as a process; its own core stub is replaced below
 	s.stub.kill(9)
-	stubPort, adminPort := freePort(t), freePort(t)
+	stubPort, adminPort, ingestPort := freePort(t), freePort(t), freePort(t)
 	natsHostPort := strings.TrimPrefix(s.natsURL, "nats://")
 	mapHosts := func(v string) string {
 		v = strings.ReplaceAll(v, "nats:4222", natsHostPort)
@@ -45,6 +51,8 @@ func TestComposeTopology(t *testing.T) {
 		v = strings.ReplaceAll(v, "0.0.0.0:9000", fmt.Sprintf("127.0.0.1:%d", stubPort))
 		v = strings.ReplaceAll(v, "0.0.0.0:8081", fmt.Sprintf("127.0.0.1:%d", adminPort))
 		v = strings.ReplaceAll(v, "127.0.0.1:8081", fmt.Sprintf("127.0.0.1:%d", adminPort))
+		v = strings.ReplaceAll(v, "0.0.0.0:8082", fmt.Sprintf("127.0.0.1:%d", ingestPort))
+		v = strings.ReplaceAll(v, "127.0.0.1:8082", fmt.Sprintf("127.0.0.1:%d", ingestPort))
 		return strings.ReplaceAll(v, "/data/", s.dir+"/data/")
 	}
 	envOf := func(service string) []string {
@@ -73,8 +81,16 @@ func TestComposeTopology(t *testing.T) {
 		hc := consSvc.HealthCheck.Test // ["CMD", "/bhiv", "healthcheck", URL]
 		return runCmd(bhivBin, append(hc[2:len(hc)-1], mapHosts(hc[len(hc)-1]))...) == nil
 	})
+	ingSvc := p.Services["ingest"]
+	ing := start(t, s.dir, "compose-ingest", envOf("ingest"), bhivBin, ingSvc.Command...)
+	defer ing.dump()
+	waitFor(t, 20*time.Second, "ingest healthy", func() bool {
+		hc := ingSvc.HealthCheck.Test
+		return runCmd(bhivBin, append(hc[2:len(hc)-1], mapHosts(hc[len(hc)-1]))...) == nil
+	})
 	n := 500
 	_, done := s.publish(n, 0)
+	n += s.ingestAll(fmt.Sprintf("http://127.0.0.1:%d", ingestPort))
 	<-done
 	s.drained(time.Minute)
 	if _, err := os.Stat(filepath.Join(s.dir, "data", "bucket")); err != nil {
@@ -85,4 +101,64 @@ func TestComposeTopology(t *testing.T) {
 	os.Rename(filepath.Join(s.dir, "data", "bucket"), filepath.Join(s.dir, "bucket"))
 	os.Rename(filepath.Join(s.dir, "data", "failed_core_sends.log"), filepath.Join(s.dir, "failed.log"))
 	s.account("compose-topology", n)
+}
+
+// ingestAll sends events to bhiv ingest at base in every form — structured
+// to /events/{kind}, binary to the old Core path, a batch — sends one
+// request twice (stored once), expects each event, and returns how many it
+// sent.
+func (s *stack) ingestAll(base string) int {
+	s.t.Helper()
+	post := func(path, ct string, body []byte, headers map[string]string) []string {
+		req, _ := http.NewRequest(http.MethodPost, base+path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			s.t.Fatalf("ingest: %v", err)
+		}
+		defer resp.Body.Close()
+		var a struct {
+			IDs []string `json:"ids"`
+		}
+		json.NewDecoder(resp.Body).Decode(&a)
+		if resp.StatusCode != http.StatusAccepted {
+			s.t.Fatalf("ingest POST %s: %s", path, resp.Status)
+		}
+		return a.IDs
+	}
+	var batch []bhiv.Event
+	sent := 0
+	for i := 0; i < 30; i++ {
+		kind, data := bhiv.KindExecution, any(bhiv.Execution{TeamID: fmt.Sprintf("team_%d", i%5), Action: "ingest", DurationMS: int64(i)})
+		if i%2 == 1 {
+			kind, data = bhiv.KindReward, bhiv.Reward{TeamID: fmt.Sprintf("team_%d", i%5), Reward: float64(i)}
+		}
+		ev, err := bhiv.New(kind, "e2e-ingest", "", data)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		s.expect(ev)
+		sent++
+		switch i % 3 {
+		case 0:
+			body, _ := ev.MarshalJSON()
+			post("/events/"+string(kind), "application/cloudevents+json", body, nil)
+		case 1:
+			post("/bhiv/core", "application/json", ev.Data, map[string]string{
+				"ce-specversion": "1.0", "ce-id": ev.ID, "ce-type": ev.Type, "ce-source": "e2e%20ingest",
+				"ce-time": ev.Time.Format(time.RFC3339Nano),
+			})
+		default:
+			batch = append(batch, ev)
+		}
+	}
+	body, _ := json.Marshal(batch)
+	post("/bhiv/core", "application/cloudevents-batch+json", body, nil)
+	if ids := post("/bhiv/core", "application/cloudevents-batch+json", body, nil); len(ids) != len(batch) {
+		s.t.Fatalf("the batch sent again: %d ids, want %d", len(ids), len(batch))
+	}
+	return sent
 }
