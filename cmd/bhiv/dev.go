@@ -98,7 +98,7 @@ Send an event:
   nats -s %s pub %s '{"team_id":"team_42","action":"analyze_data","status":"ok"}'
   go run ./cmd/bhiv publish execution --nats-url %s --team team_42 --action analyze_data
 Ctrl-C stops everything cleanly; the stream is kept for the next start.
-`, n.url, filepath.Join(*dataDir, "nats"), stubURL, stubURL, sc.bucket.Dir, sc.failed.Path,
+`, n.url, filepath.Join(*dataDir, "nats"), stubURL, stubURL, sc.bucketLocation(), sc.failed.Path,
 		n.url, "bhiv.events.execution", n.url)
 
 	g, gctx := errgroup.WithContext(ctx)
