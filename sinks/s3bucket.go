@@ -692,7 +692,10 @@ func (b *S3Bucket) Available() bool {
 // Close stops the probes and releases the connections. Deliver fails with
 // ErrClosed afterwards.
 func (b *S3Bucket) Close() error {
-	if b.closed.Swap(true) {
+	b.probeMu.Lock() // no probe starts after this
+	already := b.closed.Swap(true)
+	b.probeMu.Unlock()
+	if already {
 		return nil
 	}
 	b.stop()

@@ -297,8 +297,12 @@ func TestS3BucketOutages(t *testing.T) {
 				t.Fatal("Available() is true during the outage")
 			}
 			time.Sleep(2 * bucketProbeEvery)
+			t0 := time.Now()
 			if b.Available() {
 				t.Fatal("Available() is true during the outage, after a probe")
+			}
+			if took := time.Since(t0); took > 200*time.Millisecond {
+				t.Errorf("Available() took %s: it waited for the store", took)
 			}
 			if !strings.Contains(logs.String(), "bucket: unavailable, events wait") {
 				t.Errorf("the outage was not logged:\n%s", logs.String())
