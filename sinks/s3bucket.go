@@ -424,6 +424,7 @@ type S3Bucket struct {
 	stop      context.CancelFunc
 	closed    atomic.Bool
 	probeKey  string
+	probed    atomic.Bool // the probe object was written: Close removes it
 }
 
 // NewS3Bucket returns an S3Bucket once the store has answered that the
@@ -490,7 +491,8 @@ func (b *S3Bucket) detect(ctx context.Context) error {
 }
 
 // removeProbe removes a probe object, if the credentials allow it (an
-// append-only policy may not: the probe then stays, one per process).
+// append-only policy may not: the probes then stay, a few small objects
+// per start under <prefix>/.bhiv/, which List leaves out).
 func (b *S3Bucket) removeProbe(key string) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 	defer cancel()
@@ -634,7 +636,11 @@ var bucketProbeData = []byte("bhiv probe\n")
 
 // probe writes this process's probe object once, without retries.
 func (b *S3Bucket) probe(ctx context.Context) error {
-	return b.put(ctx, b.probeKey, bucketProbeData, false)
+	err := b.put(ctx, b.probeKey, bucketProbeData, false)
+	if err == nil {
+		b.probed.Store(true)
+	}
+	return err
 }
 
 // setDown marks the store down after err, logging it once.
@@ -689,8 +695,8 @@ func (b *S3Bucket) Available() bool {
 	return false
 }
 
-// Close stops the probes and releases the connections. Deliver fails with
-// ErrClosed afterwards.
+// Close stops the probes, removes this process's probe object and releases
+// the connections. Deliver fails with ErrClosed afterwards.
 func (b *S3Bucket) Close() error {
 	b.probeMu.Lock() // no probe starts after this
 	already := b.closed.Swap(true)
@@ -700,6 +706,9 @@ func (b *S3Bucket) Close() error {
 	}
 	b.stop()
 	b.probing.Wait()
+	if b.probed.Load() {
+		b.removeProbe(b.probeKey)
+	}
 	return b.S3Reader.Close()
 }
 

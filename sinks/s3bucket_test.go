@@ -321,6 +321,10 @@ func TestS3BucketOutages(t *testing.T) {
 			if got := storedS3(t, srv, ev.ID); len(got) != 1 {
 				t.Errorf("%d copies stored, want 1", len(got))
 			}
+			b.Close()
+			if keys, _ := srv.Keys(testS3Bucket, "bhiv/.bhiv/"); len(keys) != 0 {
+				t.Errorf("probe objects left after Close: %v", keys)
+			}
 		})
 	}
 	t.Run("short faults are retried", func(t *testing.T) {
