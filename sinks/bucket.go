@@ -270,10 +270,12 @@ func (b *Bucket) Name() string { return BucketName }
 // Dir returns the absolute bucket directory.
 func (b *Bucket) Dir() string { return b.dir }
 
-// Path returns the file the event is written to. It fails when the event's
-// kind, id or time cannot make a safe path; the path is always inside the
-// bucket directory.
-func (b *Bucket) Path(ev *bhiv.Event) (string, error) {
+// EventKey returns where a bucket keeps the event, relative to its root:
+// <kind>/<YYYY-MM-DD>/<id>.json, the date being that of the event time in
+// UTC, with slashes. Both buckets, the file one and the S3 one, and the
+// audit use it. It fails when the event's kind, id or time cannot make a
+// safe key.
+func EventKey(ev *bhiv.Event) (string, error) {
 	if ev == nil {
 		return "", errors.New("no event")
 	}
@@ -287,8 +289,18 @@ func (b *Bucket) Path(ev *bhiv.Event) (string, error) {
 	if ev.Time.IsZero() {
 		return "", &bhiv.DecodeError{Reason: bhiv.ErrInvalidEnvelope, Detail: "time is missing"}
 	}
-	date := ev.Time.UTC().Format(time.DateOnly)
-	p := filepath.Join(b.dir, string(kind), date, ev.ID+".json")
+	return string(kind) + "/" + ev.Time.UTC().Format(time.DateOnly) + "/" + ev.ID + ".json", nil
+}
+
+// Path returns the file the event is written to. It fails when the event's
+// kind, id or time cannot make a safe path; the path is always inside the
+// bucket directory.
+func (b *Bucket) Path(ev *bhiv.Event) (string, error) {
+	key, err := EventKey(ev)
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(b.dir, filepath.FromSlash(key))
 	// The parts above cannot leave the bucket; check anyway.
 	if filepath.Dir(filepath.Dir(filepath.Dir(p))) != b.dir {
 		return "", &bhiv.DecodeError{Reason: bhiv.ErrInvalidID, Detail: fmt.Sprintf("path %q leaves the bucket", p)}

@@ -63,6 +63,16 @@
 // wraps bhiv.ErrUnavailable and Available reports false until a probe
 // succeeds, so that the consumer holds events as during a Core outage.
 //
+// S3Bucket is the Bucket on S3-compatible object storage (minio-go), for
+// replicas on several machines: the same key (EventKey) below a prefix and
+// the same bytes, one PUT with Content-MD5 per event, the first event under
+// an id kept by If-None-Match: * (or, on a store without conditional
+// writes, a read before the write, racy between replicas), and the same
+// outage rule: a store down or refusing access makes Deliver wrap
+// bhiv.ErrUnavailable and Available report false until a probe succeeds.
+// Both buckets are read through BucketReader (DirReader, S3Reader), which
+// the audit uses.
+//
 // FailureLog is the dead-letter file: append-only JSON Lines of
 // bhiv.FailureRecord, durable before Append returns, rotated by size. Replay
 // re-sends its records to their sinks with the same policies, removing the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/internal/audit"
+	"github.com/hackaverse/bhiv/sinks"
 )
 
 // runAudit reconciles the stream with Core (when its record is given), the
@@ -30,7 +31,7 @@ func runAudit(ctx context.Context, args []string, e env) error {
 	}
 	log := newLogger(c, e.stderr)
 	n := readNATS(c)
-	bucketDir := c.str("BHIV_BUCKET_DIR")
+	bucketCfg, s3Cfg := readBucket(c)
 	failedLog := c.str("BHIV_FAILED_LOG")
 	durable := c.str("BHIV_CONSUMER")
 	if err := c.err(); err != nil {
@@ -50,13 +51,24 @@ func runAudit(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	var bucket sinks.BucketReader = sinks.NewDirReader(bucketCfg.Dir)
+	if s3Cfg != nil {
+		cfg := *s3Cfg
+		cfg.Logger = log
+		r, err := sinks.NewS3Reader(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		bucket = r
+	}
 	settled := true
 	if *wait > 0 {
 		settled = waitIdle(ctx, js, n.stream.Name, durable, *wait, log)
 	}
 	r, err := audit.Check(ctx, audit.Config{JS: js, Stream: n.stream.Name, Durable: durable,
-		Decode:    bhiv.DecodeOptions{SubjectPrefix: n.stream.SubjectPrefix, MaxBytes: n.maxEventBytes},
-		BucketDir: bucketDir, FailureLog: failedLog, CoreRecord: *coreRecord, Logger: log})
+		Decode: bhiv.DecodeOptions{SubjectPrefix: n.stream.SubjectPrefix, MaxBytes: n.maxEventBytes},
+		Bucket: bucket, FailureLog: failedLog, CoreRecord: *coreRecord, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -27,18 +27,27 @@ var repoRoot = filepath.Join("..", "..")
 // `cp .env.example .env`, with the given profiles on ("*": all).
 func loadCompose(t *testing.T, profiles ...string) *types.Project {
 	t.Helper()
+	return loadComposeEnv(t, nil, profiles...)
+}
+
+// loadComposeEnv is loadCompose with the given values set in .env.
+func loadComposeEnv(t *testing.T, dotEnv map[string]string, profiles ...string) *types.Project {
+	t.Helper()
 	dir := t.TempDir()
 	for from, to := range map[string]string{"docker-compose.yml": "docker-compose.yml", ".env.example": ".env"} {
 		b, err := os.ReadFile(filepath.Join(repoRoot, from))
 		if err != nil {
 			t.Fatal(err)
 		}
+		for k, v := range dotEnv {
+			b = regexp.MustCompile(`(?m)^`+k+`=.*$`).ReplaceAll(b, []byte(k+"="+v))
+		}
 		if err := os.WriteFile(filepath.Join(dir, to), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(dir, "docker-compose.yml")},
-		cli.WithWorkingDirectory(dir), cli.WithDotEnv, cli.WithProfiles(profiles))
+		cli.WithWorkingDirectory(dir), cli.WithEnvFiles(), cli.WithDotEnv, cli.WithProfiles(profiles))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,8 +121,9 @@ func port(t *testing.T, hostport string) string {
 // bhiv services run real subcommands with settings the binary knows and
 // accepts, every service has a health check that asks the port it listens
 // on, the consumer and ingest start after their dependencies are healthy,
-// Prometheus scrapes both, and the monitoring services stay off unless
-// their profile is asked for.
+// Prometheus scrapes both, the monitoring and S3 services stay off unless
+// their profile is asked for, and the s3 profile's MinIO, its bucket and
+// the consumer's S3 settings fit together.
 func TestCompose(t *testing.T) {
 	p := loadCompose(t, "*")
 	known := map[string]bool{}
@@ -122,7 +132,7 @@ func TestCompose(t *testing.T) {
 			known[s.env] = true
 		}
 	}
-	for _, name := range []string{"nats", "core-stub", "consumer", "ingest", "prometheus", "grafana"} {
+	for _, name := range []string{"nats", "core-stub", "consumer", "ingest", "prometheus", "grafana", "minio", "minio-init"} {
 		if _, ok := p.Services[name]; !ok {
 			t.Fatalf("service %s is missing", name)
 		}
@@ -315,6 +325,81 @@ func TestCompose(t *testing.T) {
 		// The -alpine variant has busybox wget.
 		if slices.Contains(nats.HealthCheck.Test, "wget") && !strings.Contains(nats.Image, "alpine") {
 			t.Errorf("health check uses wget, which image %s does not have (use an -alpine tag)", nats.Image)
+		}
+	})
+
+	t.Run("s3 profile", func(t *testing.T) {
+		minio, initSvc := p.Services["minio"], p.Services["minio-init"]
+		for _, svc := range []types.ServiceConfig{minio, initSvc} {
+			if !slices.Equal(svc.Profiles, []string{"s3"}) {
+				t.Errorf("%s is not in the s3 profile alone: %v", svc.Name, svc.Profiles)
+			}
+		}
+		if !strings.HasPrefix(minio.Image, "minio/minio") || !strings.HasPrefix(initSvc.Image, "minio/mc") {
+			t.Errorf("images %q and %q, want minio/minio and minio/mc", minio.Image, initSvc.Image)
+		}
+		// MinIO serves its data from a volume and answers its health check
+		// with its own mc (the image has no curl).
+		if len(minio.Command) < 2 || minio.Command[0] != "server" ||
+			!slices.ContainsFunc(minio.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == minio.Command[1] }) {
+			t.Errorf("minio command %v does not serve a volume: %+v", minio.Command, minio.Volumes)
+		}
+		if hc := minio.HealthCheck; hc == nil || !slices.Equal(hc.Test, []string{"CMD", "mc", "ready", "local"}) || hc.Interval == nil || hc.Retries == nil {
+			t.Errorf("minio health check %+v", minio.HealthCheck)
+		}
+		// minio-init makes the bucket once MinIO is healthy, with MinIO's
+		// root credentials, which the consumer uses too.
+		if d, ok := initSvc.DependsOn["minio"]; !ok || d.Condition != types.ServiceConditionHealthy {
+			t.Errorf("minio-init must wait for minio to be healthy: %+v", initSvc.DependsOn)
+		}
+		if len(initSvc.Command) != 3 || initSvc.Command[0] != "mb" || initSvc.Command[1] != "--ignore-existing" {
+			t.Fatalf("minio-init command %v, want mb --ignore-existing <alias>/<bucket>", initSvc.Command)
+		}
+		alias, bucketName, _ := strings.Cut(initSvc.Command[2], "/")
+		host := environ(initSvc)("MC_HOST_" + alias)
+		hu, err := url.Parse(host)
+		env, menv := environ(consumer), environ(minio)
+		if err != nil || hu.Hostname() != "minio" || hu.Port() != "9000" {
+			t.Errorf("MC_HOST_%s=%q does not reach minio:9000", alias, host)
+		} else if pw, _ := hu.User.Password(); hu.User.Username() != menv("MINIO_ROOT_USER") || pw != menv("MINIO_ROOT_PASSWORD") {
+			t.Errorf("minio-init's credentials are not MinIO's")
+		}
+		if env("AWS_ACCESS_KEY_ID") != menv("MINIO_ROOT_USER") || env("AWS_SECRET_ACCESS_KEY") != menv("MINIO_ROOT_PASSWORD") {
+			t.Errorf("the consumer's AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are not MinIO's credentials")
+		}
+		if len(menv("MINIO_ROOT_PASSWORD")) < 8 {
+			t.Errorf("MinIO refuses a root password under 8 characters")
+		}
+		if u, err := url.Parse(env("BHIV_S3_ENDPOINT")); err != nil || u.Hostname() != "minio" || u.Port() != "9000" {
+			t.Errorf("BHIV_S3_ENDPOINT=%q does not reach the minio service", env("BHIV_S3_ENDPOINT"))
+		}
+		// The consumer waits for the bucket when the profile is on, and not
+		// otherwise.
+		if d, ok := consumer.DependsOn["minio-init"]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully || d.Required {
+			t.Errorf("consumer must wait for minio-init to complete, when it runs (required: false): %+v", consumer.DependsOn)
+		}
+		// The set-up of the compose file's header passes the binary's checks
+		// and names the bucket minio-init makes.
+		b, err := os.ReadFile(filepath.Join(repoRoot, "docker-compose.yml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`BHIV_BUCKET_URL=(s3://\S+) docker compose --profile s3 up`).FindSubmatch(b)
+		if m == nil {
+			t.Fatal("the header does not show the s3 set-up (BHIV_BUCKET_URL=s3://... docker compose --profile s3 up)")
+		}
+		if u, _ := url.Parse(string(m[1])); u.Host != bucketName {
+			t.Errorf("the header uses bucket %q, minio-init makes %q", u.Host, bucketName)
+		}
+		s3p := loadComposeEnv(t, map[string]string{"BHIV_BUCKET_URL": string(m[1])}, "s3")
+		fs := flag.NewFlagSet("consume", flag.ContinueOnError)
+		c := newConfig(fs, environ(s3p.Services["consumer"]), natsSettings, coreSettings, bucketSettings, failureSettings, consumerSettings, adminSettings, logSettings)
+		if err := fs.Parse(nil); err != nil {
+			t.Fatal(err)
+		}
+		sc := readSinks(c, 1)
+		if err := c.err(); err != nil || sc.s3 == nil || sc.s3.Bucket != bucketName {
+			t.Errorf("bhiv consume reads the s3 set-up as %+v, %v", sc.s3, err)
 		}
 	})
 

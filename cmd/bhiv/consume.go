@@ -48,7 +48,7 @@ func consume(ctx context.Context, log *slog.Logger, n natsConfig, cc consumer.Co
 		return err
 	}
 	reg := newRegistry()
-	p, err := pipeline.New(js, pipeline.Config{Consumer: cc, Core: sc.core, Bucket: sc.bucket, FailureLog: sc.failed, Logger: log, Registerer: reg})
+	p, err := pipeline.New(js, pipeline.Config{Consumer: cc, Core: sc.core, Bucket: sc.bucket, S3: sc.s3, FailureLog: sc.failed, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}

@@ -121,7 +121,7 @@ Send an event:
   nats -s %s pub %s '%s'
 %s  go run ./cmd/bhiv publish execution --nats-url %s --team team_42 --action analyze_data
 Ctrl-C stops everything cleanly; the stream is kept for the next start.
-`, n.url, filepath.Join(*dataDir, "nats"), stubURL, stubURL, ingestLine, sc.bucket.Dir, sc.failed.Path,
+`, n.url, filepath.Join(*dataDir, "nats"), stubURL, stubURL, ingestLine, sc.bucketLocation(), sc.failed.Path,
 		n.url, "bhiv.events.execution", devExample, curlLine, n.url)
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -12,7 +12,16 @@ import (
 type sinkConfig struct {
 	core   sinks.CoreConfig
 	bucket sinks.BucketConfig
+	s3     *sinks.S3Config // the bucket is on S3 (BHIV_BUCKET_URL=s3://...)
 	failed sinks.FailureLogConfig
+}
+
+// bucketLocation says where the bucket is, for people.
+func (s sinkConfig) bucketLocation() string {
+	if s.s3 != nil {
+		return s.s3.Location() + " at " + s.s3.Endpoint
+	}
+	return s.bucket.Dir
 }
 
 // readSinks reads and checks the sink and failure-log settings.
@@ -36,10 +45,6 @@ func readSinks(c *config, concurrency int) sinkConfig {
 			Concurrency:     concurrency,
 			UserAgent:       "bhiv/" + Version(),
 		},
-		bucket: sinks.BucketConfig{
-			Dir:     c.str("BHIV_BUCKET_DIR"),
-			NoFsync: !c.bool("BHIV_BUCKET_FSYNC"),
-		},
 		failed: sinks.FailureLogConfig{
 			Path:     c.str("BHIV_FAILED_LOG"),
 			MaxBytes: int64(c.int("BHIV_FAILED_LOG_MAX_MB", 1)) << 20,
@@ -51,9 +56,7 @@ func readSinks(c *config, concurrency int) sinkConfig {
 	if (s.core.CertFile == "") != (s.core.KeyFile == "") {
 		c.check("BHIV_CORE_CERT_FILE", errors.New("BHIV_CORE_CERT_FILE and BHIV_CORE_KEY_FILE go together"))
 	}
-	if s.bucket.Dir == "" {
-		c.check("BHIV_BUCKET_DIR", errors.New("is empty"))
-	}
+	s.bucket, s.s3 = readBucket(c)
 	if s.failed.Path == "" {
 		c.check("BHIV_FAILED_LOG", errors.New("is empty"))
 	}
@@ -74,4 +77,78 @@ func readConsumer(c *config, n natsConfig) consumer.Config {
 		ShutdownTimeout: c.dur("BHIV_SHUTDOWN_TIMEOUT", 0),
 		MaxEventBytes:   n.maxEventBytes,
 	}
+}
+
+// readBucket reads the bucket settings: a directory (BHIV_BUCKET_DIR, or
+// BHIV_BUCKET_URL=file://...), or an S3 bucket (BHIV_BUCKET_URL=s3://...)
+// with the S3 settings, when s3 is not nil.
+func readBucket(c *config) (bucket sinks.BucketConfig, s3 *sinks.S3Config) {
+	bucket = sinks.BucketConfig{Dir: c.str("BHIV_BUCKET_DIR"), NoFsync: !c.bool("BHIV_BUCKET_FSYNC")}
+	if bucket.Dir == "" {
+		c.check("BHIV_BUCKET_DIR", errors.New("is empty"))
+	}
+	raw := c.str("BHIV_BUCKET_URL")
+	if raw == "" {
+		return bucket, nil
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		c.check("BHIV_BUCKET_URL", errors.New("not a URL"))
+	case u.Scheme == "file":
+		dir := u.Path
+		if u.Opaque != "" {
+			dir = u.Opaque // file:relative/dir
+		}
+		if (u.Host != "" && u.Host != "localhost") || dir == "" {
+			c.check("BHIV_BUCKET_URL", errors.New("want file:///absolute/path or file:relative/path"))
+		}
+		bucket.Dir = dir
+	case u.Scheme == "s3":
+		s3 = readS3(c, u)
+	default:
+		c.check("BHIV_BUCKET_URL", errors.New("want file:///path or s3://bucket/prefix"))
+	}
+	return bucket, s3
+}
+
+// readS3 reads the S3 settings of the bucket at u (s3://bucket/prefix).
+func readS3(c *config, u *url.URL) *sinks.S3Config {
+	region := c.str("BHIV_S3_REGION")
+	if region == "" {
+		region = c.str("AWS_REGION")
+	}
+	lookup := map[string]string{"auto": sinks.S3LookupAuto, "true": sinks.S3LookupPath, "false": sinks.S3LookupHost}[c.oneOf("BHIV_S3_PATH_STYLE", "auto", "true", "false")]
+	conditional := map[string]sinks.ConditionalWrites{"auto": sinks.ConditionalAuto, "true": sinks.ConditionalOn, "false": sinks.ConditionalOff}[c.oneOf("BHIV_S3_CONDITIONAL_WRITES", "auto", "true", "false")]
+	s3 := &sinks.S3Config{
+		Bucket: u.Host, Prefix: u.Path, Endpoint: c.str("BHIV_S3_ENDPOINT"), Region: region, Lookup: lookup,
+		CAFile:          c.str("BHIV_S3_CA_FILE"),
+		AccessKeyID:     c.str("AWS_ACCESS_KEY_ID"),
+		SecretAccessKey: c.str("AWS_SECRET_ACCESS_KEY"),
+		SessionToken:    c.str("AWS_SESSION_TOKEN"),
+		Profile:         c.str("AWS_PROFILE"),
+		CredentialsFile: c.str("AWS_SHARED_CREDENTIALS_FILE"),
+		Conditional:     conditional,
+		Timeout:         c.dur("BHIV_S3_TIMEOUT", 1),
+		Retries:         c.int("BHIV_S3_MAX_RETRIES", 0),
+	}
+	if s3.Retries == 0 {
+		s3.Retries = -1 // none (0 would mean the default)
+	}
+	if ep := s3.Endpoint; ep != "" {
+		if e, err := url.Parse(ep); err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" || (e.Path != "" && e.Path != "/") {
+			c.check("BHIV_S3_ENDPOINT", errors.New("want http(s)://host[:port]"))
+			return s3
+		}
+	}
+	if (s3.AccessKeyID == "") != (s3.SecretAccessKey == "") {
+		c.check("AWS_ACCESS_KEY_ID", errors.New("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together"))
+		return s3
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		c.check("BHIV_BUCKET_URL", errors.New("want s3://bucket/prefix, without credentials or query (credentials go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"))
+	} else if err := s3.Validate(); err != nil {
+		c.check("BHIV_BUCKET_URL", err)
+	}
+	return s3
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -54,8 +55,7 @@ func runReplay(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer core.Close()
-	sc.bucket.Logger = log.With("sink", "bucket")
-	bucket, err := sinks.NewBucket(sc.bucket)
+	bucket, err := openBucket(ctx, sc, log.With("sink", "bucket"))
 	if err != nil {
 		return err
 	}
@@ -84,4 +84,22 @@ func runReplay(ctx context.Context, args []string, e env) error {
 		return fmt.Errorf("replay: %d record(s) failed again and stay in %s", res.Failed, sc.failed.Path)
 	}
 	return nil
+}
+
+// bucketSink is the Bucket sink, on local disk or S3.
+type bucketSink interface {
+	sinks.Deliverer
+	Close() error
+}
+
+// openBucket opens the Bucket sink the settings name.
+func openBucket(ctx context.Context, sc sinkConfig, log *slog.Logger) (bucketSink, error) {
+	if sc.s3 != nil {
+		cfg := *sc.s3
+		cfg.Logger = log
+		return sinks.NewS3Bucket(ctx, cfg)
+	}
+	cfg := sc.bucket
+	cfg.Logger = log
+	return sinks.NewBucket(cfg)
 }

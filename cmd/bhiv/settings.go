@@ -59,9 +59,23 @@ var (
 		{env: "BHIV_CORE_BATCH_MAX", def: "1", help: "events per POST (1 = one event per POST; above 1, a JSON array)"},
 		{env: "BHIV_CORE_BATCH_LINGER", def: "5ms", help: "how long a partial batch waits for more events"},
 	}}
-	bucketSettings = group{"Bucket sink (files on local disk)", []setting{
+	bucketSettings = group{"Bucket sink (files on local disk, or S3-compatible object storage)", []setting{
 		{env: "BHIV_BUCKET_DIR", def: "./data/bucket", help: "directory of the event files"},
 		{env: "BHIV_BUCKET_FSYNC", def: "true", help: "fsync each file before it counts as written (false trades durability for speed)"},
+		{env: "BHIV_BUCKET_URL", help: "where the events go: file:///path (default: BHIV_BUCKET_DIR) or s3://bucket/prefix (replicas on several machines; the S3 settings below)"},
+		{env: "BHIV_S3_ENDPOINT", help: "S3 endpoint URL, such as http://minio:9000 (default: AWS S3)"},
+		{env: "BHIV_S3_REGION", help: "S3 region (default: AWS_REGION, else asked from the bucket)"},
+		{env: "BHIV_S3_PATH_STYLE", def: "auto", help: "path-style requests: true for MinIO and most self-hosted stores, false for virtual-host style, auto for virtual-host style on AWS only"},
+		{env: "BHIV_S3_CA_FILE", help: "CA certificate (PEM) to verify an https S3 endpoint"},
+		{env: "BHIV_S3_CONDITIONAL_WRITES", def: "auto", help: "first event under an id wins by If-None-Match: * (true), by a read before the write that is racy between replicas (false), or as found at start (auto)"},
+		{env: "BHIV_S3_TIMEOUT", def: "10s", help: "timeout of one S3 request"},
+		{env: "BHIV_S3_MAX_RETRIES", def: "3", help: "retries of an S3 request that failed with a network error, a timeout or a 5xx"},
+		{env: "AWS_ACCESS_KEY_ID", help: "S3 access key (without it: AWS_PROFILE in the shared credentials file, then the IAM role)"},
+		{env: "AWS_SECRET_ACCESS_KEY", help: "S3 secret key", secret: true},
+		{env: "AWS_SESSION_TOKEN", help: "S3 session token of temporary credentials", secret: true},
+		{env: "AWS_PROFILE", help: "profile in the shared credentials file (default: default)"},
+		{env: "AWS_SHARED_CREDENTIALS_FILE", help: "shared credentials file (default: ~/.aws/credentials)"},
+		{env: "AWS_REGION", help: "AWS region, used when BHIV_S3_REGION is empty"},
 	}}
 	failureSettings = group{"Failure log", []setting{
 		{env: "BHIV_FAILED_LOG", def: "./data/failed_core_sends.log", help: "JSON Lines file of events a sink finally could not take"},
@@ -160,6 +174,7 @@ func (c *config) fail(env, from, val string, err error) {
 	if c.known[env].secret {
 		val = "<redacted>"
 	}
+	val = redactURL(val) // user-info in a URL is a secret too
 	c.errs = append(c.errs, fmt.Errorf("%s=%q: %w", from, val, err))
 }
 

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -32,10 +31,6 @@ const (
 	MissingDecode = bhiv.SinkDecode  // "decode": invalid input without its failure record
 )
 
-// tmpPrefix starts the names of the Bucket sink's temporary files, which are
-// not events.
-const tmpPrefix = ".tmp-"
-
 // fetchBatch is how many stream messages are fetched at a time.
 const fetchBatch = 128
 
@@ -51,7 +46,11 @@ type Config struct {
 	// Decode must match the consumer's decode options (subject prefix, size
 	// limit), so that bare events get the same derived ids.
 	Decode bhiv.DecodeOptions
-	// BucketDir is the Bucket sink's directory; "" means an empty bucket.
+	// Bucket reads the bucket, files or S3 objects; when nil, BucketDir is
+	// read.
+	Bucket sinks.BucketReader
+	// BucketDir is the Bucket sink's directory, read when Bucket is nil;
+	// "" means an empty bucket.
 	BucketDir string
 	// FailureLog is the failure log's path (rotated files included); "" or a
 	// missing file means an empty failure log.
@@ -130,8 +129,8 @@ type Report struct {
 	// not processed (above its ack floor); they are not judged.
 	Pending int    `json:"pending"`
 	Lost    []Lost `json:"lost"`
-	// Unexplained lists bucket files, relative to the bucket directory, that
-	// no message of the stream explains.
+	// Unexplained lists bucket keys (files or objects, relative to the
+	// bucket's root) that no message of the stream explains.
 	Unexplained []string `json:"unexplained_bucket_files"`
 }
 
@@ -333,24 +332,15 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	r.CoreKnown = coreSeen != nil
 
-	// 4. The bucket: relative paths of its event files.
+	// 4. The bucket: the keys of its events.
 	bucket := map[string]bool{}
-	if cfg.BucketDir != "" {
-		err := filepath.WalkDir(cfg.BucketDir, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) {
-					return nil // gone while walking, or no bucket yet
-				}
-				return err
-			}
-			if d.IsDir() || strings.HasPrefix(d.Name(), tmpPrefix) {
-				return nil
-			}
-			rel, err := filepath.Rel(cfg.BucketDir, path)
-			if err != nil {
-				return err
-			}
-			bucket[filepath.ToSlash(rel)] = true
+	reader := cfg.Bucket
+	if reader == nil && cfg.BucketDir != "" {
+		reader = sinks.NewDirReader(cfg.BucketDir)
+	}
+	if reader != nil {
+		err := reader.List(ctx, func(key string) error {
+			bucket[key] = true
 			return nil
 		})
 		if err != nil {
@@ -467,14 +457,11 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 	return r, nil
 }
 
-// bucketPath is the Bucket sink's file for ev, relative to the bucket
-// directory: <kind>/<YYYY-MM-DD of the event time in UTC>/<id>.json.
+// bucketPath is where the Bucket sink keeps ev, relative to the bucket's
+// root (sinks.EventKey), and false when it cannot keep it.
 func bucketPath(ev *bhiv.Event) (string, bool) {
-	kind := ev.Kind()
-	if !kind.Valid() || !bhiv.ValidID(ev.ID) || ev.Time.IsZero() {
-		return "", false
-	}
-	return string(kind) + "/" + ev.Time.UTC().Format(time.DateOnly) + "/" + ev.ID + ".json", true
+	key, err := sinks.EventKey(ev)
+	return key, err == nil
 }
 
 func firstHeader(h map[string][]string, key string) string {

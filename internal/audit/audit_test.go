@@ -19,6 +19,7 @@ import (
 
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/internal/natstest"
+	"github.com/hackaverse/bhiv/internal/s3test"
 	"github.com/hackaverse/bhiv/sinks"
 )
 
@@ -42,7 +43,7 @@ type fixture struct {
 	js      jetstream.JetStream
 	cons    jetstream.Consumer
 	dir     string
-	bucket  *sinks.Bucket
+	bucket  sinks.Deliverer // the file Bucket, unless a test puts another
 	flog    *sinks.FailureLog
 	core    map[string]int
 	ids     []string // envelope events, in publish order
@@ -63,10 +64,12 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, js: js, cons: cons, dir: t.TempDir(), core: map[string]int{}}
-	if f.bucket, err = sinks.NewBucket(sinks.BucketConfig{Dir: f.bucketDir(), NoFsync: true}); err != nil {
+	fb, err := sinks.NewBucket(sinks.BucketConfig{Dir: f.bucketDir(), NoFsync: true})
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.bucket.Close() })
+	f.bucket = fb
+	t.Cleanup(func() { fb.Close() })
 	if f.flog, err = sinks.OpenFailureLog(sinks.FailureLogConfig{Path: f.logPath()}); err != nil {
 		t.Fatal(err)
 	}
@@ -425,6 +428,66 @@ func TestUnexplainedBucketFiles(t *testing.T) {
 	if !r.OK() || !slices.Equal(r.Unexplained, []string{"reward/2026-01-01/nobody.json"}) ||
 		!strings.Contains(r.String(), "reward/2026-01-01/nobody.json") {
 		t.Errorf("report:\n%s", r)
+	}
+}
+
+// The audit reads an S3 bucket as it reads a directory: events found there
+// by key, a missing object is a loss of the bucket, a stray object is
+// unexplained, probes are not events.
+func TestS3Bucket(t *testing.T) {
+	f := newFixture(t)
+	srv := s3test.Start(t, "events")
+	cfg := sinks.S3Config{Bucket: "events", Prefix: "prod/bhiv", Endpoint: srv.URL, Region: s3test.Region,
+		Lookup: sinks.S3LookupPath, AccessKeyID: s3test.AccessKey, SecretAccessKey: s3test.SecretKey}
+	sb, err := sinks.NewS3Bucket(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	f.bucket = sb
+	f.publish(6)
+	f.process()
+	reader, err := sinks.NewS3Reader(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	acfg := f.config()
+	acfg.Bucket = reader
+	r := f.check(acfg)
+	if !r.OK() || r.InBucket != 6 || len(r.Unexplained) != 0 {
+		t.Fatalf("report:\n%s", r)
+	}
+	// The file bucket is empty: the S3 one is what was read.
+	if entries, _ := os.ReadDir(f.bucketDir()); len(entries) != 0 {
+		t.Fatalf("the file bucket holds %d entries", len(entries))
+	}
+
+	keys, _ := srv.Keys("events", "prod/bhiv/")
+	var gone string
+	for _, k := range keys {
+		if strings.HasSuffix(k, "/"+f.ids[2]+".json") {
+			gone = k
+		}
+	}
+	if gone == "" {
+		t.Fatalf("no object for %s in %q", f.ids[2], keys)
+	}
+	if _, err := srv.Backend.DeleteObject("events", gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Put("events", "prod/bhiv/reward/2026-01-01/nobody.json", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Put("events", "prod/bhiv/.bhiv/probe-x", []byte("probe")); err != nil {
+		t.Fatal(err)
+	}
+	r = f.check(acfg)
+	if len(r.Lost) != 1 || r.Lost[0].ID != f.ids[2] || !slices.Equal(r.Lost[0].Missing, []string{MissingBucket}) {
+		t.Errorf("lost %+v, want %s missing from the bucket", r.Lost, f.ids[2])
+	}
+	if !slices.Equal(r.Unexplained, []string{"reward/2026-01-01/nobody.json"}) {
+		t.Errorf("unexplained %q", r.Unexplained)
 	}
 }
 

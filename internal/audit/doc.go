@@ -7,5 +7,6 @@
 // by its stream sequence. An event that is neither is lost, unless the
 // durable consumer has not processed it yet (above its ack floor), when it is
 // pending. Bucket files that no message of the stream explains are reported
-// as unexplained.
+// as unexplained. The bucket is read through sinks.BucketReader: a
+// directory of files or an S3 bucket.
 package audit

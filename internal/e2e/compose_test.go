@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/s3test"
+	"github.com/hackaverse/bhiv/sinks"
 )
 
 // TestComposeTopology runs the docker-compose.yml topology as processes —
@@ -22,8 +25,15 @@ import (
 // commands and environment the compose file gives them (.env from
 // .env.example), host names mapped to 127.0.0.1 ports — publishes with the
 // Go publisher and over HTTP through ingest (every form, one request sent
-// twice), and accounts for every event.
+// twice), and accounts for every event. With the s3 profile, the set-up of
+// the compose file's header (BHIV_BUCKET_URL=s3://bhiv/events), MinIO is
+// played by an in-process S3 server holding the bucket minio-init makes.
 func TestComposeTopology(t *testing.T) {
+	t.Run("files", func(t *testing.T) { composeTopology(t, "") })
+	t.Run("s3", func(t *testing.T) { composeTopology(t, "s3://bhiv/events") })
+}
+
+func composeTopology(t *testing.T, bucketURL string) {
 	root := filepath.Join("..", "..")
 	dir := t.TempDir()
 	for src, dst := range map[string]string{"docker-compose.yml": "docker-compose.yml", ".env.example": ".env"} {
@@ -31,9 +41,16 @@ func TestComposeTopology(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if dst == ".env" && bucketURL != "" {
+			b = regexp.MustCompile(`(?m)^BHIV_BUCKET_URL=.*$`).ReplaceAll(b, []byte("BHIV_BUCKET_URL="+bucketURL))
+		}
 		os.WriteFile(filepath.Join(dir, dst), b, 0o644)
 	}
-	opts, err := cli.NewProjectOptions([]string{filepath.Join(dir, "docker-compose.yml")}, cli.WithWorkingDirectory(dir), cli.WithDotEnv)
+	var profiles []string
+	if bucketURL != "" {
+		profiles = []string{"s3"}
+	}
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(dir, "docker-compose.yml")}, cli.WithWorkingDirectory(dir), cli.WithEnvFiles(), cli.WithDotEnv, cli.WithProfiles(profiles))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +62,24 @@ func TestComposeTopology(t *testing.T) {
 	s.stub.kill(9)
 	stubPort, adminPort, ingestPort := freePort(t), freePort(t), freePort(t)
 	natsHostPort := strings.TrimPrefix(s.natsURL, "nats://")
+	s3Addr := "minio:9000"
+	if bucketURL != "" {
+		// MinIO, with the bucket minio-init makes and the credentials the
+		// compose file gives (the in-process server takes any).
+		initCmd := p.Services["minio-init"].Command // mb --ignore-existing <alias>/<bucket>
+		_, bucket, _ := strings.Cut(initCmd[len(initCmd)-1], "/")
+		srv := s3test.Start(t, bucket)
+		s3Addr = srv.Addr()
+		r, err := sinks.NewS3Reader(context.Background(), sinks.S3Config{Bucket: bucket, Prefix: "events", Endpoint: srv.URL,
+			Region: s3test.Region, Lookup: sinks.S3LookupPath, AccessKeyID: s3test.AccessKey, SecretAccessKey: s3test.SecretKey})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		s.bucket = r
+	}
 	mapHosts := func(v string) string {
+		v = strings.ReplaceAll(v, "minio:9000", s3Addr)
 		v = strings.ReplaceAll(v, "nats:4222", natsHostPort)
 		v = strings.ReplaceAll(v, "core-stub:9000", fmt.Sprintf("127.0.0.1:%d", stubPort))
 		v = strings.ReplaceAll(v, "0.0.0.0:9000", fmt.Sprintf("127.0.0.1:%d", stubPort))
@@ -93,14 +127,21 @@ func TestComposeTopology(t *testing.T) {
 	n += s.ingestAll(fmt.Sprintf("http://127.0.0.1:%d", ingestPort))
 	<-done
 	s.drained(time.Minute)
-	if _, err := os.Stat(filepath.Join(s.dir, "data", "bucket")); err != nil {
-		t.Errorf("the bucket is not where compose puts it: %v", err)
+	if _, err := os.Stat(filepath.Join(s.dir, "data", "bucket")); (err == nil) != (bucketURL == "") {
+		t.Errorf("the bucket is not where compose puts it (%q): %v", bucketURL, err)
 	}
 	// account() reads the bucket and failure log at the stack's default
 	// paths; point it at compose's.
 	os.Rename(filepath.Join(s.dir, "data", "bucket"), filepath.Join(s.dir, "bucket"))
 	os.Rename(filepath.Join(s.dir, "data", "failed_core_sends.log"), filepath.Join(s.dir, "failed.log"))
-	s.account("compose-topology", n)
+	name := "compose-topology"
+	if bucketURL != "" {
+		name += "-s3"
+	}
+	r := s.account(name, n)
+	if r.InBucket != n {
+		t.Errorf("%d of %d events in the bucket", r.InBucket, n)
+	}
 }
 
 // ingestAll sends events to bhiv ingest at base in every form — structured

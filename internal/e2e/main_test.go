@@ -110,6 +110,7 @@ type proc struct {
 	name string
 	args []string
 	env  []string
+	cwd  string // working directory; "" for the test's
 	log  string
 	cmd  *exec.Cmd
 	done chan error
@@ -117,7 +118,13 @@ type proc struct {
 
 func start(t *testing.T, dir, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, args: append([]string{bin}, args...), env: env, log: filepath.Join(dir, name+".log")}
+	return startIn(t, dir, "", name, env, bin, args...)
+}
+
+// startIn is start with the process in the working directory cwd.
+func startIn(t *testing.T, dir, cwd, name string, env []string, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, args: append([]string{bin}, args...), env: env, cwd: cwd, log: filepath.Join(dir, name+".log")}
 	p.start()
 	t.Cleanup(func() { p.kill(syscall.SIGKILL) })
 	return p
@@ -131,6 +138,7 @@ func (p *proc) start() {
 	}
 	cmd := exec.Command(p.args[0], p.args[1:]...)
 	cmd.Env = append(os.Environ(), p.env...)
+	cmd.Dir = p.cwd
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		p.t.Fatalf("start %s: %v", p.name, err)
@@ -209,6 +217,9 @@ type stack struct {
 	stubURL   string
 	consumers []*proc
 	env       []string
+	// bucket, when set, is where the consumers keep the bucket (S3);
+	// otherwise it is the directory <dir>/bucket.
+	bucket sinks.BucketReader
 
 	mu        sync.Mutex
 	want      map[string]string // id of every valid event published → its bucket file (relative)
@@ -409,6 +420,17 @@ func (s *stack) expect(ev bhiv.Event) {
 func (s *stack) checkIDs(core map[string]int) (lost int) {
 	s.t.Helper()
 	failed := readFailed(s.t, filepath.Join(s.dir, "failed.log"))
+	inBucket := func(rel string) bool {
+		_, err := os.Stat(filepath.Join(s.dir, "bucket", rel))
+		return err == nil
+	}
+	if s.bucket != nil {
+		keys := map[string]bool{}
+		if err := s.bucket.List(context.Background(), func(k string) error { keys[k] = true; return nil }); err != nil {
+			s.t.Fatal(err)
+		}
+		inBucket = func(rel string) bool { return keys[filepath.ToSlash(rel)] }
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, rel := range s.want {
@@ -416,7 +438,7 @@ func (s *stack) checkIDs(core map[string]int) (lost int) {
 		if core[id] == 0 && !failed[sinks.CoreName][id] {
 			missing = append(missing, "core")
 		}
-		if _, err := os.Stat(filepath.Join(s.dir, "bucket", rel)); err != nil && !failed[sinks.BucketName][id] {
+		if !inBucket(rel) && !failed[sinks.BucketName][id] {
 			missing = append(missing, "bucket")
 		}
 		if len(missing) > 0 {
@@ -521,7 +543,7 @@ func (s *stack) account(name string, published int) *audit.Report {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ta := time.Now()
-	r, err := audit.Check(ctx, audit.Config{JS: js, Durable: "bhiv-sinks", BucketDir: filepath.Join(s.dir, "bucket"),
+	r, err := audit.Check(ctx, audit.Config{JS: js, Durable: "bhiv-sinks", Bucket: s.bucket, BucketDir: filepath.Join(s.dir, "bucket"),
 		FailureLog: filepath.Join(s.dir, "failed.log"), CoreSeen: core})
 	if err != nil {
 		s.t.Fatal(err)

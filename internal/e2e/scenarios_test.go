@@ -239,11 +239,17 @@ func TestTwoConsumersOneKilled(t *testing.T) {
 	<-done
 	s.drained(size(40*time.Second, 3*time.Minute))
 	s.account("8-two-consumers-one-killed", n)
-	// The work was shared: the survivor did not ack everything itself.
-	acked := stoppedAcked(t, s.consumers[1])
-	t.Logf("the surviving consumer acked %d of %d", acked, n)
+	s.workSplit(s.consumers[1], n)
+}
+
+// workSplit checks that the work was shared: the surviving consumer p did
+// not ack all n events itself, nor none.
+func (s *stack) workSplit(p *proc, n int) {
+	s.t.Helper()
+	acked := stoppedAcked(s.t, p)
+	s.t.Logf("the surviving consumer acked %d of %d", acked, n)
 	if acked <= 0 || acked >= n {
-		t.Errorf("the surviving consumer acked %d of %d: the work was not split", acked, n)
+		s.t.Errorf("the surviving consumer acked %d of %d: the work was not split", acked, n)
 	}
 }
 

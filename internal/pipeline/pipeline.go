@@ -1,4 +1,5 @@
-// Package pipeline assembles the consumer with its sinks — Core, Bucket —
+// Package pipeline assembles the consumer with its sinks — Core, Bucket (on
+// local disk or S3) —
 // and the failure log, for `bhiv consume`, `bhiv dev` and `bhiv bench`.
 package pipeline
 
@@ -21,6 +22,9 @@ var (
 	_ consumer.Sink         = (*sinks.Bucket)(nil)
 	_ consumer.Availability = (*sinks.Core)(nil)
 	_ consumer.Availability = (*sinks.Bucket)(nil)
+	_ consumer.Sink         = (*sinks.S3Bucket)(nil)
+	_ consumer.Availability = (*sinks.S3Bucket)(nil)
+	_ sinks.Deliverer       = (*sinks.S3Bucket)(nil)
 	_ consumer.FailureLog   = (*sinks.FailureLog)(nil)
 	_ sinks.Deliverer       = (*sinks.Core)(nil)
 	_ sinks.Deliverer       = (*sinks.Bucket)(nil)
@@ -32,6 +36,7 @@ type Config struct {
 	Consumer   consumer.Config
 	Core       sinks.CoreConfig
 	Bucket     sinks.BucketConfig
+	S3         *sinks.S3Config // when set, the bucket is on S3 and Bucket is unused
 	FailureLog sinks.FailureLogConfig
 	Logger     *slog.Logger          // nil discards
 	Registerer prometheus.Registerer // optional
@@ -41,7 +46,8 @@ type Config struct {
 type Pipeline struct {
 	Consumer   *consumer.Consumer
 	Core       *sinks.Core
-	Bucket     *sinks.Bucket
+	Bucket     *sinks.Bucket   // the bucket on local disk, or
+	S3Bucket   *sinks.S3Bucket // the bucket on S3 (Config.S3)
 	FailureLog *sinks.FailureLog
 }
 
@@ -57,10 +63,22 @@ func New(js jetstream.JetStream, cfg Config) (*Pipeline, error) {
 	if p.Core, err = sinks.NewCore(cfg.Core); err != nil {
 		return nil, err
 	}
-	cfg.Bucket.Logger = log.With("sink", "bucket")
-	if p.Bucket, err = sinks.NewBucket(cfg.Bucket); err != nil {
-		p.Close()
-		return nil, err
+	var bucket consumer.Sink
+	if cfg.S3 != nil {
+		s3 := *cfg.S3
+		s3.Logger = log.With("sink", "bucket")
+		if p.S3Bucket, err = sinks.NewS3Bucket(context.Background(), s3); err != nil {
+			p.Close()
+			return nil, err
+		}
+		bucket = p.S3Bucket
+	} else {
+		cfg.Bucket.Logger = log.With("sink", "bucket")
+		if p.Bucket, err = sinks.NewBucket(cfg.Bucket); err != nil {
+			p.Close()
+			return nil, err
+		}
+		bucket = p.Bucket
 	}
 	cfg.FailureLog.Logger = log
 	if p.FailureLog, err = sinks.OpenFailureLog(cfg.FailureLog); err != nil {
@@ -68,7 +86,7 @@ func New(js jetstream.JetStream, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	cc := cfg.Consumer
-	cc.Sinks = map[string]consumer.Sink{sinks.CoreName: p.Core, sinks.BucketName: p.Bucket}
+	cc.Sinks = map[string]consumer.Sink{sinks.CoreName: p.Core, sinks.BucketName: bucket}
 	cc.FailureLog = p.FailureLog
 	cc.Logger = log
 	cc.Registerer = cfg.Registerer
@@ -90,6 +108,9 @@ func (p *Pipeline) Close() error {
 	}
 	if p.Bucket != nil {
 		errs = append(errs, p.Bucket.Close())
+	}
+	if p.S3Bucket != nil {
+		errs = append(errs, p.S3Bucket.Close())
 	}
 	if p.FailureLog != nil {
 		errs = append(errs, p.FailureLog.Close())
