@@ -42,9 +42,49 @@ type Config struct {
 	Rate        float64       // events per second; 0 = as fast as possible
 	Size        int           // approximate bytes of each event's data (default 256)
 	Mix         Mix           // kinds published; zero = 70% executions, 30% rewards
-	Concurrency int           // consumer and Core concurrency (embedded), default 64
-	CoreLatency time.Duration // core stub latency (embedded)
+	Concurrency int           // the consumer's BHIV_CONCURRENCY (embedded; in-process also Core's), default the consumer's
 	Ceilings    bool          // also measure the ceilings of the parts
+
+	// MaxAckPending is the durable's BHIV_MAX_ACK_PENDING (embedded): how
+	// far the Bucket may run ahead of a slow Core; 0 = the consumer's
+	// default.
+	MaxAckPending int
+
+	// The embedded core stub: the latency of each request (varied
+	// uniformly within ± CoreLatencyJitter), the requests it serves at once
+	// (CoreCapacity, 0 = no limit; the others queue), and CoreDown: it
+	// answers 503 to every event.
+	CoreLatency       time.Duration
+	CoreLatencyJitter time.Duration
+	CoreCapacity      int
+	CoreDown          bool
+
+	// Preload publishes every event before the consumer starts: a backlog
+	// (embedded). Rates then count from the consumer's start.
+	Preload bool
+	// Hold runs the consumer this long once it has started, instead of
+	// waiting until it acked every event, and reports whether intake
+	// paused (Result.Hold); for a Core that is down (embedded).
+	Hold time.Duration
+
+	// ConsumerProcess runs the consumer as its own process (embedded):
+	// ConsumerCmd (`bhiv consume`), with the settings of the embedded stack
+	// in its environment and ConsumerEnv after them. Its CPU time and peak
+	// RSS are then measured alone (Result.Consumer).
+	ConsumerProcess bool
+	ConsumerCmd     []string
+	ConsumerEnv     []string
+	// ConsumerProfile, when set, takes CPU profiles of the consumer process
+	// from its admin server (BHIV_ADMIN_PPROF) over the run, back to back,
+	// into ConsumerProfile-NN.pprof (read them together with `go tool pprof
+	// FILE-*.pprof`).
+	ConsumerProfile string
+
+	// Parts measures the CPU per event of the bare parts (embedded), each
+	// in a process started with PartCmd and PartEnv set: consume+ack,
+	// HTTP POST, files with grouped syncfs.
+	Parts   bool
+	PartCmd []string
 
 	// Embedded runs the whole stack in-process in Dir (a temporary
 	// directory when empty): NATS, the core stub, the consumer with Core,
@@ -103,6 +143,9 @@ func (m Mix) executionShare() float64 { return m.Execution / (m.Execution + m.Re
 
 // Result is what a run measured.
 type Result struct {
+	// LoadAverage is the machine's 1-minute load average when the run
+	// started: these figures mean little on a busy machine.
+	LoadAverage    float64 `json:"load_average"`
 	Events         int     `json:"events"`
 	PublishSeconds float64 `json:"publish_seconds"`
 	PublishRate    float64 `json:"publish_rate"`    // events/s
@@ -110,6 +153,22 @@ type Result struct {
 	// CoreLatency is publish → accepted by Core (embedded only: the core
 	// stub reads the publish time carried in the event).
 	CoreLatency *Latency `json:"latency_core,omitempty"`
+	// CoreAccepted counts the run's events the core stub accepted
+	// (embedded; a redelivered event counts again), and CoreRate is
+	// CoreAccepted per second from the first publish to the last
+	// acceptance. CoreBound is what the stub can take,
+	// capacity / latency, when both are set; CoreMaxQueued the most
+	// requests that waited for a slot at once.
+	CoreAccepted  int     `json:"core_accepted"`
+	CoreRate      float64 `json:"core_rate"`
+	CoreBound     float64 `json:"core_bound,omitempty"`
+	CoreMaxQueued int64   `json:"core_max_queued"`
+	// BucketLag is publish → the event's file renamed into the bucket
+	// (embedded; read from the file's ctime after the run), to
+	// BucketLagTick: the kernel takes file times from a coarse clock, so
+	// each reads up to one tick early.
+	BucketLag     *Latency      `json:"latency_bucket,omitempty"`
+	BucketLagTick time.Duration `json:"latency_bucket_tick,omitempty"`
 	// AckLatency is publish → the durable's ack floor passing the event,
 	// observed by polling the consumer info (an upper bound, coarse to the
 	// poll interval; exact only when the bench is the stream's only
@@ -117,14 +176,67 @@ type Result struct {
 	AckLatency *Latency `json:"latency_ack,omitempty"`
 	// OtherMessages counts messages others published on the stream during
 	// the run (they make AckLatency approximate).
-	OtherMessages  int                `json:"other_messages"`
-	FailureRecords int                `json:"failure_records"` // embedded only
-	PeakRSSBytes   int64              `json:"peak_rss_bytes"`
-	Ceilings       map[string]float64 `json:"ceilings,omitempty"` // events/s of the bare parts, before the run
+	OtherMessages  int   `json:"other_messages"`
+	FailureRecords int   `json:"failure_records"` // embedded only
+	PeakRSSBytes   int64 `json:"peak_rss_bytes"`  // of the bench process
+	// Consumer is what the consumer process used (Config.ConsumerProcess).
+	Consumer *ProcessStats `json:"consumer,omitempty"`
+	// Profiles are the files of Config.ConsumerProfile.
+	Profiles []string `json:"consumer_profiles,omitempty"`
+	// Parts are the bare parts (Config.Parts), measured before the run.
+	Parts []PartResult `json:"parts,omitempty"`
+	// Hold is what the consumer did during Config.Hold.
+	Hold     *HoldResult        `json:"hold,omitempty"`
+	Ceilings map[string]float64 `json:"ceilings,omitempty"` // events/s of the bare parts, before the run
 	// CeilingsAfter holds the file ceilings measured again after the run
 	// (embedded only): the disk's pace drifts, and the pipeline ran between
 	// the two.
 	CeilingsAfter map[string]float64 `json:"ceilings_after,omitempty"`
+}
+
+// ProcessStats is what the consumer process used from the moment it was
+// ready (its durable existed) to the end of the run: every event acked, or
+// the end of the hold.
+type ProcessStats struct {
+	PID        int     `json:"pid"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// CPUPerEvent is CPU microseconds per event of the run (per event
+	// taken in, with Config.Hold).
+	CPUPerEvent  float64 `json:"cpu_per_event_us"`
+	PeakRSSBytes int64   `json:"peak_rss_bytes"` // VmHWM, start-up included
+	RSSBytes     int64   `json:"rss_bytes"`      // VmRSS at the end
+}
+
+// HoldResult is what the consumer did while held (Config.Hold).
+type HoldResult struct {
+	Seconds float64 `json:"seconds"`
+	// TakenIn counts the events delivered to the consumer; AckPending
+	// those not acked at the end.
+	TakenIn    int `json:"taken_in"`
+	AckPending int `json:"ack_pending"`
+	// PausedSeconds is how long no new event had been delivered at the
+	// end of the hold (intake paused).
+	PausedSeconds float64 `json:"paused_seconds"`
+}
+
+// CPURatio returns the consumer's CPU per event over the sum of the bare
+// parts', or 0 when either was not measured.
+func (r *Result) CPURatio() float64 {
+	sum := r.PartsCPUPerEvent()
+	if r.Consumer == nil || sum == 0 {
+		return 0
+	}
+	return r.Consumer.CPUPerEvent / sum
+}
+
+// PartsCPUPerEvent returns the sum of the bare parts' CPU per event, in
+// microseconds.
+func (r *Result) PartsCPUPerEvent() float64 {
+	sum := 0.0
+	for _, p := range r.Parts {
+		sum += p.CPUPerEvent
+	}
+	return sum
 }
 
 // Latency holds percentiles of a latency, in nanoseconds in JSON.
@@ -186,8 +298,9 @@ func (c Config) withDefaults() Config {
 // Validate checks c.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Events < 0 || c.Duration < 0 || c.Rate < 0 || c.Size < 0 || c.CoreLatency < 0 || c.Concurrency < 0 {
-		errs = append(errs, errors.New("events, duration, rate, size, concurrency and core latency must not be negative"))
+	if c.Events < 0 || c.Duration < 0 || c.Rate < 0 || c.Size < 0 || c.CoreLatency < 0 || c.CoreLatencyJitter < 0 ||
+		c.CoreCapacity < 0 || c.Concurrency < 0 || c.MaxAckPending < 0 || c.Hold < 0 {
+		errs = append(errs, errors.New("events, duration, rate, size, concurrency, max ack pending, hold and the core stub's latency, jitter and capacity must not be negative"))
 	}
 	if c.Mix.Execution < 0 || c.Mix.Reward < 0 || c.Mix != (Mix{}) && c.Mix.Execution+c.Mix.Reward <= 0 {
 		errs = append(errs, fmt.Errorf("mix %+v: want weights ≥ 0, not all 0", c.Mix))
@@ -195,31 +308,57 @@ func (c Config) Validate() error {
 	if !c.Embedded && c.NATSURL == "" {
 		errs = append(errs, errors.New("give a NATS URL, or run --embedded"))
 	}
-	if !c.Embedded && c.CoreLatency > 0 {
-		errs = append(errs, errors.New("core latency is a setting of the embedded core stub: use it with --embedded"))
+	if !c.Embedded && (c.CoreLatency > 0 || c.CoreLatencyJitter > 0 || c.CoreCapacity > 0 || c.CoreDown) {
+		errs = append(errs, errors.New("core latency, jitter, capacity and down are settings of the embedded core stub: use them with --embedded"))
+	}
+	if !c.Embedded && (c.ConsumerProcess || c.Parts || c.Preload || c.Hold > 0 || c.MaxAckPending > 0) {
+		errs = append(errs, errors.New("the consumer process, the parts, preload, hold and max ack pending need the embedded stack: use them with --embedded"))
+	}
+	if c.ConsumerProcess && len(c.ConsumerCmd) == 0 {
+		errs = append(errs, errors.New("a consumer process needs the command that runs `bhiv consume`"))
+	}
+	if c.ConsumerProfile != "" && !c.ConsumerProcess {
+		errs = append(errs, errors.New("a consumer profile needs the consumer in its own process"))
+	}
+	if c.Parts && len(c.PartCmd) == 0 {
+		errs = append(errs, errors.New("the parts need the command that runs a part process"))
+	}
+	if c.CoreDown && c.Hold == 0 {
+		errs = append(errs, errors.New("with Core down nothing is ever acked: give a hold time"))
+	}
+	if c.CoreDown && (c.Ceilings || c.Parts) {
+		errs = append(errs, errors.New("with Core down there is no HTTP ceiling or part to measure: leave out ceilings and parts"))
 	}
 	return errors.Join(errs...)
 }
 
 // stack is the embedded stack of a run.
 type stack struct {
-	ns      *server.Server
-	stub    *corestub.Stub
-	http    *http.Server
-	url     string
-	nc      *nats.Conn // the consumer's own connection, as in `bhiv consume`
-	pipe    *pipeline.Pipeline
-	stop    context.CancelFunc
-	done    chan error
-	mu      sync.Mutex
-	latency []time.Duration
+	ns   *server.Server
+	stub *corestub.Stub
+	http *http.Server
+	url  string
+	dir  string
+
+	// The consumer: in-process (pipe, on its own connection nc, as in
+	// `bhiv consume`), or a process (proc).
+	nc   *nats.Conn
+	pipe *pipeline.Pipeline
+	stop context.CancelFunc
+	done chan error
+	proc *child
+
+	mu       sync.Mutex
+	latency  []time.Duration // publish → accepted by Core, of the run's events
+	accepted int
+	lastAt   time.Time // last acceptance
 }
 
 // sentField is the data field carrying the publish time, in Unix ns.
 const sentField = "bench_sent_unix_nano"
 
 func startStack(c Config) (*stack, error) {
-	s := &stack{}
+	s := &stack{dir: c.Dir}
 	o := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(c.Dir, "nats"), NoSigs: true, NoLog: true}
 	ns, err := server.NewServer(o)
 	if err != nil {
@@ -231,7 +370,11 @@ func startStack(c Config) (*stack, error) {
 		s.close()
 		return nil, errors.New("bench: nats server did not start")
 	}
-	if s.stub, err = corestub.New(corestub.Config{Faults: corestub.Faults{Latency: c.CoreLatency}}); err != nil {
+	f := corestub.Faults{Latency: c.CoreLatency, LatencyJitter: c.CoreLatencyJitter}
+	if c.CoreDown {
+		f.FailRate, f.Status = 1, http.StatusServiceUnavailable
+	}
+	if s.stub, err = corestub.New(corestub.Config{Faults: f, Capacity: c.CoreCapacity}); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -246,8 +389,29 @@ func startStack(c Config) (*stack, error) {
 	return s, nil
 }
 
-// serveCore lets the stub answer, then records publish → accepted by Core
-// for each event of the request that carries its publish time.
+// statusWriter remembers the status of an answer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// serveCore lets the stub answer, then, when it accepted the request,
+// records publish → accepted by Core for each event of the request that
+// carries its publish time.
 func (s *stack) serveCore(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		s.stub.ServeHTTP(w, r)
@@ -255,7 +419,11 @@ func (s *stack) serveCore(w http.ResponseWriter, r *http.Request) {
 	}
 	body, _ := io.ReadAll(r.Body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	s.stub.ServeHTTP(w, r)
+	sw := &statusWriter{ResponseWriter: w}
+	s.stub.ServeHTTP(sw, r)
+	if sw.status/100 != 2 {
+		return
+	}
 	now := time.Now()
 	s.mu.Lock()
 	for rest := body; ; {
@@ -264,6 +432,8 @@ func (s *stack) serveCore(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		s.latency = append(s.latency, now.Sub(time.Unix(0, ns)))
+		s.accepted++
+		s.lastAt = now
 		rest = tail
 	}
 	s.mu.Unlock()
@@ -290,7 +460,14 @@ func sentTime(b []byte) (ns int64, rest []byte, ok bool) {
 	return ns, b[j:], true
 }
 
+// The files of the embedded consumer, under Config.Dir.
+func (s *stack) bucketDir() string  { return filepath.Join(s.dir, "bucket") }
+func (s *stack) failureLog() string { return filepath.Join(s.dir, "failed.log") }
+
 func (s *stack) startConsumer(c Config) error {
+	if c.ConsumerProcess {
+		return s.startConsumerProcess(c)
+	}
 	nc, err := nats.Connect(s.ns.ClientURL(), nats.Name("bhiv bench consumer"), nats.MaxReconnects(-1))
 	if err != nil {
 		return fmt.Errorf("bench: consumer connection: %w", err)
@@ -302,10 +479,10 @@ func (s *stack) startConsumer(c Config) error {
 	}
 	p, err := pipeline.New(js, pipeline.Config{
 		Consumer: consumer.Config{ManageStream: true, Stream: bhiv.StreamConfig{Name: c.Stream}, Durable: c.Durable,
-			Concurrency: c.Concurrency, SummaryInterval: -1},
+			Concurrency: c.Concurrency, MaxAckPending: c.MaxAckPending, SummaryInterval: -1},
 		Core:       sinks.CoreConfig{URL: s.url, Concurrency: c.Concurrency},
-		Bucket:     sinks.BucketConfig{Dir: filepath.Join(c.Dir, "bucket")},
-		FailureLog: sinks.FailureLogConfig{Path: filepath.Join(c.Dir, "failed.log")},
+		Bucket:     sinks.BucketConfig{Dir: s.bucketDir()},
+		FailureLog: sinks.FailureLogConfig{Path: s.failureLog()},
 		Logger:     c.Logger,
 	})
 	if err != nil {
@@ -318,8 +495,67 @@ func (s *stack) startConsumer(c Config) error {
 	return nil
 }
 
-// stopConsumer stops the consumer, once, and returns what its Run returned.
+// consumerEnv is the environment of the consumer process: the embedded
+// stack's addresses and files, every credential and the bucket URL cleared
+// (an empty variable reads as unset), then c.ConsumerEnv.
+func (s *stack) consumerEnv(c Config, adminAddr string) []string {
+	env := []string{
+		"NATS_URL=" + s.ns.ClientURL(), "NATS_CREDS=", "NATS_USER=", "NATS_PASSWORD=", "NATS_TOKEN=", "NATS_NKEY_SEED=",
+		"NATS_CA=", "NATS_CERT=", "NATS_KEY=",
+		"BHIV_STREAM=" + c.Stream, "BHIV_SUBJECT_PREFIX=", "BHIV_STREAM_REPLICAS=1", "BHIV_MANAGE_STREAM=true",
+		"BHIV_CONSUMER=" + c.Durable, "BHIV_CONCURRENCY=" + strconv.Itoa(c.Concurrency),
+		"BHIV_CORE_URL=" + s.url, "BHIV_CORE_TOKEN=", "BHIV_CORE_CA_FILE=", "BHIV_CORE_CERT_FILE=", "BHIV_CORE_KEY_FILE=",
+		"BHIV_BUCKET_URL=", "BHIV_BUCKET_DIR=" + s.bucketDir(), "BHIV_FAILED_LOG=" + s.failureLog(),
+		"BHIV_ADMIN_ADDR=off",
+	}
+	if c.MaxAckPending > 0 {
+		env = append(env, "BHIV_MAX_ACK_PENDING="+strconv.Itoa(c.MaxAckPending))
+	}
+	if c.Hold > 0 {
+		// Whatever is held at the end of a hold is Nak'ed at once: nothing
+		// to wait for.
+		env = append(env, "BHIV_SHUTDOWN_TIMEOUT=1s")
+	}
+	if adminAddr != "" {
+		env = append(env, "BHIV_ADMIN_ADDR="+adminAddr, "BHIV_ADMIN_PPROF=true")
+	}
+	return append(env, c.ConsumerEnv...)
+}
+
+func (s *stack) startConsumerProcess(c Config) error {
+	admin := ""
+	if c.ConsumerProfile != "" {
+		var err error
+		if admin, err = freeAddr(); err != nil {
+			return err
+		}
+	}
+	p, err := startChild("consumer", c.ConsumerCmd, s.consumerEnv(c, admin), filepath.Join(c.Dir, "consumer.log"), nil)
+	if err != nil {
+		return err
+	}
+	s.proc = p
+	return nil
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("bench: a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// stopConsumer stops the consumer, once, and returns what its Run (or its
+// process) returned.
 func (s *stack) stopConsumer() error {
+	if s.proc != nil {
+		p := s.proc
+		s.proc = nil
+		return p.stop(time.Minute)
+	}
 	if s.stop == nil {
 		return nil
 	}
@@ -355,6 +591,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	res := &Result{LoadAverage: loadAverage()}
 	if c.Dir == "" {
 		dir, err := os.MkdirTemp("", "bhiv-bench")
 		if err != nil {
@@ -372,6 +609,9 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		}
 		defer st.close()
 		url = st.ns.ClientURL()
+		if c.CoreCapacity > 0 && c.CoreLatency > 0 {
+			res.CoreBound = float64(c.CoreCapacity) / c.CoreLatency.Seconds()
+		}
 	}
 	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("bhiv bench"), nats.MaxReconnects(-1)}, opts...)...)
 	if err != nil {
@@ -382,44 +622,205 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{}
 	if c.Ceilings {
 		if res.Ceilings, err = ceilings(ctx, c, js, st); err != nil {
 			return nil, err
 		}
 	}
-	if st != nil {
-		if err := st.startConsumer(c); err != nil {
+	if c.Parts {
+		if res.Parts, err = measureParts(ctx, c, js, st); err != nil {
 			return nil, err
 		}
 	}
-	pub, err := publisher.New(ctx, js, publisher.Config{Source: "bhiv-bench", EnsureStream: c.Embedded, Stream: bhiv.StreamConfig{Name: c.Stream}})
-	if err != nil {
+	r := &run{c: c, st: st, js: js, res: res}
+	if err := r.run(ctx); err != nil {
 		return nil, err
+	}
+	if c.Ceilings && st != nil {
+		if res.CeilingsAfter, err = fileCeilings(c); err != nil {
+			return nil, err
+		}
+	}
+	_, res.PeakRSSBytes, _ = procMem("self")
+	return res, nil
+}
+
+// run is the measured part of a Run: the consumer, the events published,
+// what the consumer did with them.
+type run struct {
+	c   Config
+	st  *stack // nil against a running stack
+	js  jetstream.JetStream
+	res *Result
+
+	w        *watcher
+	sentByID map[string]int64 // publish times, embedded: for the bucket lag
+	ready    time.Time        // the consumer's durable exists
+	cpu0     time.Duration    // the consumer process's CPU time then
+}
+
+func (r *run) run(ctx context.Context) error {
+	c, st, res := r.c, r.st, r.res
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if !c.Preload {
+		if err := r.startConsumer(ctx, cancel); err != nil {
+			return err
+		}
+	}
+	pub, err := publisher.New(ctx, r.js, publisher.Config{Source: "bhiv-bench", EnsureStream: c.Embedded, Stream: bhiv.StreamConfig{Name: c.Stream}})
+	if err != nil {
+		return err
 	}
 	// The stream's last sequence before the run: the bench's events follow.
-	startSeq, err := lastSeq(ctx, js, c.Stream)
+	startSeq, err := lastSeq(ctx, r.js, c.Stream)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	cons, err := js.Consumer(ctx, c.Stream, c.Durable)
-	if err != nil && st != nil {
-		// The embedded consumer creates its durable as it starts.
-		cons, err = waitConsumer(ctx, js, c.Stream, c.Durable)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bench: durable %s on stream %s (is `bhiv consume` running?): %w", c.Durable, c.Stream, err)
-	}
-
-	w := &watcher{cons: cons, startSeq: startSeq, progress: c.Progress, total: c.Events}
+	r.w = &watcher{startSeq: startSeq, progress: c.Progress, total: c.Events}
 	if c.Duration > 0 {
-		w.total = 0
+		r.w.total = 0
 	}
-	wctx, stopWatch := context.WithCancel(ctx)
-	watchDone := make(chan struct{})
-	go func() { defer close(watchDone); w.run(wctx) }()
-	defer func() { stopWatch(); <-watchDone }()
+	defer r.w.stop()
+	if !c.Preload {
+		if err := r.watch(ctx); err != nil {
+			return err
+		}
+	}
+	if st != nil {
+		r.sentByID = map[string]int64{}
+	}
+	start, n, err := r.publish(ctx, pub)
+	if err != nil {
+		return err
+	}
+	actx, cancelWait := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	ar, werr := pub.Wait(actx)
+	cancelWait()
+	if werr != nil {
+		return fmt.Errorf("bench: %d of %d publishes failed: %w", ar.Failed, n, werr)
+	}
+	res.Events = n
+	res.PublishSeconds = time.Since(start).Seconds()
+	res.PublishRate = float64(n) / res.PublishSeconds
+	endSeq, err := lastSeq(ctx, r.js, c.Stream)
+	if err != nil {
+		return err
+	}
+	res.OtherMessages = max(0, int(endSeq-startSeq)-ar.Published)
+	if c.Preload {
+		if err := r.startConsumer(ctx, cancel); err != nil {
+			return err
+		}
+		if err := r.watch(ctx); err != nil {
+			return err
+		}
+		start = r.ready // rates count from the consumer's start
+	}
+	profiles := r.profile(ctx)
+	var end time.Time
+	if c.Hold > 0 {
+		end, err = r.hold(ctx)
+	} else {
+		// Wait until the consumer acked everything in the stream now, ours
+		// and anyone else's.
+		end, err = r.w.waitFor(ctx, endSeq, 10*time.Minute)
+	}
+	if err != nil {
+		return err
+	}
+	if c.Hold == 0 {
+		res.EndToEndRate = float64(n) / end.Sub(start).Seconds()
+	}
+	if st != nil && st.proc != nil {
+		if res.Consumer, err = r.consumerStats(); err != nil {
+			return err
+		}
+	}
+	res.Profiles = profiles()
+	r.w.stop()
+	if c.Progress != nil {
+		c.Progress(n, int(r.w.floor), r.w.total)
+	}
+	res.AckLatency = percentiles(r.w.latency)
+	if st == nil {
+		return nil
+	}
+	if err := st.stopConsumer(); err != nil {
+		return fmt.Errorf("bench: consumer: %w", err)
+	}
+	st.mu.Lock()
+	res.CoreLatency = percentiles(st.latency)
+	res.CoreAccepted = st.accepted
+	if st.accepted > 0 {
+		res.CoreRate = float64(st.accepted) / st.lastAt.Sub(start).Seconds()
+	}
+	st.mu.Unlock()
+	res.CoreMaxQueued = st.stub.Stats().MaxQueued
+	if st.pipe != nil {
+		if err := st.pipe.FailureLog.Close(); err != nil { // flushed: every record is on disk
+			return fmt.Errorf("bench: close failure log: %w", err)
+		}
+	}
+	if err := sinks.ReadFailureLog(st.failureLog(), nil, func(bhiv.FailureRecord) error { res.FailureRecords++; return nil }); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("bench: read failure log: %w", err)
+	}
+	if !c.Preload {
+		if res.BucketLag, err = bucketLag(st.bucketDir(), r.sentByID); err != nil {
+			return err
+		}
+		if res.BucketLag != nil {
+			res.BucketLagTick = changeTimeTick()
+		}
+	}
+	return nil
+}
 
+// startConsumer starts the embedded consumer, if any, and cancels ctx with
+// the reason should its process exit before the run ends.
+func (r *run) startConsumer(ctx context.Context, cancel context.CancelCauseFunc) error {
+	if r.st == nil {
+		return nil
+	}
+	if err := r.st.startConsumer(r.c); err != nil {
+		return err
+	}
+	if p := r.st.proc; p != nil {
+		go func() {
+			select {
+			case <-p.done:
+				cancel(p.exited())
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return nil
+}
+
+// watch finds the durable (the embedded consumer creates it as it
+// starts) and starts watching it.
+func (r *run) watch(ctx context.Context) error {
+	cons, err := r.js.Consumer(ctx, r.c.Stream, r.c.Durable)
+	if err != nil && r.st != nil {
+		cons, err = waitConsumer(ctx, r.js, r.c.Stream, r.c.Durable)
+	}
+	if err != nil {
+		return fmt.Errorf("bench: durable %s on stream %s (is `bhiv consume` running?): %w", r.c.Durable, r.c.Stream, err)
+	}
+	r.ready = time.Now()
+	if r.st != nil && r.st.proc != nil {
+		if r.cpu0, err = procCPU(r.st.proc.pid()); err != nil {
+			return err
+		}
+	}
+	r.w.start(ctx, cons)
+	return nil
+}
+
+// publish publishes the run's events and returns when it started and how
+// many it published.
+func (r *run) publish(ctx context.Context, pub *publisher.Publisher) (time.Time, int, error) {
+	c := r.c
 	padding := strings.Repeat("x", max(0, c.Size-120))
 	share := c.Mix.executionShare()
 	start := time.Now()
@@ -436,61 +837,62 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		sent := time.Now().UnixNano()
 		ev, err := benchEvent(n, share, padding, sent)
 		if err != nil {
-			return nil, err
+			return start, n, err
 		}
-		w.published(sent)
+		r.w.published(sent)
+		if r.sentByID != nil {
+			r.sentByID[ev.ID] = sent
+		}
 		if err := pub.PublishAsync(ev); err != nil {
-			return nil, fmt.Errorf("bench: publish: %w", err)
+			return start, n, fmt.Errorf("bench: publish: %w", err)
 		}
 	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	ar, werr := pub.Wait(actx)
-	cancel()
-	if werr != nil {
-		return nil, fmt.Errorf("bench: %d of %d publishes failed: %w", ar.Failed, n, werr)
+	if err := context.Cause(ctx); err != nil {
+		return start, n, err
 	}
-	res.Events = n
-	res.PublishSeconds = time.Since(start).Seconds()
-	res.PublishRate = float64(n) / res.PublishSeconds
-	// Wait until the consumer acked everything in the stream now, ours and
-	// anyone else's.
-	endSeq, err := lastSeq(ctx, js, c.Stream)
+	return start, n, nil
+}
+
+// hold lets the consumer run for Config.Hold from its start and reports
+// what it did.
+func (r *run) hold(ctx context.Context) (time.Time, error) {
+	select {
+	case <-time.After(time.Until(r.ready.Add(r.c.Hold))):
+	case <-ctx.Done():
+		return time.Time{}, context.Cause(ctx)
+	}
+	end := time.Now()
+	r.w.mu.Lock()
+	h := &HoldResult{Seconds: end.Sub(r.ready).Seconds(), TakenIn: int(r.w.delivered - r.w.startSeq),
+		AckPending: r.w.ackPending, PausedSeconds: end.Sub(r.w.deliveredAt).Seconds()}
+	if r.w.delivered <= r.w.startSeq {
+		h.TakenIn, h.PausedSeconds = 0, h.Seconds
+	}
+	r.w.mu.Unlock()
+	r.res.Hold = h
+	return end, nil
+}
+
+// consumerStats reads what the consumer process used since it was ready.
+func (r *run) consumerStats() (*ProcessStats, error) {
+	pid := r.st.proc.pid()
+	cpu, err := procCPU(pid)
 	if err != nil {
 		return nil, err
 	}
-	res.OtherMessages = max(0, int(endSeq-startSeq)-ar.Published)
-	end, err := w.waitFor(ctx, endSeq, 10*time.Minute)
+	rss, peak, err := procMem(strconv.Itoa(pid))
 	if err != nil {
 		return nil, err
 	}
-	res.EndToEndRate = float64(n) / end.Sub(start).Seconds()
-	stopWatch()
-	<-watchDone
-	if c.Progress != nil {
-		c.Progress(len(w.sent), int(w.floor), w.total)
+	events := r.res.Events
+	if r.res.Hold != nil {
+		events = r.res.Hold.TakenIn
 	}
-	res.AckLatency = percentiles(w.latency)
-	if st != nil {
-		if err := st.stopConsumer(); err != nil {
-			return nil, fmt.Errorf("bench: consumer: %w", err)
-		}
-		st.mu.Lock()
-		res.CoreLatency = percentiles(st.latency)
-		st.mu.Unlock()
-		if err := st.pipe.FailureLog.Close(); err != nil { // flushed: every record is on disk
-			return nil, fmt.Errorf("bench: close failure log: %w", err)
-		}
-		if err := sinks.ReadFailureLog(filepath.Join(c.Dir, "failed.log"), nil, func(bhiv.FailureRecord) error { res.FailureRecords++; return nil }); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("bench: read failure log: %w", err)
-		}
+	ps := &ProcessStats{PID: pid, CPUSeconds: (cpu - r.cpu0).Seconds(), PeakRSSBytes: peak, RSSBytes: rss}
+	if events > 0 {
+		ps.CPUPerEvent = ps.CPUSeconds / float64(events) * 1e6
 	}
-	if c.Ceilings && st != nil {
-		if res.CeilingsAfter, err = fileCeilings(c); err != nil {
-			return nil, err
-		}
-	}
-	res.PeakRSSBytes = peakRSS()
-	return res, nil
+	return ps, nil
 }
 
 func benchEvent(i int, execShare float64, padding string, sent int64) (bhiv.Event, error) {
@@ -535,22 +937,27 @@ func waitConsumer(ctx context.Context, js jetstream.JetStream, stream, durable s
 	}
 }
 
-// watcher polls the durable's ack floor: it times each event from its
-// publish until the floor passes it, reports progress, and tells when the
-// floor reached a sequence with nothing pending.
+// watcher polls the durable's info: it times each event from its publish
+// until the ack floor passes it, reports progress, tells when the floor
+// reached a sequence with nothing pending, and notes when intake last
+// moved.
 type watcher struct {
-	cons     jetstream.Consumer
 	startSeq uint64
 	progress func(published, acked, total int)
 	total    int
+	cancel   context.CancelFunc
+	done     chan struct{}
 
-	mu      sync.Mutex
-	sent    []int64 // publish times, in publish order (stream order)
-	floor   uint64  // events acked so far (of ours, by the floor)
-	idleAt  uint64  // a floor seen with nothing pending, and when
-	idleT   time.Time
-	latency []time.Duration
-	changed chan struct{}
+	mu          sync.Mutex
+	sent        []int64 // publish times, in publish order (stream order)
+	floor       uint64  // events acked so far (of ours, by the floor)
+	idleAt      uint64  // a floor seen with nothing pending, and when
+	idleT       time.Time
+	delivered   uint64    // the last stream sequence delivered, and since when
+	deliveredAt time.Time //
+	ackPending  int
+	latency     []time.Duration
+	changed     chan struct{}
 }
 
 func (w *watcher) published(sent int64) {
@@ -559,10 +966,28 @@ func (w *watcher) published(sent int64) {
 	w.mu.Unlock()
 }
 
-func (w *watcher) run(ctx context.Context) {
+// start starts polling cons until stop.
+func (w *watcher) start(ctx context.Context, cons jetstream.Consumer) {
+	ctx, w.cancel = context.WithCancel(ctx)
+	w.done = make(chan struct{})
+	w.mu.Lock()
+	w.deliveredAt = time.Now()
+	w.mu.Unlock()
+	go func() { defer close(w.done); w.run(ctx, cons) }()
+}
+
+// stop stops polling, if started, and waits until it has.
+func (w *watcher) stop() {
+	if w.cancel != nil {
+		w.cancel()
+		<-w.done
+	}
+}
+
+func (w *watcher) run(ctx context.Context, cons jetstream.Consumer) {
 	lastProgress := time.Time{}
 	for {
-		if info, err := w.cons.Info(ctx); err == nil {
+		if info, err := cons.Info(ctx); err == nil {
 			now := time.Now()
 			w.mu.Lock()
 			acked := uint64(0)
@@ -579,6 +1004,10 @@ func (w *watcher) run(ctx context.Context) {
 					w.changed = nil
 				}
 			}
+			if info.Delivered.Stream != w.delivered {
+				w.delivered, w.deliveredAt = info.Delivered.Stream, now
+			}
+			w.ackPending = info.NumAckPending
 			published, floor := len(w.sent), int(w.floor)
 			w.mu.Unlock()
 			if w.progress != nil && now.Sub(lastProgress) >= 100*time.Millisecond {
@@ -614,7 +1043,7 @@ func (w *watcher) waitFor(ctx context.Context, seq uint64, within time.Duration)
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return time.Time{}, ctx.Err()
+			return time.Time{}, context.Cause(ctx)
 		case <-deadline.C:
 			return time.Time{}, fmt.Errorf("bench: the consumer did not ack everything up to stream sequence %d within %s", seq, within)
 		}
@@ -628,19 +1057,4 @@ func percentiles(d []time.Duration) *Latency {
 	slices.Sort(d)
 	at := func(p float64) time.Duration { return d[min(len(d)-1, int(p*float64(len(d))))] }
 	return &Latency{Count: len(d), P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: d[len(d)-1]}
-}
-
-// peakRSS returns this process's peak resident set (VmHWM), or 0.
-func peakRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }

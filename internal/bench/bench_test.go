@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,10 +33,22 @@ func benchDir(b *testing.B) string {
 	return d
 }
 
+// TestMain also makes this test binary a part process (PartEnv set): the
+// parts' command in the tests is the test binary itself.
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(PartEnv); spec != "" {
+		if err := RunPart(context.Background(), spec, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	code := m.Run()
 	for _, d := range benchRoots {
 		_ = os.RemoveAll(d)
+	}
+	if bhivDir != "" {
+		_ = os.RemoveAll(bhivDir)
 	}
 	if code == 0 {
 		if err := goleak.Find(
@@ -48,6 +62,48 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+var (
+	bhivOnce sync.Once
+	bhivBin  string // the bhiv binary, built once
+	bhivDir  string // its directory, removed at the end
+	bhivErr  error
+)
+
+// consumerCmd returns the command of a consumer process: `bhiv consume` of
+// a bhiv binary built from this tree once per test binary (or the one in
+// BHIV_BENCH_BIN).
+func consumerCmd(tb testing.TB) []string {
+	tb.Helper()
+	bhivOnce.Do(func() {
+		if bhivBin = os.Getenv("BHIV_BENCH_BIN"); bhivBin != "" {
+			return
+		}
+		if bhivDir, bhivErr = os.MkdirTemp("", "bhiv-bench-bin-"); bhivErr != nil {
+			return
+		}
+		bhivBin = filepath.Join(bhivDir, "bhiv")
+		out, err := exec.Command("go", "build", "-o", bhivBin, "github.com/hackaverse/bhiv/cmd/bhiv").CombinedOutput()
+		if err != nil {
+			bhivErr = fmt.Errorf("build bhiv: %w\n%s", err, out)
+		}
+	})
+	if bhivErr != nil {
+		tb.Fatal(bhivErr)
+	}
+	return []string{bhivBin, "consume"}
+}
+
+// partCmd returns the command of a part process: this test binary (see
+// TestMain).
+func partCmd(tb testing.TB) []string {
+	tb.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return []string{exe}
 }
 
 // BenchmarkEndToEnd measures publish → acked by the consumer (Core and a
@@ -148,6 +204,13 @@ func TestRunEmbedded(t *testing.T) {
 	}
 	if r.FailureRecords != 0 {
 		t.Errorf("%d failure records", r.FailureRecords)
+	}
+	// Core took every event; each file came after its publish.
+	if r.CoreAccepted != 500 || r.CoreRate <= 0 || r.CoreBound != 0 || r.Consumer != nil || r.Parts != nil || r.Hold != nil {
+		t.Errorf("core accepted %d at %v/s, bound %v; consumer %+v, parts %v, hold %+v", r.CoreAccepted, r.CoreRate, r.CoreBound, r.Consumer, r.Parts, r.Hold)
+	}
+	if l := r.BucketLag; l == nil || l.Count != 500 || l.Max <= 0 || l.P50 > l.P99 || l.P99 > l.Max || r.BucketLagTick <= 0 {
+		t.Errorf("bucket lag %+v, tick %v", l, r.BucketLagTick)
 	}
 	if calls == 0 || lastPublished != 500 || lastAcked != 500 {
 		t.Errorf("progress: %d calls, last %d published, %d acked", calls, lastPublished, lastAcked)
