@@ -592,7 +592,11 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{LoadAverage: loadAverage()}
-	if c.Dir == "" {
+	if c.Dir != "" {
+		if err := os.MkdirAll(c.Dir, 0o750); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+	} else {
 		dir, err := os.MkdirTemp("", "bhiv-bench")
 		if err != nil {
 			return nil, err

@@ -177,6 +177,79 @@ func BenchmarkEndToEnd(b *testing.B) {
 	}
 }
 
+// BenchmarkScenario runs issue 13's scenarios (Scenarios), the consumer as
+// its own process, each BHIV_BENCH_RUNS times (default 3), and reports the
+// median of each figure with the verdict on each target:
+//
+//	go test -run '^$' -bench 'Scenario/instant' -benchtime 1x ./internal/bench/
+//	go test -run '^$' -bench 'Scenario/core-20ms' -benchtime 1x ./internal/bench/
+//	go test -run '^$' -bench 'Scenario/slow-core' -benchtime 1x ./internal/bench/
+//	go test -run '^$' -bench 'Scenario/memory' -benchtime 1x ./internal/bench/
+//
+// Files go under TMPDIR: on ext4, point it at a new directory far from
+// recent mass deletions (see docs/benchmarks.md). BHIV_BENCH_PROFILE=PREFIX
+// takes CPU profiles of the consumer process (PREFIX-runN-NN.pprof).
+func BenchmarkScenario(b *testing.B) {
+	runs := 3
+	if v, err := strconv.Atoi(os.Getenv("BHIV_BENCH_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
+	for _, sc := range Scenarios {
+		b.Run(sc.Name, func(b *testing.B) {
+			c := sc.Config
+			c.Dir, c.ConsumerCmd, c.PartCmd, c.ConsumerProfile = benchDir(b), consumerCmd(b), partCmd(b), os.Getenv("BHIV_BENCH_PROFILE")
+			var rs []*Result
+			for range b.N {
+				var err error
+				if rs, err = RunN(context.Background(), c, runs, func(i int, r *Result) {
+					b.Logf("run %d of %d: load %.1f, end-to-end %.0f/s, grouped-sync ceiling %.0f/s, Core %.0f/s, consumer %+v, hold %+v",
+						i+1, runs, r.LoadAverage, r.EndToEndRate, r.Ceiling(CeilingFilesSyncfs), r.CoreRate, r.Consumer, r.Hold)
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(0, "ns/op")
+			med := func(f func(*Result) float64) float64 {
+				var v []float64
+				for _, r := range rs {
+					v = append(v, f(r))
+				}
+				return median(v)
+			}
+			b.ReportMetric(med(func(r *Result) float64 { return r.LoadAverage }), "load")
+			if c.Hold == 0 {
+				b.ReportMetric(med(func(r *Result) float64 { return r.EndToEndRate }), "events/s")
+				b.ReportMetric(med(func(r *Result) float64 { return r.CoreRate }), "core-events/s")
+			}
+			if c.Ceilings {
+				b.ReportMetric(med(func(r *Result) float64 { return r.Ceiling(CeilingFilesSyncfs) }), "ceil-grouped-syncfs/s")
+			}
+			b.ReportMetric(med(func(r *Result) float64 { return r.Consumer.CPUPerEvent }), "consumer-cpu-us/event")
+			b.ReportMetric(med(func(r *Result) float64 { return float64(r.Consumer.PeakRSSBytes) / (1 << 20) }), "consumer-peak-MiB")
+			if c.Parts {
+				b.ReportMetric(med(func(r *Result) float64 { return r.PartsCPUPerEvent() }), "parts-cpu-us/event")
+			}
+			if rs[0].BucketLag != nil {
+				b.ReportMetric(med(func(r *Result) float64 { return ms(r.BucketLag.P50) }), "p50-bucket-ms")
+				b.ReportMetric(med(func(r *Result) float64 { return ms(r.BucketLag.P99) }), "p99-bucket-ms")
+			}
+			if rs[0].CoreLatency != nil {
+				b.ReportMetric(med(func(r *Result) float64 { return ms(r.CoreLatency.P50) }), "p50-core-ms")
+				b.ReportMetric(med(func(r *Result) float64 { return ms(r.CoreLatency.P99) }), "p99-core-ms")
+			}
+			b.ReportMetric(med(func(r *Result) float64 { return float64(r.FailureRecords) }), "failure-records")
+			for i, v := range Verdicts(sc.Targets, rs) {
+				verdict := "MISSED"
+				if v.Met {
+					verdict = "met"
+				}
+				b.ReportMetric(v.Median, fmt.Sprintf("target%d", i+1))
+				b.Logf("target%d %s: per run %.2f, median %.2f, want %s: %s", i+1, v.Target, v.Values, v.Median, v.Want, verdict)
+			}
+		})
+	}
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // TestRunEmbedded runs a small embedded benchmark and checks what it reports.

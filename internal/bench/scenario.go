@@ -176,7 +176,11 @@ func ScenarioNamed(name string) (Scenario, bool) {
 // for a while.
 func RunN(ctx context.Context, c Config, n int, each func(i int, r *Result)) ([]*Result, error) {
 	root := c.Dir
-	if root == "" {
+	if root != "" {
+		if err := os.MkdirAll(root, 0o750); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+	} else {
 		d, err := os.MkdirTemp("", "bhiv-bench-")
 		if err != nil {
 			return nil, err
