@@ -389,24 +389,17 @@ func startStack(c Config) (*stack, error) {
 	return s, nil
 }
 
-// statusWriter remembers the status of an answer.
-type statusWriter struct {
+// accepted notes whether the stub answered 200: it writes every status
+// explicitly, and an answer it did not write (the client went away while
+// it waited) accepted nothing.
+type accepted struct {
 	http.ResponseWriter
-	status int
+	ok bool
 }
 
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
+func (w *accepted) WriteHeader(code int) {
+	w.ok = code == http.StatusOK
 	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
 }
 
 // serveCore lets the stub answer, then, when it accepted the request,
@@ -419,9 +412,9 @@ func (s *stack) serveCore(w http.ResponseWriter, r *http.Request) {
 	}
 	body, _ := io.ReadAll(r.Body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	sw := &statusWriter{ResponseWriter: w}
-	s.stub.ServeHTTP(sw, r)
-	if sw.status/100 != 2 {
+	aw := &accepted{ResponseWriter: w}
+	s.stub.ServeHTTP(aw, r)
+	if !aw.ok {
 		return
 	}
 	now := time.Now()
@@ -592,22 +585,15 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{LoadAverage: loadAverage()}
-	if c.Dir != "" {
-		if err := os.MkdirAll(c.Dir, 0o750); err != nil {
-			return nil, fmt.Errorf("bench: %w", err)
-		}
-	} else {
-		dir, err := os.MkdirTemp("", "bhiv-bench")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		c.Dir = dir
+	dir, cleanup, err := workDir(c.Dir)
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
+	c.Dir = dir
 	url, opts := c.NATSURL, c.NATSOpts
 	var st *stack
 	if c.Embedded {
-		var err error
 		if st, err = startStack(c); err != nil {
 			return nil, err
 		}
@@ -647,6 +633,22 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	}
 	_, res.PeakRSSBytes, _ = procMem("self")
 	return res, nil
+}
+
+// workDir returns dir, made if missing, or a new temporary directory when
+// dir is empty; cleanup removes the temporary one.
+func workDir(dir string) (string, func(), error) {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return "", nil, fmt.Errorf("bench: %w", err)
+		}
+		return dir, func() {}, nil
+	}
+	d, err := os.MkdirTemp("", "bhiv-bench-")
+	if err != nil {
+		return "", nil, fmt.Errorf("bench: %w", err)
+	}
+	return d, func() { os.RemoveAll(d) }, nil
 }
 
 // run is the measured part of a Run: the consumer, the events published,

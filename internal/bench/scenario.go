@@ -175,19 +175,11 @@ func ScenarioNamed(name string) (Scenario, bool) {
 // thousands of files makes the next creations on ext4 several times slower
 // for a while.
 func RunN(ctx context.Context, c Config, n int, each func(i int, r *Result)) ([]*Result, error) {
-	root := c.Dir
-	if root != "" {
-		if err := os.MkdirAll(root, 0o750); err != nil {
-			return nil, fmt.Errorf("bench: %w", err)
-		}
-	} else {
-		d, err := os.MkdirTemp("", "bhiv-bench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		root = d
+	root, cleanup, err := workDir(c.Dir)
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 	var out []*Result
 	for i := range n {
 		rc := c
