@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -258,10 +259,11 @@ func (p *progressBar) update(published, acked, total int) {
 func printBench(w io.Writer, r *bench.Result, cfg bench.Config) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	busy := ""
-	if r.LoadAverage > 3 {
-		busy = "\t(a busy machine: figures are noisy)"
+	if r.LoadAverage > 3 || r.OtherCPU > 0.5 {
+		busy = "; a busy machine: figures are noisy"
 	}
-	fmt.Fprintf(tw, "load average\t%.2f%s\n", r.LoadAverage, busy)
+	fmt.Fprintf(tw, "load average\t%.2f\t(at the start; other processes used %.2f of %d cores while the consumer ran%s)\n",
+		r.LoadAverage, r.OtherCPU, runtime.NumCPU(), busy)
 	fmt.Fprintf(tw, "events\t%d\n", r.Events)
 	fmt.Fprintf(tw, "publish rate\t%.0f events/s\n", r.PublishRate)
 	if r.Hold == nil {
@@ -353,11 +355,13 @@ func printBench(w io.Writer, r *bench.Result, cfg bench.Config) {
 // printVerdicts prints each target of sc with its value in every run, the
 // median and whether it is met.
 func printVerdicts(w io.Writer, sc *bench.Scenario, verdicts []bench.Verdict, runs []*bench.Result) {
-	var loads []string
+	var loads, others []string
 	for _, r := range runs {
 		loads = append(loads, fmt.Sprintf("%.1f", r.LoadAverage))
+		others = append(others, fmt.Sprintf("%.2f", r.OtherCPU))
 	}
-	fmt.Fprintf(w, "scenario %s: %s\n%d run(s), load average at their start %s\n", sc.Name, sc.Summary, len(runs), strings.Join(loads, ", "))
+	fmt.Fprintf(w, "scenario %s: %s\n%d run(s), load average at their start %s, cores used by other processes during them %s\n",
+		sc.Name, sc.Summary, len(runs), strings.Join(loads, ", "), strings.Join(others, ", "))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "target\tper run\tmedian\twant\tverdict\n")
 	for _, v := range verdicts {

@@ -145,7 +145,14 @@ func (m Mix) executionShare() float64 { return m.Execution / (m.Execution + m.Re
 type Result struct {
 	// LoadAverage is the machine's 1-minute load average when the run
 	// started: these figures mean little on a busy machine.
-	LoadAverage    float64 `json:"load_average"`
+	LoadAverage float64 `json:"load_average"`
+	// OtherCPU is the CPU other processes used while the consumer ran (from
+	// its start to the end of the run), in cores: the machine's busy time
+	// (/proc/stat) less the bench's and the consumer process's. On a
+	// shared machine, a run with OtherCPU near a core is not comparable
+	// with one near 0. The load average measures others less well: the
+	// previous run's writers still weigh on it.
+	OtherCPU       float64 `json:"other_cpu"`
 	Events         int     `json:"events"`
 	PublishSeconds float64 `json:"publish_seconds"`
 	PublishRate    float64 `json:"publish_rate"`    // events/s
@@ -663,6 +670,8 @@ type run struct {
 	sentByID map[string]int64 // publish times, embedded: for the bucket lag
 	ready    time.Time        // the consumer's durable exists
 	cpu0     time.Duration    // the consumer process's CPU time then
+	self0    time.Duration    // this process's
+	busy0    time.Duration    // the machine's (every CPU)
 }
 
 func (r *run) run(ctx context.Context) error {
@@ -738,10 +747,8 @@ func (r *run) run(ctx context.Context) error {
 	if c.Hold == 0 {
 		res.EndToEndRate = float64(n) / end.Sub(start).Seconds()
 	}
-	if st != nil && st.proc != nil {
-		if res.Consumer, err = r.consumerStats(); err != nil {
-			return err
-		}
+	if err := r.cpuStats(end); err != nil {
+		return err
 	}
 	res.Profiles = profiles()
 	r.w.stop()
@@ -813,7 +820,7 @@ func (r *run) watch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bench: durable %s on stream %s (is `bhiv consume` running?): %w", r.c.Durable, r.c.Stream, err)
 	}
-	r.ready = time.Now()
+	r.ready, r.self0, r.busy0 = time.Now(), selfCPU(), machineBusy()
 	if r.st != nil && r.st.proc != nil {
 		if r.cpu0, err = procCPU(r.st.proc.pid()); err != nil {
 			return err
@@ -879,26 +886,36 @@ func (r *run) hold(ctx context.Context) (time.Time, error) {
 	return end, nil
 }
 
-// consumerStats reads what the consumer process used since it was ready.
-func (r *run) consumerStats() (*ProcessStats, error) {
-	pid := r.st.proc.pid()
-	cpu, err := procCPU(pid)
-	if err != nil {
-		return nil, err
+// cpuStats reads what the consumer process used since it was ready, and
+// what other processes used of the machine meanwhile.
+func (r *run) cpuStats(end time.Time) error {
+	self, busy := selfCPU(), machineBusy()
+	var consumer time.Duration
+	if r.st != nil && r.st.proc != nil {
+		pid := r.st.proc.pid()
+		cpu, err := procCPU(pid)
+		if err != nil {
+			return err
+		}
+		rss, peak, err := procMem(strconv.Itoa(pid))
+		if err != nil {
+			return err
+		}
+		consumer = cpu - r.cpu0
+		events := r.res.Events
+		if r.res.Hold != nil {
+			events = r.res.Hold.TakenIn
+		}
+		ps := &ProcessStats{PID: pid, CPUSeconds: consumer.Seconds(), PeakRSSBytes: peak, RSSBytes: rss}
+		if events > 0 {
+			ps.CPUPerEvent = ps.CPUSeconds / float64(events) * 1e6
+		}
+		r.res.Consumer = ps
 	}
-	rss, peak, err := procMem(strconv.Itoa(pid))
-	if err != nil {
-		return nil, err
+	if wall := end.Sub(r.ready).Seconds(); busy > 0 && wall > 0 {
+		r.res.OtherCPU = max(0, (busy-r.busy0-(self-r.self0)-consumer).Seconds()/wall)
 	}
-	events := r.res.Events
-	if r.res.Hold != nil {
-		events = r.res.Hold.TakenIn
-	}
-	ps := &ProcessStats{PID: pid, CPUSeconds: (cpu - r.cpu0).Seconds(), PeakRSSBytes: peak, RSSBytes: rss}
-	if events > 0 {
-		ps.CPUPerEvent = ps.CPUSeconds / float64(events) * 1e6
-	}
-	return ps, nil
+	return nil
 }
 
 func benchEvent(i int, execShare float64, padding string, sent int64) (bhiv.Event, error) {

@@ -158,6 +158,27 @@ func procMem(pid string) (rss, peak int64, err error) {
 	return rss, peak, nil
 }
 
+// machineBusy returns the CPU time every CPU of the machine has spent busy
+// since boot (/proc/stat: user, nice, system, irq, softirq, steal; not
+// idle or iowait), or 0.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		n, _ := strconv.ParseInt(f[i], 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / userHZ
+}
+
 // loadAverage returns the 1-minute load average, or 0.
 func loadAverage() float64 {
 	b, err := os.ReadFile("/proc/loadavg")

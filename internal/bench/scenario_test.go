@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func TestRunConsumerProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Events != events || r.EndToEndRate <= 0 || r.FailureRecords != 0 {
+	if r.Events != events || r.EndToEndRate <= 0 || r.FailureRecords != 0 || r.OtherCPU < 0 || r.OtherCPU > float64(runtime.NumCPU()) {
 		t.Errorf("result %+v", r)
 	}
 	// The consumer's own figures, measured in its process.
