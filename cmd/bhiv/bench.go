@@ -262,8 +262,8 @@ func printBench(w io.Writer, r *bench.Result, cfg bench.Config) {
 	if r.LoadAverage > 3 || r.OtherCPU > 0.5 {
 		busy = "; a busy machine: figures are noisy"
 	}
-	fmt.Fprintf(tw, "load average\t%.2f\t(at the start; other processes used %.2f of %d cores while the consumer ran%s)\n",
-		r.LoadAverage, r.OtherCPU, runtime.NumCPU(), busy)
+	fmt.Fprintf(tw, "load average\t%.2f\t(at the start; while the consumer ran the machine's %d cores were %.0f%% busy, %.2f cores of it outside the bench and the consumer%s)\n",
+		r.LoadAverage, runtime.NumCPU(), 100*r.MachineBusy, r.OtherCPU, busy)
 	fmt.Fprintf(tw, "events\t%d\n", r.Events)
 	fmt.Fprintf(tw, "publish rate\t%.0f events/s\n", r.PublishRate)
 	if r.Hold == nil {
@@ -307,6 +307,12 @@ func printBench(w io.Writer, r *bench.Result, cfg bench.Config) {
 	if p := r.Consumer; p != nil {
 		fmt.Fprintf(tw, "consumer process\tCPU %.2f s = %.1f µs/event, peak RSS %.1f MiB\t(pid %d, its own process, from ready to the end of the run; RSS at the end %.1f MiB)\n",
 			p.CPUSeconds, p.CPUPerEvent, float64(p.PeakRSSBytes)/(1<<20), p.PID, float64(p.RSSBytes)/(1<<20))
+	}
+	if p := r.Consumer; p != nil && r.Hold == nil && p.CPUPerEvent > 0 {
+		per := p.CPUPerEvent + r.BenchCPUPerEvent
+		cores := float64(runtime.NumCPU()) - r.OtherCPU
+		fmt.Fprintf(tw, "CPU bound\t%.0f events/s\t(%.2f cores left / (consumer %.1f + NATS, core stub and publisher %.1f µs/event); near end-to-end when the CPU bounds it)\n",
+			cores/per*1e6, cores, p.CPUPerEvent, r.BenchCPUPerEvent)
 	}
 	what := "this process"
 	if cfg.Embedded {
@@ -360,7 +366,7 @@ func printVerdicts(w io.Writer, sc *bench.Scenario, verdicts []bench.Verdict, ru
 		loads = append(loads, fmt.Sprintf("%.1f", r.LoadAverage))
 		others = append(others, fmt.Sprintf("%.2f", r.OtherCPU))
 	}
-	fmt.Fprintf(w, "scenario %s: %s\n%d run(s), load average at their start %s, cores used by other processes during them %s\n",
+	fmt.Fprintf(w, "scenario %s: %s\n%d run(s), load average at their start %s, cores used outside the bench and the consumer during them %s\n",
 		sc.Name, sc.Summary, len(runs), strings.Join(loads, ", "), strings.Join(others, ", "))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "target\tper run\tmedian\twant\tverdict\n")

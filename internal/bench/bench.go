@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -146,17 +147,24 @@ type Result struct {
 	// LoadAverage is the machine's 1-minute load average when the run
 	// started: these figures mean little on a busy machine.
 	LoadAverage float64 `json:"load_average"`
-	// OtherCPU is the CPU other processes used while the consumer ran (from
-	// its start to the end of the run), in cores: the machine's busy time
-	// (/proc/stat) less the bench's and the consumer process's. On a
-	// shared machine, a run with OtherCPU near a core is not comparable
-	// with one near 0. The load average measures others less well: the
-	// previous run's writers still weigh on it.
-	OtherCPU       float64 `json:"other_cpu"`
-	Events         int     `json:"events"`
-	PublishSeconds float64 `json:"publish_seconds"`
-	PublishRate    float64 `json:"publish_rate"`    // events/s
-	EndToEndRate   float64 `json:"end_to_end_rate"` // events/s, first publish → last ack
+	// MachineBusy is the share of the machine's CPUs that were busy while
+	// the consumer ran (from its start to the end of the run; /proc/stat),
+	// and OtherCPU the CPU, in cores, used meanwhile outside the bench's
+	// and the consumer's processes: other processes, and kernel threads and
+	// interrupts, some of them on the pipeline's behalf (writeback, loopback
+	// networking). On a shared machine, a run with OtherCPU near a core is
+	// not comparable with one near 0. The load average measures others less
+	// well: the previous run's own writers still weigh on it.
+	MachineBusy float64 `json:"machine_busy"`
+	OtherCPU    float64 `json:"other_cpu"`
+	// BenchCPUPerEvent is the CPU microseconds per event this process
+	// used over the same time: with the consumer in its own process, that
+	// is the embedded NATS server, the core stub and the publisher.
+	BenchCPUPerEvent float64 `json:"bench_cpu_per_event_us"`
+	Events           int     `json:"events"`
+	PublishSeconds   float64 `json:"publish_seconds"`
+	PublishRate      float64 `json:"publish_rate"`    // events/s
+	EndToEndRate     float64 `json:"end_to_end_rate"` // events/s, first publish → last ack
 	// CoreLatency is publish → accepted by Core (embedded only: the core
 	// stub reads the publish time carried in the event).
 	CoreLatency *Latency `json:"latency_core,omitempty"`
@@ -890,6 +898,10 @@ func (r *run) hold(ctx context.Context) (time.Time, error) {
 // what other processes used of the machine meanwhile.
 func (r *run) cpuStats(end time.Time) error {
 	self, busy := selfCPU(), machineBusy()
+	events := r.res.Events
+	if r.res.Hold != nil {
+		events = r.res.Hold.TakenIn
+	}
 	var consumer time.Duration
 	if r.st != nil && r.st.proc != nil {
 		pid := r.st.proc.pid()
@@ -902,17 +914,17 @@ func (r *run) cpuStats(end time.Time) error {
 			return err
 		}
 		consumer = cpu - r.cpu0
-		events := r.res.Events
-		if r.res.Hold != nil {
-			events = r.res.Hold.TakenIn
-		}
 		ps := &ProcessStats{PID: pid, CPUSeconds: consumer.Seconds(), PeakRSSBytes: peak, RSSBytes: rss}
 		if events > 0 {
 			ps.CPUPerEvent = ps.CPUSeconds / float64(events) * 1e6
 		}
 		r.res.Consumer = ps
 	}
+	if events > 0 {
+		r.res.BenchCPUPerEvent = (self - r.self0).Seconds() / float64(events) * 1e6
+	}
 	if wall := end.Sub(r.ready).Seconds(); busy > 0 && wall > 0 {
+		r.res.MachineBusy = min(1, (busy-r.busy0).Seconds()/wall/float64(runtime.NumCPU()))
 		r.res.OtherCPU = max(0, (busy-r.busy0-(self-r.self0)-consumer).Seconds()/wall)
 	}
 	return nil

@@ -27,7 +27,8 @@ func TestRunConsumerProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Events != events || r.EndToEndRate <= 0 || r.FailureRecords != 0 || r.OtherCPU < 0 || r.OtherCPU > float64(runtime.NumCPU()) {
+	if r.Events != events || r.EndToEndRate <= 0 || r.FailureRecords != 0 || r.OtherCPU < 0 || r.OtherCPU > float64(runtime.NumCPU()) ||
+		r.MachineBusy <= 0 || r.MachineBusy > 1 || r.BenchCPUPerEvent <= 0 {
 		t.Errorf("result %+v", r)
 	}
 	// The consumer's own figures, measured in its process.
