@@ -259,11 +259,11 @@ func (p *progressBar) update(published, acked, total int) {
 func printBench(w io.Writer, r *bench.Result, cfg bench.Config) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	busy := ""
-	if r.LoadAverage > 3 || r.OtherCPU > 0.5 {
+	if r.LoadAverage > 3 || r.OtherCPU-r.KernelCPU > 0.5 {
 		busy = "; a busy machine: figures are noisy"
 	}
-	fmt.Fprintf(tw, "load average\t%.2f\t(at the start; while the consumer ran the machine's %d cores were %.0f%% busy, %.2f cores of it outside the bench and the consumer%s)\n",
-		r.LoadAverage, runtime.NumCPU(), 100*r.MachineBusy, r.OtherCPU, busy)
+	fmt.Fprintf(tw, "load average\t%.2f\t(at the start; while the consumer ran the machine's %d cores were %.0f%% busy, %.2f cores of it outside the bench and the consumer: kernel threads and interrupts %.2f, other processes %.2f%s)\n",
+		r.LoadAverage, runtime.NumCPU(), 100*r.MachineBusy, r.OtherCPU, r.KernelCPU, r.OtherCPU-r.KernelCPU, busy)
 	fmt.Fprintf(tw, "events\t%d\n", r.Events)
 	fmt.Fprintf(tw, "publish rate\t%.0f events/s\n", r.PublishRate)
 	if r.Hold == nil {
@@ -364,9 +364,9 @@ func printVerdicts(w io.Writer, sc *bench.Scenario, verdicts []bench.Verdict, ru
 	var loads, others []string
 	for _, r := range runs {
 		loads = append(loads, fmt.Sprintf("%.1f", r.LoadAverage))
-		others = append(others, fmt.Sprintf("%.2f", r.OtherCPU))
+		others = append(others, fmt.Sprintf("%.2f", r.OtherCPU-r.KernelCPU))
 	}
-	fmt.Fprintf(w, "scenario %s: %s\n%d run(s), load average at their start %s, cores used outside the bench and the consumer during them %s\n",
+	fmt.Fprintf(w, "scenario %s: %s\n%d run(s), load average at their start %s, cores used by other processes during them %s\n",
 		sc.Name, sc.Summary, len(runs), strings.Join(loads, ", "), strings.Join(others, ", "))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "target\tper run\tmedian\twant\tverdict\n")

@@ -157,6 +157,9 @@ type Result struct {
 	// well: the previous run's own writers still weigh on it.
 	MachineBusy float64 `json:"machine_busy"`
 	OtherCPU    float64 `json:"other_cpu"`
+	// KernelCPU is the part of OtherCPU that kernel threads and interrupts
+	// used; the rest is other processes'.
+	KernelCPU float64 `json:"kernel_cpu"`
 	// BenchCPUPerEvent is the CPU microseconds per event this process
 	// used over the same time: with the consumer in its own process, that
 	// is the embedded NATS server, the core stub and the publisher.
@@ -680,6 +683,7 @@ type run struct {
 	cpu0     time.Duration    // the consumer process's CPU time then
 	self0    time.Duration    // this process's
 	busy0    time.Duration    // the machine's (every CPU)
+	kernel0  time.Duration    // kernel threads' and interrupts'
 }
 
 func (r *run) run(ctx context.Context) error {
@@ -828,7 +832,7 @@ func (r *run) watch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bench: durable %s on stream %s (is `bhiv consume` running?): %w", r.c.Durable, r.c.Stream, err)
 	}
-	r.ready, r.self0, r.busy0 = time.Now(), selfCPU(), machineBusy()
+	r.ready, r.self0, r.busy0, r.kernel0 = time.Now(), selfCPU(), machineBusy(), kernelCPU()
 	if r.st != nil && r.st.proc != nil {
 		if r.cpu0, err = procCPU(r.st.proc.pid()); err != nil {
 			return err
@@ -897,7 +901,7 @@ func (r *run) hold(ctx context.Context) (time.Time, error) {
 // cpuStats reads what the consumer process used since it was ready, and
 // what other processes used of the machine meanwhile.
 func (r *run) cpuStats(end time.Time) error {
-	self, busy := selfCPU(), machineBusy()
+	self, busy, kernel := selfCPU(), machineBusy(), kernelCPU()
 	events := r.res.Events
 	if r.res.Hold != nil {
 		events = r.res.Hold.TakenIn
@@ -926,6 +930,7 @@ func (r *run) cpuStats(end time.Time) error {
 	if wall := end.Sub(r.ready).Seconds(); busy > 0 && wall > 0 {
 		r.res.MachineBusy = min(1, (busy-r.busy0).Seconds()/wall/float64(runtime.NumCPU()))
 		r.res.OtherCPU = max(0, (busy-r.busy0-(self-r.self0)-consumer).Seconds()/wall)
+		r.res.KernelCPU = min(r.res.OtherCPU, (kernel-r.kernel0).Seconds()/wall)
 	}
 	return nil
 }

@@ -113,16 +113,11 @@ func procCPU(pid int) (time.Duration, error) {
 }
 
 // parseStatCPU reads utime and stime (fields 14 and 15) of a
-// /proc/<pid>/stat line. The command name, field 2, is in parentheses and
-// may hold spaces, so fields are counted after the last ')'.
+// /proc/<pid>/stat line.
 func parseStatCPU(b []byte) (time.Duration, error) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("bench: /proc stat: no command name")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("bench: /proc stat: %d fields after the command name, want at least 13", len(f))
+	f, err := statFields(b)
+	if err != nil {
+		return 0, err
 	}
 	var ticks int64
 	for _, s := range f[11:13] { // utime, stime
@@ -133,6 +128,53 @@ func parseStatCPU(b []byte) (time.Duration, error) {
 		ticks += n
 	}
 	return time.Duration(ticks) * time.Second / userHZ, nil
+}
+
+// statFields returns the fields of a /proc/<pid>/stat line after the
+// command name (field 3, the state, first), at least 13 of them. The
+// command name, field 2, is in parentheses and may hold spaces and
+// parentheses, so fields are counted after the last ')'.
+func statFields(b []byte) ([]string, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, errors.New("bench: /proc stat: no command name")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return nil, fmt.Errorf("bench: /proc stat: %d fields after the command name, want at least 13", len(f))
+	}
+	return f, nil
+}
+
+// pfKthread is the flag of a kernel thread in /proc/<pid>/stat (field 9).
+const pfKthread = 0x00200000
+
+// kernelCPU returns the CPU time kernel threads (writeback, block I/O,
+// workqueues...) and interrupts have used since boot, or 0: part of the
+// machine's busy time that no process's own CPU time shows.
+func kernelCPU() time.Duration {
+	var total time.Duration
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		if d.Name()[0] < '0' || d.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue // gone
+		}
+		f, err := statFields(b)
+		if err != nil {
+			continue
+		}
+		if flags, _ := strconv.ParseUint(f[6], 10, 64); flags&pfKthread == 0 {
+			continue
+		}
+		if cpu, err := parseStatCPU(b); err == nil {
+			total += cpu
+		}
+	}
+	return total + procStatTicks(6, 7) // irq, softirq
 }
 
 // procMem returns the resident set of a process now (VmRSS) and at its peak
@@ -161,7 +203,12 @@ func procMem(pid string) (rss, peak int64, err error) {
 // machineBusy returns the CPU time every CPU of the machine has spent busy
 // since boot (/proc/stat: user, nice, system, irq, softirq, steal; not
 // idle or iowait), or 0.
-func machineBusy() time.Duration {
+func machineBusy() time.Duration { return procStatTicks(1, 2, 3, 6, 7, 8) }
+
+// procStatTicks returns the sum of the given fields of /proc/stat's "cpu"
+// line (1 user, 2 nice, 3 system, 4 idle, 5 iowait, 6 irq, 7 softirq,
+// 8 steal), or 0.
+func procStatTicks(fields ...int) time.Duration {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0
@@ -172,7 +219,7 @@ func machineBusy() time.Duration {
 		return 0
 	}
 	var ticks int64
-	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+	for _, i := range fields {
 		n, _ := strconv.ParseInt(f[i], 10, 64)
 		ticks += n
 	}

@@ -28,7 +28,7 @@ func TestRunConsumerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.Events != events || r.EndToEndRate <= 0 || r.FailureRecords != 0 || r.OtherCPU < 0 || r.OtherCPU > float64(runtime.NumCPU()) ||
-		r.MachineBusy <= 0 || r.MachineBusy > 1 || r.BenchCPUPerEvent <= 0 {
+		r.MachineBusy <= 0 || r.MachineBusy > 1 || r.BenchCPUPerEvent <= 0 || r.KernelCPU < 0 || r.KernelCPU > r.OtherCPU {
 		t.Errorf("result %+v", r)
 	}
 	// The consumer's own figures, measured in its process.
@@ -166,9 +166,13 @@ func TestParseStatCPU(t *testing.T) {
 			t.Errorf("parseStatCPU(%q) = %v, %v; want %v (error: %v)", tc.line, got, err, tc.want, tc.bad)
 		}
 	}
-	// This process's own CPU time, read the same way.
+	// This process's own CPU time, read the same way; the kernel threads'
+	// (kthreadd's children: the flag is set) and the machine's.
 	if cpu, err := procCPU(os.Getpid()); err != nil || cpu < 0 {
 		t.Errorf("procCPU(self) = %v, %v", cpu, err)
+	}
+	if k, busy := kernelCPU(), machineBusy(); k <= 0 || busy <= k {
+		t.Errorf("kernel threads and interrupts %v, machine busy %v", k, busy)
 	}
 }
 
