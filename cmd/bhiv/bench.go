@@ -323,7 +323,14 @@ func printBench(w io.Writer, r *bench.Result, cfg bench.Config) {
 	}
 	fmt.Fprintf(tw, "peak RSS\t%.0f MiB\t(%s)\n", float64(r.PeakRSSBytes)/(1<<20), what)
 	if len(r.Profiles) > 0 {
-		fmt.Fprintf(tw, "consumer CPU profiles\t%s\t(go tool pprof -top %s)\n", strings.Join(r.Profiles, " "), strings.Join(r.Profiles, " "))
+		cpu, heap := r.Profiles[:len(r.Profiles)-1], r.Profiles[len(r.Profiles)-1]
+		if !strings.HasSuffix(heap, "-heap.pprof") {
+			cpu, heap = r.Profiles, ""
+		}
+		fmt.Fprintf(tw, "consumer profiles\tCPU: go tool pprof -top %s\n", strings.Join(cpu, " "))
+		if heap != "" {
+			fmt.Fprintf(tw, "\theap at the end: go tool pprof -top -sample_index=inuse_space %s\n", heap)
+		}
 	}
 	if len(r.Parts) > 0 {
 		fmt.Fprintf(tw, "\nbare parts, each its own process\tevents/s\tCPU µs/event\n")

@@ -78,7 +78,8 @@ type Config struct {
 	// ConsumerProfile, when set, takes CPU profiles of the consumer process
 	// from its admin server (BHIV_ADMIN_PPROF) over the run, back to back,
 	// into ConsumerProfile-NN.pprof (read them together with `go tool pprof
-	// FILE-*.pprof`).
+	// FILE-*.pprof`), and a heap profile at the end into
+	// ConsumerProfile-heap.pprof.
 	ConsumerProfile string
 
 	// Parts measures the CPU per event of the bare parts (embedded), each
@@ -684,12 +685,18 @@ type run struct {
 	self0    time.Duration    // this process's
 	busy0    time.Duration    // the machine's (every CPU)
 	kernel0  time.Duration    // kernel threads' and interrupts'
+	profiles func() []string  // stops the consumer's profiles (Config.ConsumerProfile)
 }
 
 func (r *run) run(ctx context.Context) error {
 	c, st, res := r.c, r.st, r.res
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	defer func() {
+		if r.profiles != nil {
+			r.profiles() // on an early return
+		}
+	}()
 	if !c.Preload {
 		if err := r.startConsumer(ctx, cancel); err != nil {
 			return err
@@ -744,7 +751,6 @@ func (r *run) run(ctx context.Context) error {
 		}
 		start = r.ready // rates count from the consumer's start
 	}
-	profiles := r.profile(ctx)
 	var end time.Time
 	if c.Hold > 0 {
 		end, err = r.hold(ctx)
@@ -762,7 +768,9 @@ func (r *run) run(ctx context.Context) error {
 	if err := r.cpuStats(end); err != nil {
 		return err
 	}
-	res.Profiles = profiles()
+	if r.profiles != nil {
+		res.Profiles = r.profiles()
+	}
 	r.w.stop()
 	if c.Progress != nil {
 		c.Progress(n, int(r.w.floor), r.w.total)
@@ -838,6 +846,7 @@ func (r *run) watch(ctx context.Context) error {
 			return err
 		}
 	}
+	r.profiles = r.profile(ctx)
 	r.w.start(ctx, cons)
 	return nil
 }
@@ -930,7 +939,8 @@ func (r *run) cpuStats(end time.Time) error {
 	if wall := end.Sub(r.ready).Seconds(); busy > 0 && wall > 0 {
 		r.res.MachineBusy = min(1, (busy-r.busy0).Seconds()/wall/float64(runtime.NumCPU()))
 		r.res.OtherCPU = max(0, (busy-r.busy0-(self-r.self0)-consumer).Seconds()/wall)
-		r.res.KernelCPU = min(r.res.OtherCPU, (kernel-r.kernel0).Seconds()/wall)
+		// A kernel thread that ended meanwhile takes its CPU time with it.
+		r.res.KernelCPU = min(r.res.OtherCPU, max(0, (kernel-r.kernel0).Seconds()/wall))
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -19,7 +20,8 @@ var profileWindow = 5 * time.Second
 
 // profile takes CPU profiles of the consumer process, back to back, from
 // now until the returned function is called; that function waits for the
-// profile under way and returns the files written. Without
+// profile under way, takes a heap profile, and returns the files written;
+// it may be called again (it returns the same). Without
 // Config.ConsumerProfile it does nothing.
 func (r *run) profile(ctx context.Context) func() []string {
 	if r.c.ConsumerProfile == "" || r.st == nil || r.st.proc == nil {
@@ -54,10 +56,16 @@ func (r *run) profile(ctx context.Context) func() []string {
 			files = append(files, name)
 		}
 	}()
-	return func() []string {
+	return sync.OnceValue(func() []string {
 		close(stop)
-		return <-done
-	}
+		files := <-done
+		name := r.c.ConsumerProfile + "-heap.pprof"
+		if err := fetchProfile(context.WithoutCancel(ctx), "http://"+addr+"/debug/pprof/heap", name); err != nil {
+			r.c.Logger.Warn("consumer heap profile", "file", name, "err", err)
+			return files
+		}
+		return append(files, name)
+	})
 }
 
 // fetchProfile GETs url into the file name.

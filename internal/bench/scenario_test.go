@@ -62,9 +62,10 @@ func TestRunConsumerProcess(t *testing.T) {
 	if r.PartsCPUPerEvent() != sum || r.CPURatio() != r.Consumer.CPUPerEvent/sum {
 		t.Errorf("parts sum %v, ratio %v", r.PartsCPUPerEvent(), r.CPURatio())
 	}
-	// The profiles are gzipped protocol buffers, as the profiler writes.
-	if len(r.Profiles) == 0 {
-		t.Error("no consumer profile")
+	// The profiles are gzipped protocol buffers, as the profiler writes:
+	// CPU, then the heap at the end.
+	if len(r.Profiles) < 2 || !strings.HasSuffix(r.Profiles[len(r.Profiles)-1], "cpu-heap.pprof") {
+		t.Errorf("consumer profiles %v", r.Profiles)
 	}
 	for _, f := range r.Profiles {
 		if b, err := os.ReadFile(f); err != nil || !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
