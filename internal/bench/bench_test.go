@@ -202,8 +202,8 @@ func BenchmarkScenario(b *testing.B) {
 			for range b.N {
 				var err error
 				if rs, err = RunN(context.Background(), c, runs, func(i int, r *Result) {
-					b.Logf("run %d of %d: load %.1f, end-to-end %.0f/s, grouped-sync ceiling %.0f/s, Core %.0f/s, consumer %+v, hold %+v",
-						i+1, runs, r.LoadAverage, r.EndToEndRate, r.Ceiling(CeilingFilesSyncfs), r.CoreRate, r.Consumer, r.Hold)
+					b.Logf("run %d of %d: load %.1f, machine %.0f%% busy, other processes %.2f cores; end-to-end %.0f/s, grouped-sync ceiling %.0f/s, Core %.0f/s, consumer %+v, hold %+v",
+						i+1, runs, r.LoadAverage, 100*r.MachineBusy, r.OtherCPU-r.KernelCPU, r.EndToEndRate, r.Ceiling(CeilingFilesSyncfs), r.CoreRate, r.Consumer, r.Hold)
 				}); err != nil {
 					b.Fatal(err)
 				}
@@ -217,6 +217,7 @@ func BenchmarkScenario(b *testing.B) {
 				return median(v)
 			}
 			b.ReportMetric(med(func(r *Result) float64 { return r.LoadAverage }), "load")
+			b.ReportMetric(med(func(r *Result) float64 { return r.OtherCPU - r.KernelCPU }), "other-processes-cores")
 			if c.Hold == 0 {
 				b.ReportMetric(med(func(r *Result) float64 { return r.EndToEndRate }), "events/s")
 				b.ReportMetric(med(func(r *Result) float64 { return r.CoreRate }), "core-events/s")
