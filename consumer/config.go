@@ -87,7 +87,7 @@ type Config struct {
 	// Test knobs, unexported: zero means the default.
 	availEvery time.Duration // availability poll period (100ms)
 	infoEvery  time.Duration // consumer info poll period (5s)
-	maxHold    time.Duration // longest hold between retries of an unavailable sink (5s)
+	retryHold  time.Duration // longest hold between retries of an unavailable sink (5s)
 	// setupPatience is how long Run retries setting up the stream and the
 	// durable at start before it returns the error (30s).
 	setupPatience time.Duration
@@ -135,8 +135,8 @@ func (c Config) WithDefaults() Config {
 	if c.infoEvery == 0 {
 		c.infoEvery = 5 * time.Second
 	}
-	if c.maxHold == 0 {
-		c.maxHold = 5 * time.Second
+	if c.retryHold == 0 {
+		c.retryHold = 5 * time.Second
 	}
 	if c.setupPatience == 0 {
 		c.setupPatience = 30 * time.Second

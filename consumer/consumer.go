@@ -62,14 +62,29 @@ type sinkState struct {
 	bit   int
 	sink  Sink
 	avail Availability // nil when the sink has no circuit breaker
-	down  atomic.Bool  // it returned ErrUnavailable and has not taken an event since
+
+	held   atomic.Int64  // events whose latest answer from the sink was an outage
+	outage atomic.Bool   // the sink's latest answer, to any event, was an outage
+	taken  atomic.Uint64 // events the sink took in this process
 }
 
 // available reports what the sink's breaker says (true without one).
 func (s *sinkState) available() bool { return s.avail == nil || s.avail.Available() }
 
 // isDown reports whether the sink is in an outage: intake pauses meanwhile.
-func (s *sinkState) isDown() bool { return s.down.Load() || !s.available() }
+// A sink with Availability is down exactly while it says so: its own
+// breaker or probe decides, and it lets intake resume as soon as it may be
+// called again (an open breaker gone half-open), so that new events probe
+// it. A sink without it is down while some event is held for it and its
+// latest answer was an outage: any other answer (taken, or a failure that
+// is not an outage) ends that, as does the end of the last hold, whatever
+// ended it.
+func (s *sinkState) isDown() bool {
+	if s.avail != nil {
+		return !s.avail.Available()
+	}
+	return s.held.Load() > 0 && s.outage.Load()
+}
 
 // inflight is one message this process holds.
 type inflight struct {

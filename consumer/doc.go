@@ -46,8 +46,16 @@
 // Available() false when it implements Availability) gets no failure record:
 // the event is held (with heartbeats) and retried once the sink is available
 // again, and intake pauses: the Consume is drained, so that no new messages
-// are pulled and nothing sits unheartbeated in the client's buffer. Intake
-// resumes when every sink is available again.
+// are pulled and nothing sits unheartbeated in the client's buffer.
+//
+// Intake resumes as soon as no sink is unavailable, whatever became of the
+// held events. A sink that implements Availability is unavailable exactly
+// while Available reports false: its breaker or probe decides, and once an
+// open breaker may be probed (half-open) intake resumes and new events probe
+// it too. A sink without Availability is unavailable while some event is
+// held for it and its latest answer was an outage; any other answer (it
+// took an event, or failed one for another reason) or the end of the last
+// hold, however it ended, makes it available again.
 //
 // # Shutdown
 //

@@ -166,6 +166,18 @@ func (c *Consumer) fanOut(ctx context.Context, t *inflight, ev *bhiv.Event, m bh
 func (c *Consumer) deliver(ctx context.Context, s *sinkState, ev *bhiv.Event, fp uint64) outcome {
 	start := time.Now()
 	wait := 50 * time.Millisecond
+	holding := false // counted in s.held
+	setHolding := func(h bool) {
+		if h != holding {
+			holding = h
+			if h {
+				s.held.Add(1)
+			} else {
+				s.held.Add(-1)
+			}
+		}
+	}
+	defer setHolding(false)
 	for {
 		if !s.available() {
 			if !c.hold(ctx, s, wait) {
@@ -176,7 +188,8 @@ func (c *Consumer) deliver(ctx context.Context, s *sinkState, ev *bhiv.Event, fp
 		cp := *ev // sinks get their own copy of the envelope
 		err, panicked := c.call(ctx, s, &cp)
 		if err == nil {
-			s.down.Store(false)
+			s.outage.Store(false)
+			s.taken.Add(1)
 			c.mem.add(ev.ID, fp, s.bit)
 			c.m.duration.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
 			c.m.deliveries.WithLabelValues(s.name, OutcomeSuccess).Inc()
@@ -186,15 +199,18 @@ func (c *Consumer) deliver(ctx context.Context, s *sinkState, ev *bhiv.Event, fp
 			return outcome{state: stUnfinished}
 		}
 		if !panicked && (errors.Is(err, bhiv.ErrUnavailable) || !s.available()) {
-			if !s.down.Swap(true) {
+			s.outage.Store(true)
+			if !holding {
 				c.log.Debug("sink unavailable; holding the event", "sink", s.name, "event_id", ev.ID, tint.Err(err))
 			}
+			setHolding(true)
 			if !c.hold(ctx, s, wait) {
 				return outcome{state: stUnfinished}
 			}
 			wait = min(2*wait, time.Second)
 			continue
 		}
+		s.outage.Store(false) // an answer that is not an outage: the sink is up
 		c.m.duration.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
 		outcomeLabel := OutcomeRetryableExhausted
 		if class, _, _ := classify(err); class == bhiv.ClassPermanent || class == bhiv.ClassInvalidInput {
@@ -206,11 +222,11 @@ func (c *Consumer) deliver(ctx context.Context, s *sinkState, ev *bhiv.Event, fp
 }
 
 // hold waits at least minWait and then until the sink is available, or at
-// most maxHold (so that a breaker that moves to half-open only when asked is
-// probed). It returns false when the wait must end: shutdown.
+// most retryHold (so that a breaker that moves to half-open only when asked
+// is probed). It returns false when the wait must end: shutdown.
 func (c *Consumer) hold(ctx context.Context, s *sinkState, minWait time.Duration) bool {
 	start := time.Now()
-	earliest, latest := start.Add(minWait), start.Add(max(c.cfg.maxHold, minWait))
+	earliest, latest := start.Add(minWait), start.Add(max(c.cfg.retryHold, minWait))
 	tick := time.NewTicker(max(min(c.cfg.availEvery/2, minWait), time.Millisecond))
 	defer tick.Stop()
 	for {
