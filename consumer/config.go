@@ -45,6 +45,8 @@ const (
 	DefaultRememberIDs     = 100_000
 	DefaultNakDelay        = 5 * time.Second
 	DefaultSummaryInterval = time.Minute
+	DefaultMaxHold         = time.Hour
+	DefaultMaxFailedHolds  = 3
 
 	// DefaultExpectedReplicas is the number of consumer processes on one
 	// durable that the default MaxAckPending leaves room for.
@@ -74,6 +76,18 @@ type Config struct {
 	MaxAckPending int
 
 	ShutdownTimeout time.Duration // time given to in-flight events on shutdown, default 30s
+
+	// MaxHold is the longest an event is held for an unavailable sink,
+	// counted from the first time that sink was unavailable for it in this
+	// process; then it gets a retryable_exhausted record for that sink.
+	// Default 1h. Keep it well under the stream's MaxAge.
+	MaxHold time.Duration
+	// MaxFailedHolds is how many holds of one event may end as failed (its
+	// own attempts failed while the sink took other events: a poison event
+	// that reopens the sink's breaker) before it gets a retryable_exhausted
+	// record. Default 3.
+	MaxFailedHolds int
+
 	MaxEventBytes   int           // largest accepted message, default bhiv.DefaultMaxEventBytes
 	RememberIDs     int           // recent event ids remembered with the sinks that took them, default 100,000
 	NakDelay        time.Duration // redelivery delay when the failure log cannot be written, default 5s
@@ -123,6 +137,12 @@ func (c Config) WithDefaults() Config {
 	if c.NakDelay == 0 {
 		c.NakDelay = DefaultNakDelay
 	}
+	if c.MaxHold == 0 {
+		c.MaxHold = DefaultMaxHold
+	}
+	if c.MaxFailedHolds == 0 {
+		c.MaxFailedHolds = DefaultMaxFailedHolds
+	}
 	if c.SummaryInterval == 0 {
 		c.SummaryInterval = DefaultSummaryInterval
 	}
@@ -168,6 +188,12 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout %s: want a positive duration", c.ShutdownTimeout))
+	}
+	if c.MaxHold <= 0 {
+		errs = append(errs, fmt.Errorf("max hold %s: want a positive duration", c.MaxHold))
+	}
+	if c.MaxFailedHolds < 1 {
+		errs = append(errs, fmt.Errorf("max failed holds %d: want at least 1", c.MaxFailedHolds))
 	}
 	if c.MaxEventBytes < 1 {
 		errs = append(errs, fmt.Errorf("max event bytes %d: want at least 1", c.MaxEventBytes))

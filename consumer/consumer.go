@@ -190,7 +190,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	c.log.Info("consumer started", "stream", c.cfg.Stream.Name, "durable", c.cfg.Durable,
 		"concurrency", c.cfg.Concurrency, "ack_wait", c.cfg.AckWait, "max_deliver", c.cfg.MaxDeliver,
-		"max_ack_pending", c.cfg.MaxAckPending, "sinks", strings.Join(sortedNames(c.cfg.Sinks), ","))
+		"max_ack_pending", c.cfg.MaxAckPending, "max_hold", c.cfg.MaxHold, "max_failed_holds", c.cfg.MaxFailedHolds, "sinks", strings.Join(sortedNames(c.cfg.Sinks), ","))
 
 	cur := c.control(ctx)
 

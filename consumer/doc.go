@@ -57,6 +57,37 @@
 // took an event, or failed one for another reason) or the end of the last
 // hold, however it ended, makes it available again.
 //
+// # Hold limits
+//
+// No event is held for ever; two limits give it up, with a failure record
+// of class retryable_exhausted for that sink carrying the reason and the
+// sink's last answer, after which the event is acked as soon as every sink
+// has settled:
+//
+//   - MaxHold (default 1h): the event has been held for that sink for
+//     longer than MaxHold, counted from the first time the sink was
+//     unavailable for it in this process. A sink down for good thus sends
+//     to the failure log only the events this process had taken in (at
+//     most about 3 × Concurrency per MaxHold while its breaker keeps
+//     letting probes through); the backlog stays in JetStream.
+//   - MaxFailedHolds (default 3): the event is a poison event, one the
+//     sink fails while it takes others. Its own failed attempts open the
+//     sink's breaker, so each of its deliveries ends as an outage, its
+//     retries never run out and NumDelivered never grows. A hold counts as
+//     failed when the call that ended in the outage made attempts of the
+//     event's own (SinkError.Attempts, one for another error) and the sink
+//     took other events since the event's previous call. In a real outage
+//     nothing is taken, so only the hold at its onset can count; an event
+//     that found the breaker already open made no attempt of its own.
+//
+// The hold clock and the failed holds belong to one delivery in one
+// process. A redelivery starts them again; every redelivery counts a
+// delivery, so across restarts an event is held at most about
+// MaxDeliver × MaxHold before it is given up. The message's stream
+// timestamp is not used as the start: it includes the time the event
+// waited in the stream while intake was paused, and would turn the backlog
+// of a long outage into failure records.
+//
 // # Shutdown
 //
 // When Run's context ends the consumer stops pulling (drains the Consume),

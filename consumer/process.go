@@ -162,26 +162,21 @@ func (c *Consumer) fanOut(ctx context.Context, t *inflight, ev *bhiv.Event, m bh
 
 // deliver sends ev to one sink until it takes it, finally fails, or
 // shutdown ends the wait. While the sink is unavailable the event is held
-// (the heartbeats keep it) and retried when the sink is back.
+// (the heartbeats keep it) and retried when the sink is back, within the
+// hold limits (see holding).
 func (c *Consumer) deliver(ctx context.Context, s *sinkState, ev *bhiv.Event, fp uint64) outcome {
 	start := time.Now()
 	wait := 50 * time.Millisecond
-	holding := false // counted in s.held
-	setHolding := func(h bool) {
-		if h != holding {
-			holding = h
-			if h {
-				s.held.Add(1)
-			} else {
-				s.held.Add(-1)
-			}
-		}
-	}
-	defer setHolding(false)
+	h := &holding{s: s, mark: s.taken.Load()}
+	defer h.end()
 	for {
 		if !s.available() {
-			if !c.hold(ctx, s, wait) {
+			h.begin(time.Now())
+			switch c.hold(ctx, s, wait, h.since.Add(c.cfg.MaxHold)) {
+			case holdStopped:
 				return outcome{state: stUnfinished}
+			case holdExpired:
+				return c.giveUpHold(s, ev, h, start, h.overLimit(c.cfg.MaxHold))
 			}
 			wait = min(2*wait, time.Second)
 		}
@@ -199,13 +194,23 @@ func (c *Consumer) deliver(ctx context.Context, s *sinkState, ev *bhiv.Event, fp
 			return outcome{state: stUnfinished}
 		}
 		if !panicked && (errors.Is(err, bhiv.ErrUnavailable) || !s.available()) {
+			now := time.Now()
 			s.outage.Store(true)
-			if !holding {
+			if h.since.IsZero() {
 				c.log.Debug("sink unavailable; holding the event", "sink", s.name, "event_id", ev.ID, tint.Err(err))
 			}
-			setHolding(true)
-			if !c.hold(ctx, s, wait) {
+			h.begin(now)
+			if h.outage(err) >= c.cfg.MaxFailedHolds {
+				return c.giveUpHold(s, ev, h, start, h.poisoned())
+			}
+			if !now.Before(h.since.Add(c.cfg.MaxHold)) {
+				return c.giveUpHold(s, ev, h, start, h.overLimit(c.cfg.MaxHold))
+			}
+			switch c.hold(ctx, s, wait, h.since.Add(c.cfg.MaxHold)) {
+			case holdStopped:
 				return outcome{state: stUnfinished}
+			case holdExpired:
+				return c.giveUpHold(s, ev, h, start, h.overLimit(c.cfg.MaxHold))
 			}
 			wait = min(2*wait, time.Second)
 			continue
@@ -221,10 +226,110 @@ func (c *Consumer) deliver(ctx context.Context, s *sinkState, ev *bhiv.Event, fp
 	}
 }
 
+// holding is the hold of one event for one sink: from the first time the
+// sink was unavailable for it (Available false, or an outage answer) until
+// the delivery ends.
+//
+// Two limits end it with a retryable_exhausted record, so that no event is
+// held forever. MaxHold bounds its time. MaxFailedHolds catches a poison
+// event, one the sink fails while it takes others: its own failed attempts
+// open the sink's breaker, so every delivery of it ends as an outage and it
+// would otherwise be held, reopening the breaker for everyone, until
+// MaxHold. A hold counts as failed when, in the call that ended in the
+// outage answer, the sink made attempts of the event's own (the
+// *bhiv.SinkError's Attempts; one for another error) and the sink took
+// other events since the event's previous call. During a real outage
+// nothing is taken, so no hold counts after the first; an event that merely
+// found the breaker open made no attempt of its own.
+type holding struct {
+	s        *sinkState
+	since    time.Time // when the sink was first unavailable for the event; zero while never
+	counted  bool      // counted in s.held
+	failed   int       // failed holds
+	attempts int       // attempts the sink reported over the outage answers
+	last     error     // the latest outage answer; nil while the sink was never called
+	mark     uint64    // s.taken at the end of the previous call (or the start)
+}
+
+// begin starts the hold at now, unless it has started.
+func (h *holding) begin(now time.Time) {
+	if h.since.IsZero() {
+		h.since = now
+	}
+	if !h.counted {
+		h.counted = true
+		h.s.held.Add(1)
+	}
+}
+
+// end ends the hold, if any.
+func (h *holding) end() {
+	if h.counted {
+		h.counted = false
+		h.s.held.Add(-1)
+	}
+}
+
+// outage records the outage answer err and returns the failed holds.
+func (h *holding) outage(err error) int {
+	attempts := 1
+	var se *bhiv.SinkError
+	if errors.As(err, &se) {
+		attempts = se.Attempts
+	}
+	h.attempts += attempts
+	h.last = err
+	taken := h.s.taken.Load()
+	if attempts > 0 && taken > h.mark {
+		h.failed++
+	}
+	h.mark = taken
+	return h.failed
+}
+
+func (h *holding) overLimit(limit time.Duration) string {
+	return fmt.Sprintf("held %s while the sink was unavailable, past the hold limit of %s",
+		time.Since(h.since).Round(time.Millisecond), limit)
+}
+
+func (h *holding) poisoned() string {
+	return fmt.Sprintf("its own attempts failed in %d holds while the sink took other events (held %s)",
+		h.failed, time.Since(h.since).Round(time.Millisecond))
+}
+
+// giveUpHold ends a held delivery with a retryable_exhausted error saying
+// why and carrying the latest outage answer.
+func (c *Consumer) giveUpHold(s *sinkState, ev *bhiv.Event, h *holding, start time.Time, why string) outcome {
+	se := &bhiv.SinkError{Sink: s.name, Class: bhiv.ClassRetryableExhausted, Attempts: max(h.attempts, 1)}
+	if h.last == nil {
+		se.Err = fmt.Errorf("%s; the sink was unavailable throughout", why)
+	} else {
+		var last *bhiv.SinkError
+		if errors.As(h.last, &last) {
+			se.Status, se.Body = last.Status, last.Body
+		}
+		se.Err = fmt.Errorf("%s; last answer: %s", why, h.last.Error())
+	}
+	c.log.Warn("giving up a held event", "sink", s.name, "event_id", ev.ID, "reason", why)
+	c.m.duration.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
+	c.m.deliveries.WithLabelValues(s.name, OutcomeRetryableExhausted).Inc()
+	return outcome{state: stFailed, err: se}
+}
+
+// holdResult is how a hold ended.
+type holdResult int
+
+const (
+	holdRetry   holdResult = iota // try the sink again
+	holdStopped                   // shutdown: leave the event unfinished
+	holdExpired                   // the hold limit passed while the sink was unavailable
+)
+
 // hold waits at least minWait and then until the sink is available, or at
 // most retryHold (so that a breaker that moves to half-open only when asked
-// is probed). It returns false when the wait must end: shutdown.
-func (c *Consumer) hold(ctx context.Context, s *sinkState, minWait time.Duration) bool {
+// is probed). It ends early at shutdown, and at deadline while the sink is
+// unavailable.
+func (c *Consumer) hold(ctx context.Context, s *sinkState, minWait time.Duration, deadline time.Time) holdResult {
 	start := time.Now()
 	earliest, latest := start.Add(minWait), start.Add(max(c.cfg.retryHold, minWait))
 	tick := time.NewTicker(max(min(c.cfg.availEvery/2, minWait), time.Millisecond))
@@ -232,12 +337,18 @@ func (c *Consumer) hold(ctx context.Context, s *sinkState, minWait time.Duration
 	for {
 		select {
 		case <-ctx.Done():
-			return false
+			return holdStopped
 		case <-c.abortHolds:
-			return false
+			return holdStopped
 		case now := <-tick.C:
-			if !now.Before(latest) || (!now.Before(earliest) && s.available()) {
-				return true
+			avail := s.available()
+			switch {
+			case !now.Before(earliest) && avail:
+				return holdRetry
+			case !now.Before(deadline):
+				return holdExpired
+			case !now.Before(latest):
+				return holdRetry
 			}
 		}
 	}

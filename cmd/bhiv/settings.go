@@ -72,6 +72,8 @@ var (
 		{env: "BHIV_ACK_WAIT", def: "30s", help: "time JetStream waits for an ack before redelivering"},
 		{env: "BHIV_MAX_DELIVER", def: "20", help: "deliveries of one event before it goes to the failure log"},
 		{env: "BHIV_SHUTDOWN_TIMEOUT", def: "30s", help: "time to finish in-flight events on SIGTERM"},
+		{env: "BHIV_MAX_HOLD", def: "1h", help: "longest an event is held for an unavailable sink before it goes to the failure log (keep it well under BHIV_STREAM_MAX_AGE)"},
+		{env: "BHIV_MAX_FAILED_HOLDS", def: "3", help: "holds of one event that may end with its own attempts failed while the sink takes other events (a poison event) before it goes to the failure log"},
 	}}
 	adminSettings = group{"Admin server", []setting{
 		{env: "BHIV_ADMIN_ADDR", def: "127.0.0.1:8081", help: "address of /metrics, /healthz, /readyz (off or empty turns it off)"},

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -271,5 +272,129 @@ func TestIntakeResumesAfterAPermanentProbe(t *testing.T) {
 	}
 	if n := len(s.records()); n != len(held) {
 		t.Errorf("%d failure records, want %d", n, len(held))
+	}
+}
+
+// steadyTraffic publishes an event every 20ms until the returned stop is
+// called (or the test ends); stop returns the ids published.
+func (s *stack) steadyTraffic() (stop func() []string) {
+	done := make(chan struct{})
+	published := make(chan []string, 1)
+	go func() {
+		var ids []string
+		defer func() { published <- ids }()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			res, err := s.pub.Execution(ctx, bhiv.Execution{TeamID: "steady", Action: fmt.Sprintf("run-%d", i)})
+			cancel()
+			if err == nil {
+				ids = append(ids, res.ID)
+			}
+		}
+	}()
+	var once sync.Once
+	var ids []string
+	stop = func() []string {
+		once.Do(func() {
+			close(done)
+			ids = <-published
+		})
+		return ids
+	}
+	s.t.Cleanup(func() { stop() })
+	return stop
+}
+
+// TestPoisonEvent: Core answers 500 to one event only and 200 to all
+// others. That event's own failed attempts open Core's circuit breaker, so
+// each of its deliveries ends as an outage (bhiv.ErrUnavailable) and its
+// retries never run out: without a bound it would be held, with
+// heartbeats, for ever, reopening the breaker for everyone. It must end in
+// the failure log, as retryable_exhausted, while the other events keep
+// flowing: after MaxFailedHolds failed holds by default, or at the hold
+// limit when that comes first.
+func TestPoisonEvent(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		adjust  func(*consumer.Config)
+		why     string
+		within  time.Duration
+		minAcks float64 // other events acked while the poison one was held
+	}{
+		{"failed holds", nil, "failed in 3 holds while the sink took other events", 30 * time.Second, 5},
+		{"hold limit", func(c *consumer.Config) { c.MaxHold, c.MaxFailedHolds = 3*time.Second, 1_000_000 },
+			"past the hold limit of 3s", 15 * time.Second, 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core := newCoreServer(t)
+			var poison string
+			var poisonMu sync.Mutex
+			core.setAnswer(func(key string) int {
+				poisonMu.Lock()
+				defer poisonMu.Unlock()
+				if key == poison {
+					return http.StatusInternalServerError
+				}
+				return http.StatusOK
+			})
+			s := startStack(t, core, func(c *Config) {
+				// One failure opens the breaker, so that the poison event's
+				// own retries open it however the other events' successes
+				// interleave with them (with the default of 5, a burst of
+				// such events, or quiet traffic, does the same).
+				c.Core.MaxRetries, c.Core.BreakerFailures = 3, 1
+				c.Core.Backoff, c.Core.BackoffMax = 2*time.Millisecond, 5*time.Millisecond
+				if tc.adjust != nil {
+					tc.adjust(&c.Consumer)
+				}
+			})
+			// The poison event's id is known only once it is published:
+			// publish it with Core told first.
+			ev, err := bhiv.New(bhiv.KindExecution, "pipeline-test", "", bhiv.Execution{TeamID: "poison", Action: "crash-core"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			poisonMu.Lock()
+			poison = ev.ID
+			poisonMu.Unlock()
+			stop := s.steadyTraffic()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := s.pub.Publish(ctx, ev); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 10*time.Second, "the poison event at Core", func() bool {
+				core.mu.Lock()
+				defer core.mu.Unlock()
+				return core.asked[ev.ID] > 0
+			})
+			heldFrom, acked := time.Now(), s.metric("bhiv_events_acked_total")
+			waitFor(t, tc.within, "the poison event in the failure log", func() bool { return len(s.records()) > 0 })
+			ackedWhileHeld := s.metric("bhiv_events_acked_total") - acked
+			t.Logf("poison event given up after %s; %v other events acked meanwhile", time.Since(heldFrom).Round(time.Millisecond), ackedWhileHeld)
+			others := stop()
+			s.settled(20 * time.Second)
+
+			recs := s.records()
+			if len(recs) != 1 {
+				t.Fatalf("%d failure records, want the poison event's only", len(recs))
+			}
+			rec := recs[0]
+			if rec.EventID != ev.ID || rec.Sink != sinks.CoreName || rec.ErrorClass != bhiv.ClassRetryableExhausted || !strings.Contains(rec.Error, tc.why) {
+				t.Errorf("record of %s: sink %s class %s error %q; want %s, core, retryable_exhausted, %q",
+					rec.EventID, rec.Sink, rec.ErrorClass, rec.Error, ev.ID, tc.why)
+			}
+			if ackedWhileHeld < tc.minAcks {
+				t.Errorf("%v other events acked while the poison event was held, want at least %v: traffic did not flow", ackedWhileHeld, tc.minAcks)
+			}
+			if !core.has(others) {
+				t.Errorf("Core took %d of the %d other events", core.tookCount(others), len(others))
+			}
+		})
 	}
 }
