@@ -88,6 +88,11 @@
 // waited in the stream while intake was paused, and would turn the backlog
 // of a long outage into failure records.
 //
+// JetStream deletes events older than the stream's MaxAge whether or not
+// they were acked: keep MaxHold well under it (Run warns at start when it
+// is not), and watch bhiv_consumer_oldest_unacked_age_seconds against
+// bhiv_stream_max_age_seconds.
+//
 // # Shutdown
 //
 // When Run's context ends the consumer stops pulling (drains the Consume),
