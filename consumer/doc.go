@@ -23,9 +23,11 @@
 // reconnect and resume pulling after a server restart. A durable deleted from
 // under a running consumer is recreated (Consume reports ErrConsumerDeleted,
 // or the periodic consumer info poll finds it missing), and consuming
-// resumes. Several processes may run on the same durable; each event is then
-// handled by one of them, barring redelivery. Ordering across events is not
-// guaranteed.
+// resumes. The same poll (every 5s) reads the stream for the retention
+// gauges: the age of the oldest event the durable has not acked, the
+// stream's MaxAge, size and MaxBytes. Several processes may run on the same
+// durable; each event is then handled by one of them, barring redelivery.
+// Ordering across events is not guaranteed.
 //
 // # Fan-out and ack decisions
 //
