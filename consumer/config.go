@@ -55,6 +55,8 @@ const (
 	DefaultRememberIDs     = 100_000
 	DefaultNakDelay        = 5 * time.Second
 	DefaultSummaryInterval = time.Minute
+	DefaultMaxHold         = time.Hour
+	DefaultMaxFailedHolds  = 3
 )
 
 // maxSinks is the most sinks a consumer takes (the memory of which sinks
@@ -90,6 +92,18 @@ type Config struct {
 	Concurrency int
 
 	ShutdownTimeout time.Duration // time given to in-flight events on shutdown, default 30s
+
+	// MaxHold is the longest an event is held for an unavailable sink,
+	// counted from the first time that sink was unavailable for it in this
+	// process; then it gets a retryable_exhausted record for that sink.
+	// Default 1h. Keep it well under the stream's MaxAge.
+	MaxHold time.Duration
+	// MaxFailedHolds is how many holds of one event may end as failed (its
+	// own attempts failed while the sink took other events: a poison event
+	// that reopens the sink's breaker) before it gets a retryable_exhausted
+	// record. Default 3.
+	MaxFailedHolds int
+
 	MaxEventBytes   int           // largest accepted message, default bhiv.DefaultMaxEventBytes
 	RememberIDs     int           // recent event ids remembered with the sinks that took them, default 100,000
 	NakDelay        time.Duration // redelivery delay when the failure log cannot be written, default 5s
@@ -103,7 +117,7 @@ type Config struct {
 	// Test knobs, unexported: zero means the default.
 	availEvery time.Duration // availability poll period (100ms)
 	infoEvery  time.Duration // consumer info poll period (5s)
-	maxHold    time.Duration // longest hold between retries of an unavailable sink (5s)
+	retryHold  time.Duration // longest hold between retries of an unavailable sink (5s)
 	// setupPatience is how long Run retries setting up the stream and the
 	// durable at start before it returns the error (30s).
 	setupPatience time.Duration
@@ -142,6 +156,12 @@ func (c Config) WithDefaults() Config {
 	if c.NakDelay == 0 {
 		c.NakDelay = DefaultNakDelay
 	}
+	if c.MaxHold == 0 {
+		c.MaxHold = DefaultMaxHold
+	}
+	if c.MaxFailedHolds == 0 {
+		c.MaxFailedHolds = DefaultMaxFailedHolds
+	}
 	if c.SummaryInterval == 0 {
 		c.SummaryInterval = DefaultSummaryInterval
 	}
@@ -154,8 +174,8 @@ func (c Config) WithDefaults() Config {
 	if c.infoEvery == 0 {
 		c.infoEvery = 5 * time.Second
 	}
-	if c.maxHold == 0 {
-		c.maxHold = 5 * time.Second
+	if c.retryHold == 0 {
+		c.retryHold = 5 * time.Second
 	}
 	if c.setupPatience == 0 {
 		c.setupPatience = 30 * time.Second
@@ -190,6 +210,12 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout %s: want a positive duration", c.ShutdownTimeout))
+	}
+	if c.MaxHold <= 0 {
+		errs = append(errs, fmt.Errorf("max hold %s: want a positive duration", c.MaxHold))
+	}
+	if c.MaxFailedHolds < 1 {
+		errs = append(errs, fmt.Errorf("max failed holds %d: want at least 1", c.MaxFailedHolds))
 	}
 	if c.MaxEventBytes < 1 {
 		errs = append(errs, fmt.Errorf("max event bytes %d: want at least 1", c.MaxEventBytes))

@@ -43,6 +43,7 @@ type Consumer struct {
 
 	mu       sync.Mutex
 	cons     jetstream.Consumer     // the current handle on the durable
+	stream   jetstream.Stream       // the current handle on the stream
 	owned    map[*inflight]struct{} // received, not yet settled: heartbeated
 	stopping bool                   // shutdown began
 	late     []*inflight            // received after shutdown began: Nak'ed after the drain
@@ -73,20 +74,41 @@ type sinkState struct {
 	pacer Pacer         // nil when the sink does not set its own pace
 	fixed int           // most deliveries at once without a pacer
 	down  atomic.Bool   // it answered unavailable and has given no other answer since
+	taken atomic.Uint64 // events it took in this process
 	wake  chan struct{} // queue grew, a delivery returned (cap 1)
 
-	mu       sync.Mutex
-	queue    queue         // events waiting for this sink
-	running  int           // deliveries running
-	lastTry  time.Time     // start of the last delivery
-	holdWait time.Duration // in an outage: least wait between probes, doubling to 1s
+	mu         sync.Mutex
+	queue      queue                    // events waiting for this sink
+	running    int                      // deliveries running
+	lastTry    time.Time                // start of the last delivery
+	holdWait   time.Duration            // in an outage: least wait between probes, doubling to 1s
+	holds      map[*inflight]*holdState // events held for this sink (see holdState)
+	lastOutage error                    // the sink's latest outage answer
+	lastSweep  time.Time                // last look for holds past MaxHold in the queue
 }
 
 // available reports what the sink's breaker says (true without one).
 func (s *sinkState) available() bool { return s.avail == nil || s.avail.Available() }
 
 // isDown reports whether the sink is in an outage: intake pauses meanwhile.
-func (s *sinkState) isDown() bool { return s.down.Load() || !s.available() }
+// A sink with Availability is down exactly while it says so: its breaker or
+// probe decides, and once it may be called again (an open breaker gone
+// half-open) intake resumes, so that new events join the held ones behind
+// the probe (an event the sink keeps failing, alone in its queue, must not
+// keep intake paused). A sink without it is down while events wait for it
+// and its latest answer was an outage; when its queue runs empty (the held
+// events ended, however) it is not, so that new events probe it.
+func (s *sinkState) isDown() bool {
+	if s.avail != nil {
+		return !s.avail.Available()
+	}
+	if !s.down.Load() {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queue.len() > 0 || s.running > 0
+}
 
 // up records an answer that is not an outage: the sink is not down.
 func (s *sinkState) up() { s.down.Store(false) }
@@ -218,9 +240,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if c.cfg.SummaryInterval > 0 {
 		bg.Go(func() { c.summary(bgCtx) })
 	}
+	c.checkRetention()
 	c.log.Info("consumer started", "stream", c.cfg.Stream.Name, "durable", c.cfg.Durable,
 		"max_ack_pending", c.cfg.MaxAckPending, "max_in_flight", c.cfg.MaxInFlight, "ack_wait", c.cfg.AckWait, "max_deliver", c.cfg.MaxDeliver,
-		"concurrency", c.cfg.Concurrency, "sinks", strings.Join(sortedNames(c.cfg.Sinks), ","))
+		"concurrency", c.cfg.Concurrency, "max_hold", c.cfg.MaxHold, "max_failed_holds", c.cfg.MaxFailedHolds,
+		"sinks", strings.Join(sortedNames(c.cfg.Sinks), ","))
 
 	cur := c.control(ctx)
 	c.shutdown(cur, cancelWork, &dispatchers)
@@ -385,7 +409,7 @@ func (c *Consumer) ensure(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("update durable %s on stream %s: %w", c.cfg.Durable, c.cfg.Stream.Name, err)
 			}
-			c.setConsumer(cons, created, cons.CachedInfo().AckFloor.Stream)
+			c.setConsumer(cons, stream, cons.CachedInfo().AckFloor.Stream)
 			return nil
 		case errors.Is(err, jetstream.ErrConsumerNotFound):
 			cfg := c.consumerCfg
@@ -407,7 +431,7 @@ func (c *Consumer) ensure(ctx context.Context) error {
 			if !sameStream {
 				floor = 0
 			}
-			c.setConsumer(cons, created, floor)
+			c.setConsumer(cons, stream, floor)
 			return nil
 		default:
 			return fmt.Errorf("durable %s on stream %s: %w", c.cfg.Durable, c.cfg.Stream.Name, err)
@@ -416,10 +440,11 @@ func (c *Consumer) ensure(ctx context.Context) error {
 	return fmt.Errorf("durable %s on stream %s: created and deleted concurrently; retrying", c.cfg.Durable, c.cfg.Stream.Name)
 }
 
-func (c *Consumer) setConsumer(cons jetstream.Consumer, streamCreated time.Time, floor uint64) {
+func (c *Consumer) setConsumer(cons jetstream.Consumer, stream jetstream.Stream, floor uint64) {
+	streamCreated := stream.CachedInfo().Created
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cons = cons
+	c.cons, c.stream = cons, stream
 	if !c.streamCreated.Equal(streamCreated) || floor > c.ackFloor {
 		c.streamCreated, c.ackFloor = streamCreated, floor
 	}
@@ -643,13 +668,14 @@ func (c *Consumer) pollInfo(ctx context.Context) {
 		case <-tick.C:
 		}
 		c.mu.Lock()
-		cons := c.cons
+		cons, stream := c.cons, c.stream
 		c.mu.Unlock()
 		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		info, err := cons.Info(ictx)
 		cancel()
 		switch {
 		case err == nil:
+			c.pollStream(ctx, stream, info)
 			c.mu.Lock()
 			c.ackFloor = max(c.ackFloor, info.AckFloor.Stream)
 			c.mu.Unlock()
@@ -675,6 +701,62 @@ func (c *Consumer) pollInfo(ctx context.Context) {
 			c.log.Debug("consumer info", tint.Err(err))
 		}
 	}
+}
+
+// checkRetention warns when the stream may delete events the consumer
+// still holds: JetStream deletes an event older than the stream's MaxAge,
+// acked or not.
+func (c *Consumer) checkRetention() {
+	c.mu.Lock()
+	stream := c.stream
+	c.mu.Unlock()
+	sc := stream.CachedInfo().Config
+	c.m.streamMaxAge.Set(sc.MaxAge.Seconds())
+	c.m.streamMaxBytes.Set(float64(sc.MaxBytes))
+	if sc.MaxAge > 0 && sc.MaxAge < c.cfg.MaxHold {
+		c.log.Warn("the stream's max age is shorter than the hold limit: JetStream deletes an event older than max age, acked or not, so an event held through a long sink outage can be lost without a failure record; raise the stream's max age (BHIV_STREAM_MAX_AGE) or lower BHIV_MAX_HOLD",
+			"stream", sc.Name, "stream_max_age", sc.MaxAge, "max_hold", c.cfg.MaxHold)
+	}
+}
+
+// pollStream reads the stream's limits and size and the age of the oldest
+// event the durable has not acked, for the retention gauges.
+func (c *Consumer) pollStream(ctx context.Context, stream jetstream.Stream, ci *jetstream.ConsumerInfo) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	si, err := stream.Info(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Debug("stream info", tint.Err(err))
+		}
+		return
+	}
+	c.m.streamMaxAge.Set(si.Config.MaxAge.Seconds())
+	c.m.streamMaxBytes.Set(float64(si.Config.MaxBytes))
+	c.m.streamBytes.Set(float64(si.State.Bytes))
+	age, err := c.oldestUnacked(ctx, stream, si, ci)
+	if err != nil {
+		c.log.Debug("oldest unacked event", tint.Err(err))
+		return
+	}
+	c.m.oldestUnacked.Set(age.Seconds())
+}
+
+// oldestUnacked returns the age of the oldest event in the stream that the
+// durable has not acked: the first one past its ack floor.
+func (c *Consumer) oldestUnacked(ctx context.Context, stream jetstream.Stream, si *jetstream.StreamInfo, ci *jetstream.ConsumerInfo) (time.Duration, error) {
+	if ci.NumPending == 0 && ci.NumAckPending == 0 {
+		return 0, nil
+	}
+	seq := max(ci.AckFloor.Stream+1, si.State.FirstSeq)
+	msg, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(c.consumerCfg.FilterSubject))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return max(time.Since(msg.Time), 0), nil
 }
 
 // summary logs a line every SummaryInterval.

@@ -208,7 +208,7 @@ func (c *Consumer) settle(t *inflight) {
 // dispatch starts the deliveries of one sink: the events in its queue, in
 // order, as many at once as the sink's pace allows. While the sink is in an
 // outage it holds its queue and sends one event at a time as a probe: when
-// the sink says it is available again, or at the latest every maxHold (a
+// the sink says it is available again, or at the latest every retryHold (a
 // breaker that moves to half-open only when asked needs a call). It returns
 // at shutdown once its queue is empty and its deliveries have returned.
 func (c *Consumer) dispatch(s *sinkState) {
@@ -254,6 +254,13 @@ func (c *Consumer) next(s *sinkState) (t *inflight, wait time.Duration, done boo
 			c.finish(d, s.bit, outcome{state: stUnfinished})
 		}
 	}()
+	var expired []heldEvent
+	defer func() {
+		for _, e := range expired {
+			c.finish(e.t, s.bit, c.giveUpHold(s, e.t, e.h, e.h.overLimit(c.cfg.MaxHold)))
+		}
+	}()
+	down := s.down.Load() || !s.available()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if stopping {
@@ -261,17 +268,23 @@ func (c *Consumer) next(s *sinkState) (t *inflight, wait time.Duration, done boo
 		// once; what a sink has started may finish here (on every sink)
 		// until the shutdown timeout, unless this sink is in an outage.
 		drop = s.queue.removeIf(func(q *inflight) bool {
-			return cut || s.isDown() || q.startedCount() == 0
+			return cut || down || q.startedCount() == 0
 		})
+		for _, d := range drop {
+			delete(s.holds, d)
+		}
 		if s.queue.len() == 0 {
 			return nil, 0, s.running == 0
 		}
+	}
+	if down {
+		expired = c.sweepHolds(s)
 	}
 	if s.queue.len() == 0 {
 		return nil, 0, false
 	}
 	limit := s.limit()
-	if s.down.Load() || !s.available() {
+	if down {
 		// Outage: one probe at a time, when the sink says it is back or
 		// the hold is over.
 		if s.running > 0 {
@@ -279,7 +292,7 @@ func (c *Consumer) next(s *sinkState) (t *inflight, wait time.Duration, done boo
 		}
 		since := time.Since(s.lastTry)
 		switch {
-		case since >= c.cfg.maxHold:
+		case since >= c.cfg.retryHold:
 		case since >= s.holdWait && s.available():
 		default:
 			return nil, min(c.cfg.availEvery/2, max(s.holdWait-since, time.Millisecond)), false
@@ -303,17 +316,24 @@ func (c *Consumer) next(s *sinkState) (t *inflight, wait time.Duration, done boo
 // front of the sink's queue, to be retried when the sink is back).
 func (c *Consumer) deliver(s *sinkState, t *inflight) {
 	start := time.Now()
+	mark := s.taken.Load()
 	cp := t.ev // sinks get their own copy of the envelope
 	err, panicked := c.call(c.workCtx, s, &cp)
-	o, held := c.judge(s, t, err, panicked, start)
+	o, held := c.judge(s, t, err, panicked, start, mark)
 	s.mu.Lock()
 	s.running--
 	if held {
 		if !c.isStopping() {
-			s.queue.pushFront(t)
+			// To the back: the next probe is another event, so that one
+			// event the sink fails (a poison event that trips its breaker)
+			// does not block the others behind it.
+			s.queue.push(t)
 		} else {
 			o, held = outcome{state: stUnfinished}, false
 		}
+	}
+	if !held {
+		delete(s.holds, t)
 	}
 	s.mu.Unlock()
 	signal(s.wake)
@@ -323,11 +343,13 @@ func (c *Consumer) deliver(s *sinkState, t *inflight) {
 }
 
 // judge classifies the result of one delivery; held is true when the sink
-// is unavailable and the event must wait for it.
-func (c *Consumer) judge(s *sinkState, t *inflight, err error, panicked bool, start time.Time) (o outcome, held bool) {
+// is unavailable and the event must wait for it, within the hold limits.
+// mark is the count of events the sink had taken when the call began.
+func (c *Consumer) judge(s *sinkState, t *inflight, err error, panicked bool, start time.Time, mark uint64) (o outcome, held bool) {
 	switch {
 	case err == nil:
 		s.up()
+		s.taken.Add(1)
 		c.mem.add(t.ev.ID, t.fp, s.bit)
 		c.m.duration.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
 		c.m.deliveries.WithLabelValues(s.name, OutcomeSuccess).Inc()
@@ -335,6 +357,7 @@ func (c *Consumer) judge(s *sinkState, t *inflight, err error, panicked bool, st
 	case !panicked && c.workCtx.Err() != nil:
 		return outcome{state: stUnfinished}, false
 	case !panicked && (errors.Is(err, bhiv.ErrUnavailable) || !s.available()):
+		now := time.Now()
 		s.mu.Lock()
 		if !s.down.Swap(true) {
 			s.holdWait = 50 * time.Millisecond
@@ -342,7 +365,16 @@ func (c *Consumer) judge(s *sinkState, t *inflight, err error, panicked bool, st
 		} else {
 			s.holdWait = min(2*s.holdWait, time.Second)
 		}
+		h := s.hold(t, now, mark)
+		failed := h.outage(err, s.taken.Load())
+		s.lastOutage = err
 		s.mu.Unlock()
+		switch {
+		case failed >= c.cfg.MaxFailedHolds:
+			return c.giveUpHold(s, t, h, h.poisoned()), false
+		case !now.Before(h.since.Add(c.cfg.MaxHold)):
+			return c.giveUpHold(s, t, h, h.overLimit(c.cfg.MaxHold)), false
+		}
 		return outcome{}, true
 	}
 	s.up()
@@ -498,4 +530,122 @@ func termReason(err error) string {
 		r = r[:200]
 	}
 	return r
+}
+
+// holdState is the hold of one event for one sink: from the first time it
+// was held for the sink (an outage answer to it, or waiting in the sink's
+// queue while the sink was in an outage) until it leaves the sink's queue.
+//
+// Two limits end it with a retryable_exhausted record, so that no event is
+// held for ever (see the package doc): MaxHold bounds its time;
+// MaxFailedHolds catches a poison event, one the sink fails while it takes
+// others. A hold counts as failed when, in the call that ended in the
+// outage answer, the sink made attempts of the event's own (the
+// *bhiv.SinkError's Attempts; one for another error) and the sink took
+// other events since the event's previous call.
+type holdState struct {
+	since    time.Time // when the event was first held for the sink
+	failed   int       // failed holds
+	attempts int       // attempts the sink reported over the outage answers
+	last     error     // the latest outage answer; nil while the sink was never called
+	mark     uint64    // sinkState.taken at the end of the previous call (or the start of the first)
+}
+
+// hold returns the hold of t, begun at now when it had none. s.mu is held.
+func (s *sinkState) hold(t *inflight, now time.Time, mark uint64) *holdState {
+	h := s.holds[t]
+	if h == nil {
+		if s.holds == nil {
+			s.holds = make(map[*inflight]*holdState)
+		}
+		h = &holdState{since: now, mark: mark}
+		s.holds[t] = h
+	}
+	return h
+}
+
+// outage records the outage answer err, the sink having taken taken events
+// by now, and returns the failed holds.
+func (h *holdState) outage(err error, taken uint64) int {
+	attempts := 1
+	var se *bhiv.SinkError
+	if errors.As(err, &se) {
+		attempts = se.Attempts
+	}
+	h.attempts += attempts
+	h.last = err
+	if attempts > 0 && taken > h.mark {
+		h.failed++
+	}
+	h.mark = taken
+	return h.failed
+}
+
+func (h *holdState) overLimit(limit time.Duration) string {
+	return fmt.Sprintf("held %s while the sink was unavailable, past the hold limit of %s",
+		time.Since(h.since).Round(time.Millisecond), limit)
+}
+
+func (h *holdState) poisoned() string {
+	return fmt.Sprintf("its own attempts failed in %d holds while the sink took other events (held %s)",
+		h.failed, time.Since(h.since).Round(time.Millisecond))
+}
+
+// sweepEvery is how often the queue of a sink in an outage is looked
+// through for events held past MaxHold.
+const sweepEvery = 200 * time.Millisecond
+
+// heldEvent is an event with its hold.
+type heldEvent struct {
+	t *inflight
+	h *holdState
+}
+
+// sweepHolds starts the hold of every event waiting in s's queue during an
+// outage, and removes and returns those held past MaxHold, to be given up.
+// s.mu is held.
+func (c *Consumer) sweepHolds(s *sinkState) []heldEvent {
+	now := time.Now()
+	if now.Sub(s.lastSweep) < sweepEvery {
+		return nil
+	}
+	s.lastSweep = now
+	deadline := now.Add(-c.cfg.MaxHold)
+	if s.queue.len() == 0 {
+		return nil
+	}
+	taken := s.taken.Load()
+	var expired []heldEvent
+	for _, t := range s.queue.removeIf(func(t *inflight) bool {
+		return !s.hold(t, now, taken).since.After(deadline)
+	}) {
+		expired = append(expired, heldEvent{t, s.holds[t]})
+		delete(s.holds, t)
+	}
+	return expired
+}
+
+// giveUpHold ends a held event's delivery to s with a retryable_exhausted
+// error saying why and carrying the latest outage answer.
+func (c *Consumer) giveUpHold(s *sinkState, t *inflight, h *holdState, why string) outcome {
+	se := &bhiv.SinkError{Sink: s.name, Class: bhiv.ClassRetryableExhausted, Attempts: max(h.attempts, 1)}
+	s.mu.Lock()
+	lastOutage := s.lastOutage
+	s.mu.Unlock()
+	switch {
+	case h.last == nil && lastOutage == nil:
+		se.Err = fmt.Errorf("%s; the sink was unavailable throughout", why)
+	case h.last == nil:
+		se.Err = fmt.Errorf("%s; the sink was unavailable throughout, its last answer to another event: %s", why, lastOutage.Error())
+	default:
+		var last *bhiv.SinkError
+		if errors.As(h.last, &last) {
+			se.Status, se.Body = last.Status, last.Body
+		}
+		se.Err = fmt.Errorf("%s; last answer: %s", why, h.last.Error())
+	}
+	c.log.Warn("giving up a held event", "sink", s.name, "event_id", t.ev.ID, "reason", why)
+	c.m.duration.WithLabelValues(s.name).Observe(time.Since(h.since).Seconds())
+	c.m.deliveries.WithLabelValues(s.name, OutcomeRetryableExhausted).Inc()
+	return outcome{state: stFailed, err: se}
 }

@@ -158,8 +158,11 @@ func TestReplay(t *testing.T) {
 				want := 4
 				if r.EventID == "01FAILS" && !cfg.DryRun && cfg.Sink != "bucket" && cfg.Kind == "" {
 					want = 7 // 4 + the 3 of the failed replay
-					if r.Status != 502 || !strings.Contains(r.Error, "bad gateway") {
-						t.Errorf("failed again: status %d error %q, want the new failure", r.Status, r.Error)
+					if orig := testRecord(t, "core", r.EventID); r.Status != orig.Status || r.Error != orig.Error || r.ErrorClass != orig.ErrorClass {
+						t.Errorf("failed again: status %d error %q class %s, want the first failure's", r.Status, r.Error, r.ErrorClass)
+					}
+					if !strings.Contains(r.LastError, "bad gateway") || r.Replays != 1 {
+						t.Errorf("failed again: last error %q replays %d, want the new failure and 1", r.LastError, r.Replays)
 					}
 				}
 				if r.Sink == bhiv.SinkDecode {
