@@ -61,6 +61,7 @@ type Consumer struct {
 	reset        chan struct{} // the durable must be re-ensured and Consume restarted (cap 1)
 	availChanged chan struct{} // intake paused or resumed (cap 1)
 	stopWorkers  chan struct{} // closed when shutdown begins
+	intakeDone   chan struct{} // closed at shutdown once the Consume is drained
 	advisories   chan []byte
 }
 
@@ -169,6 +170,7 @@ func New(js jetstream.JetStream, cfg Config) (*Consumer, error) {
 		reset:        make(chan struct{}, 1),
 		availChanged: make(chan struct{}, 1),
 		stopWorkers:  make(chan struct{}),
+		intakeDone:   make(chan struct{}),
 		advisories:   make(chan []byte, 256),
 	}
 	if nc := js.Conn(); nc != nil && nc.Opts.MaxReconnect >= 0 {
@@ -269,9 +271,12 @@ func (c *Consumer) shutdown(cur *consumeRun, cancelWork context.CancelFunc, disp
 	c.mu.Lock()
 	c.stopping = true
 	c.mu.Unlock()
-	close(c.stopWorkers)
+	close(c.stopWorkers) // no delivery starts until intake is drained
+	c.stopConsume(cur)   // what the client had buffered reaches handle, which sets it aside
+	// Nak only now: a Nak while the pull was draining would bring the
+	// message straight back to it.
+	close(c.intakeDone)
 	c.wakeSinks()
-	c.stopConsume(cur) // what the client had buffered reaches handle, which sets it aside
 	c.mu.Lock()
 	late := c.late
 	c.late = nil

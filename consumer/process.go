@@ -212,6 +212,9 @@ func (c *Consumer) settle(t *inflight) {
 // breaker that moves to half-open only when asked needs a call). It returns
 // at shutdown once its queue is empty and its deliveries have returned.
 func (c *Consumer) dispatch(s *sinkState) {
+	// Each of these wakes the dispatcher once, when it closes; a returning
+	// delivery wakes it through s.wake.
+	intakeDone, cut := c.intakeDone, c.workCtx.Done()
 	for {
 		t, wait, done := c.next(s)
 		if done {
@@ -221,23 +224,22 @@ func (c *Consumer) dispatch(s *sinkState) {
 			c.calls.Go(func() { c.deliver(s, t) })
 			continue
 		}
-		var timer <-chan time.Time
+		var timer *time.Timer
+		var expired <-chan time.Time
 		if wait > 0 {
-			tm := time.NewTimer(wait)
-			timer = tm.C
-			select {
-			case <-s.wake:
-			case <-timer:
-			case <-c.stopWorkers:
-			case <-c.workCtx.Done():
-			}
-			tm.Stop()
-			continue
+			timer = time.NewTimer(wait)
+			expired = timer.C
 		}
 		select {
 		case <-s.wake:
-		case <-c.stopWorkers:
-		case <-c.workCtx.Done():
+		case <-expired:
+		case <-intakeDone:
+			intakeDone = nil
+		case <-cut:
+			cut = nil
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 	}
 }
@@ -264,9 +266,16 @@ func (c *Consumer) next(s *sinkState) (t *inflight, wait time.Duration, done boo
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if stopping {
-		// Shutdown: what no sink has started goes back to JetStream at
-		// once; what a sink has started may finish here (on every sink)
-		// until the shutdown timeout, unless this sink is in an outage.
+		// Shutdown: nothing starts until intake is drained (a Nak while the
+		// pull drains would bring the message straight back); then what no
+		// sink has started goes back to JetStream at once, and what a sink
+		// has started may finish here (on every sink) until the shutdown
+		// timeout, unless this sink is in an outage.
+		select {
+		case <-c.intakeDone:
+		default:
+			return nil, 0, false
+		}
 		drop = s.queue.removeIf(func(q *inflight) bool {
 			return cut || down || q.startedCount() == 0
 		})
