@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -172,9 +173,13 @@ func (c BucketConfig) Validate() error {
 // waits a moment (at most a quarter of the last sync, 1ms at most) for the
 // writers it just released to come back with their renames, so that most
 // files share a sync instead of waiting a whole round. Deliver returns only when both
-// the data and the rename of its file are durable. syncfs flushes the whole file system the bucket is
-// on: on a disk shared with heavy writers, put the bucket on a file system
-// of its own.
+// the data and the rename of its file are durable. Each file is synced on
+// the file system it is on (a kind or date directory may be a mount of its
+// own, and a volume may be mounted over the bucket directory after start):
+// a round runs one syncfs per file system among its files, through a
+// directory kept open on each. syncfs flushes a whole file system: on a
+// disk shared with heavy writers, put the bucket on a file system of its
+// own.
 //
 // Disk errors (ENOSPC, EACCES, EROFS, EIO, ...) are retried a few times
 // (failsafe-go); the error then names the path and says why.
@@ -189,7 +194,10 @@ type Bucket struct {
 	dirs sync.Map // directory path → *bucketDir: directories known to exist
 
 	// The group-commit syncer (durable mode only).
-	root       *os.File // the bucket directory, for syncfs
+	// fsDirs holds, for each file system the bucket has written to, a
+	// directory open on it, for syncfs (the syncer's alone after NewBucket).
+	fsDirs     map[fsID]*os.File
+	fsSeen     []fsID // the file systems of a round (the syncer's scratch)
 	mu         sync.Mutex
 	cond       *sync.Cond
 	pending    []*syncItem // handed over, waiting for the next sync
@@ -212,14 +220,41 @@ type Bucket struct {
 	shards      [tempShards]string
 	nextShard   atomic.Uint32
 	tempInPlace atomic.Bool // EXDEV seen: temp files next to their final file
+
+	ops fileOps // the system calls that order a write; tests watch them
 }
+
+// fileOps are the calls whose order makes a write crash-safe: syncing a
+// file system, and renaming a file into place. Tests replace them (before
+// the first Deliver) to check that order.
+type fileOps interface {
+	syncfs(f *os.File) error
+	rename(oldpath, newpath string) error
+}
+
+// osOps are the real fileOps.
+type osOps struct{}
+
+func (osOps) syncfs(f *os.File) error              { return syncfs(f) }
+func (osOps) rename(oldpath, newpath string) error { return renameNoReplace(oldpath, newpath) }
 
 // syncItem is one file on its way through the syncer.
 type syncItem struct {
 	tmp, final string
+	fs         fsID       // the file system it is on
 	renamed    bool       // set by the writer before its second hand-over
+	err        error      // the outcome of its sync (the syncer's)
 	done       chan error // buffered: the syncer never blocks on it
 }
+
+// fsID names the file system a file is on, so that the syncer syncs each
+// file on its own: the id of its mount (statx STATX_MNT_ID), or, on kernels
+// without it, its device with fsByDev set. Files of one mount share its
+// super block; a file's own device would not do (overlayfs reports, for
+// files, the device of the layer they come from).
+type fsID uint64
+
+const fsByDev fsID = 1 << 63
 
 // NewBucket returns a Bucket writing under cfg.Dir. It creates the directory
 // (0750) when missing and removes the temporary files a crash left there.
@@ -232,7 +267,7 @@ func NewBucket(cfg BucketConfig) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bucket: dir %q: %w", cfg.Dir, err)
 	}
-	b := &Bucket{cfg: cfg, dir: dir, log: cfg.Logger}
+	b := &Bucket{cfg: cfg, dir: dir, log: cfg.Logger, ops: osOps{}}
 	for i := range b.shards {
 		b.shards[i] = filepath.Join(dir, tempDirName, fmt.Sprintf("%02d", i))
 	}
@@ -252,11 +287,16 @@ func NewBucket(cfg BucketConfig) (*Bucket, error) {
 		}).
 		Build()
 	if !cfg.NoFsync {
-		root, err := os.Open(dir)
-		if err != nil {
-			return nil, fmt.Errorf("bucket: %w", diskErr("open", dir, err))
+		b.fsDirs = map[fsID]*os.File{}
+		if haveSyncfs {
+			// Opened now, so that a sync reports the write-back errors of
+			// the bucket's file system from now on.
+			root, id, err := openFS(dir)
+			if err != nil {
+				return nil, fmt.Errorf("bucket: %w", diskErr("open", dir, err))
+			}
+			b.fsDirs[id] = root
 		}
-		b.root = root
 		b.cond = sync.NewCond(&b.mu)
 		b.syncerDone = make(chan struct{})
 		go b.syncLoop()
@@ -426,9 +466,10 @@ func (b *Bucket) write(ctx context.Context, path string, data []byte) error {
 		return err
 	}
 	tmp := filepath.Join(tdir, tmpPrefix+filepath.Base(path)+"-"+pidTag+"-"+randomSuffix())
-	if created, err := writeNewFile(tmp, data, &td.mode); err != nil {
+	id, created, err := writeNewFile(tmp, data, &td.mode)
+	if err != nil {
 		if !created {
-			b.dirs.Delete(tdir) // perhaps removed under us: recreate on retry
+			b.forgetDirs(tdir, err) // perhaps removed under us: recreate on retry
 			return diskErr("create temp file", tmp, err)
 		}
 		_ = os.Remove(tmp)
@@ -438,7 +479,7 @@ func (b *Bucket) write(ctx context.Context, path string, data []byte) error {
 		return b.placed(ctx, tmp, path, data, b.place(tmp, path, data))
 	}
 	// The data, then the rename, each made durable by the syncer.
-	it := &syncItem{tmp: tmp, final: path, done: make(chan error, 1)}
+	it := &syncItem{tmp: tmp, final: path, fs: id, done: make(chan error, 1)}
 	if err := b.awaitSync(ctx, it); err != nil {
 		_ = os.Remove(tmp)
 		return err
@@ -464,10 +505,20 @@ func (b *Bucket) placed(ctx context.Context, tmp, path string, data []byte, err 
 		}
 		return b.write(ctx, path, data)
 	case errors.Is(err, fs.ErrNotExist):
-		b.dirs.Delete(filepath.Dir(path))
-		b.dirs.Delete(filepath.Dir(tmp))
+		b.forgetDirs(filepath.Dir(path), err)
 	}
 	return err
+}
+
+// forgetDirs forgets that dir exists, so that the next write creates it
+// again; when it is gone (ENOENT), it forgets every directory: the tree
+// was removed or mounted over, and every cached directory may be gone too.
+func (b *Bucket) forgetDirs(dir string, err error) {
+	if errors.Is(err, fs.ErrNotExist) {
+		b.dirs.Clear()
+		return
+	}
+	b.dirs.Delete(dir)
 }
 
 // place renames the written temp file to path unless path exists. The
@@ -475,7 +526,7 @@ func (b *Bucket) placed(ctx context.Context, tmp, path string, data []byte, err 
 // (a redelivery), place succeeds; when it holds a different one, it fails
 // with ErrConflict and path is left as it was. tmp is gone afterwards.
 func (b *Bucket) place(tmp, path string, data []byte) error {
-	err := renameNoReplace(tmp, path)
+	err := b.ops.rename(tmp, path)
 	if err == nil {
 		return nil
 	}
@@ -574,11 +625,11 @@ func (b *Bucket) syncLoop() {
 		b.mu.Unlock()
 
 		start := time.Now()
-		err := b.syncFS(batch)
+		b.syncRound(batch)
 		lastRound = time.Since(start)
 		back := 0
 		for _, it := range batch {
-			if !it.renamed && err == nil {
+			if !it.renamed && it.err == nil {
 				back++
 			}
 		}
@@ -588,37 +639,95 @@ func (b *Bucket) syncLoop() {
 		b.syncs.Add(1)
 		b.synced.Add(int64(len(batch)))
 		for _, it := range batch {
-			it.done <- err
+			it.done <- it.err
 		}
 		clear(batch)
 		spare = batch
 	}
 }
 
-// syncFS makes durable the data of the written files and the directory
-// entries of the renamed ones: one syncfs where there is one, else an fsync
-// of each.
-func (b *Bucket) syncFS(batch []*syncItem) error {
-	if haveSyncfs {
-		return diskErr("sync file system of", b.dir, syncfs(b.root))
+// syncRound makes durable the data of the written files and the directory
+// entries of the renamed ones, and sets the outcome of each (it.err): one
+// syncfs of each file system they are on where there is syncfs, else an
+// fsync of each.
+func (b *Bucket) syncRound(items []*syncItem) {
+	if !haveSyncfs {
+		b.fsyncEach(items)
+		return
 	}
-	seen := map[string]bool{}
-	for _, it := range batch {
-		if !it.renamed {
-			if err := fsyncPath(it.tmp); err != nil {
-				return diskErr("sync", it.tmp, err)
+	ids := b.fsSeen[:0]
+	for _, it := range items {
+		if !slices.Contains(ids, it.fs) {
+			ids = append(ids, it.fs)
+		}
+	}
+	b.fsSeen = ids
+	for _, id := range ids {
+		dir, err := b.fsDir(id, items)
+		if err == nil {
+			err = diskErr("sync file system of", dir.Name(), b.ops.syncfs(dir))
+		}
+		for _, it := range items {
+			if it.fs == id {
+				it.err = err
 			}
+		}
+	}
+}
+
+// errFSGone says that no directory of the bucket is on a file system that a
+// file was written to any more: the tree was mounted over since.
+var errFSGone = errors.New("its file system is no longer under the bucket directory")
+
+// fsDir returns a directory open on file system id, opening the directory
+// of one of the items on it (its temp file's before the rename, its
+// final one after) when the bucket has none yet. It keeps it until Close:
+// a sync then reports the write-back errors of that file system since.
+func (b *Bucket) fsDir(id fsID, items []*syncItem) (*os.File, error) {
+	if f := b.fsDirs[id]; f != nil {
+		return f, nil
+	}
+	var last string
+	for _, it := range items {
+		if it.fs != id {
+			continue
+		}
+		last = filepath.Dir(it.tmp)
+		if it.renamed {
+			last = filepath.Dir(it.final)
+		}
+		f, got, err := openFS(last)
+		if err != nil {
+			continue
+		}
+		if got == id {
+			b.fsDirs[id] = f
+			return f, nil
+		}
+		f.Close()
+	}
+	return nil, diskErr("sync", last, errFSGone)
+}
+
+// fsyncEach is syncRound where there is no syncfs.
+func (b *Bucket) fsyncEach(items []*syncItem) {
+	seen := map[string]error{}
+	for _, it := range items {
+		if !it.renamed {
+			it.err = diskErr("sync", it.tmp, fsyncPath(it.tmp))
 			continue
 		}
 		// The file's directory, and its parents, which may be new.
-		for d := filepath.Dir(it.final); len(d) >= len(b.dir) && !seen[d]; d = filepath.Dir(d) {
-			seen[d] = true
-			if err := fsyncPath(d); err != nil {
-				return diskErr("sync", d, err)
+		it.err = nil
+		for d := filepath.Dir(it.final); len(d) >= len(b.dir) && it.err == nil; d = filepath.Dir(d) {
+			err, ok := seen[d]
+			if !ok {
+				err = diskErr("sync", d, fsyncPath(d))
+				seen[d] = err
 			}
+			it.err = err
 		}
 	}
-	return nil
 }
 
 func fsyncPath(p string) error {
@@ -750,7 +859,7 @@ func (b *Bucket) removeStaleTemps() error {
 func (b *Bucket) Close() error {
 	b.closeOnce.Do(func() {
 		b.closed.Store(true)
-		if b.root == nil {
+		if b.syncerDone == nil {
 			return
 		}
 		b.mu.Lock()
@@ -758,7 +867,11 @@ func (b *Bucket) Close() error {
 		b.mu.Unlock()
 		b.cond.Broadcast()
 		<-b.syncerDone
-		b.closeErr = b.root.Close()
+		var errs []error
+		for _, f := range b.fsDirs {
+			errs = append(errs, f.Close())
+		}
+		b.closeErr = errors.Join(errs...)
 	})
 	return b.closeErr
 }
