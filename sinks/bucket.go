@@ -47,13 +47,6 @@ const (
 	bucketFilePerm fs.FileMode = 0o640
 )
 
-// The syncer waits at most this long, in steps of lingerStep, for renamed
-// files to come back before it syncs.
-const (
-	maxLinger  = time.Millisecond
-	lingerStep = 50 * time.Microsecond
-)
-
 // tmpPrefix starts the name of every temporary file. Event ids start with a
 // letter or digit, so no event file can start with it.
 const tmpPrefix = ".tmp-"
@@ -166,21 +159,19 @@ func (c BucketConfig) Validate() error {
 // file with the same content.
 //
 // With durability on (the default), the syncs of concurrent writes are
-// grouped (group commit): a writer hands its closed temporary file to one
-// syncer goroutine, which makes the data of every file handed over meanwhile
-// durable with a single syncfs(2); the writer then renames its file and
-// hands it over again, and the next syncfs, shared with the data of the
-// next writers, makes the rename durable. Before each syncfs the syncer
-// waits a moment (at most a quarter of the last sync, 1ms at most) for the
-// writers it just released to come back with their renames, so that most
-// files share a sync instead of waiting a whole round. Deliver returns only when both
-// the data and the rename of its file are durable. Each file is synced on
-// the file system it is on (a kind or date directory may be a mount of its
-// own, and a volume may be mounted over the bucket directory after start):
-// a round runs one syncfs per file system among its files, through a
-// directory kept open on each. syncfs flushes a whole file system: on a
-// disk shared with heavy writers, put the bucket on a file system of its
-// own.
+// grouped (group commit) by one syncer goroutine, in pipelined rounds: a
+// writer writes its temporary file and hands it over; a round makes durable
+// with one syncfs(2) the data of every file handed over since the last
+// round together with the renames done since the last round; between
+// rounds the syncer renames into place the files whose data the round just
+// made durable, and the next round makes those renames durable. The writer
+// is woken once, when both the data and the rename of its file are durable;
+// only then does Deliver return. Each file is synced on the file system it
+// is on (a kind or date directory may be a mount of its own, and a volume
+// may be mounted over the bucket directory after start): a round runs one
+// syncfs per file system among its files, through a directory kept open on
+// each until Close. syncfs flushes a whole file system: on a disk shared
+// with heavy writers, put the bucket on a file system of its own.
 //
 // Disk errors (ENOSPC, EACCES, EROFS, EIO, ...) are retried a few times
 // (failsafe-go); the error then names the path and says why.
@@ -201,8 +192,7 @@ type Bucket struct {
 	fsSeen     []fsID // the file systems of a round (the syncer's scratch)
 	mu         sync.Mutex
 	cond       *sync.Cond
-	pending    []*syncItem // handed over, waiting for the next sync
-	comingBack int         // writers told their data is durable, not yet back with their rename
+	pending    []*syncItem // handed over, waiting for the next round
 	closing    bool
 	syncerDone chan struct{}
 
@@ -212,7 +202,7 @@ type Bucket struct {
 	nextProbe time.Time // while down, no probe before then
 
 	syncs     atomic.Int64 // syncfs rounds, for the benchmarks
-	synced    atomic.Int64 // hand-overs they served (two per file)
+	synced    atomic.Int64 // files they served (a file is in two rounds)
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -243,8 +233,8 @@ func (osOps) rename(oldpath, newpath string) error { return renameNoReplace(oldp
 type syncItem struct {
 	tmp, final string
 	fs         fsID       // the file system it is on
-	renamed    bool       // set by the writer before its second hand-over
-	err        error      // the outcome of its sync (the syncer's)
+	renamed    bool       // in place: what is left is a sync
+	err        error      // the outcome of its last sync (the syncer's)
 	done       chan error // buffered: the syncer never blocks on it
 }
 
@@ -479,19 +469,25 @@ func (b *Bucket) write(ctx context.Context, path string, data []byte) error {
 	if b.cfg.NoFsync {
 		return b.placed(ctx, tmp, path, data, b.place(tmp, path, data))
 	}
-	// The data, then the rename, each made durable by the syncer.
+	// The syncer makes the data durable, renames the file into place and
+	// makes the rename durable, and only then tells us: one wake-up.
 	it := &syncItem{tmp: tmp, final: path, fs: id, done: make(chan error, 1)}
-	if err := b.awaitSync(ctx, it); err != nil {
-		_ = os.Remove(tmp)
+	err = b.awaitSync(ctx, it)
+	var re *renameError
+	if !errors.As(err, &re) {
+		if errors.Is(err, ErrClosed) {
+			_ = os.Remove(tmp) // never handed over
+		}
 		return err
 	}
-	if err := b.place(tmp, path, data); err != nil {
-		return b.placed(ctx, tmp, path, data, err)
+	// The rename failed (the syncer removed the temp file). The same event
+	// may be in place already, perhaps just written by another writer or
+	// process: then a sync that begins now makes sure it is durable.
+	err = b.existing(path, data, re.err)
+	if err == nil {
+		err = b.awaitSync(ctx, &syncItem{final: path, fs: id, renamed: true, done: make(chan error, 1)})
 	}
-	// Renamed, or the same event already there (perhaps just written by
-	// another process): the next sync makes the file durable either way.
-	it.renamed = true
-	return b.awaitSync(ctx, it)
+	return b.placed(ctx, tmp, path, data, err)
 }
 
 // placed handles the error of place: a rename across directories that the
@@ -527,11 +523,26 @@ func (b *Bucket) forgetDirs(dir string, err error) {
 // (a redelivery), place succeeds; when it holds a different one, it fails
 // with ErrConflict and path is left as it was. tmp is gone afterwards.
 func (b *Bucket) place(tmp, path string, data []byte) error {
-	err := b.ops.rename(tmp, path)
-	if err == nil {
-		return nil
+	if err := b.rename(tmp, path); err != nil {
+		return b.existing(path, data, err)
 	}
-	_ = os.Remove(tmp)
+	return nil
+}
+
+// rename renames tmp to path unless path exists; when it fails, it removes
+// tmp.
+func (b *Bucket) rename(tmp, path string) error {
+	err := b.ops.rename(tmp, path)
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}
+
+// existing decides on a rename to path that failed with err: nil when path
+// holds the same event as data, an error wrapping ErrConflict when it holds
+// another, else the rename's *DiskError.
+func (b *Bucket) existing(path string, data []byte, err error) error {
 	if !errors.Is(err, fs.ErrExist) {
 		return diskErr("rename", path, err)
 	}
@@ -544,6 +555,12 @@ func (b *Bucket) place(tmp, path string, data []byte) error {
 	}
 	return nil
 }
+
+// renameError is how the syncer tells a writer that renaming its file
+// failed with err (the temp file is removed). It never leaves write.
+type renameError struct{ err error }
+
+func (e *renameError) Error() string { return e.err.Error() }
 
 // sameJSON reports whether a and b are the same JSON value: the same bytes,
 // or the same once decoded (another encoder may order or space them
@@ -636,8 +653,9 @@ func linkAndRemove(oldpath, newpath string) error {
 	return os.Remove(oldpath)
 }
 
-// awaitSync hands the item to the syncer and waits until the next syncfs
-// has made it durable.
+// awaitSync hands the item to the syncer and waits until it is done with
+// it: a written file is then durable in place, or the error says why not;
+// a file in place already (renamed set) is durable.
 func (b *Bucket) awaitSync(ctx context.Context, it *syncItem) error {
 	b.mu.Lock()
 	if b.closing {
@@ -645,71 +663,67 @@ func (b *Bucket) awaitSync(ctx context.Context, it *syncItem) error {
 		return ErrClosed
 	}
 	b.pending = append(b.pending, it)
-	if it.renamed && b.comingBack > 0 {
-		b.comingBack--
-	}
 	b.mu.Unlock()
 	b.cond.Signal()
 	select {
 	case err := <-it.done:
 		return err
 	case <-ctx.Done():
-		// The syncer goes on; a renamed file stays in place.
+		// The syncer goes on: the file may still land in place.
 		return ctx.Err()
 	}
 }
 
-// syncLoop is the group commit: it takes every item handed over since its
-// last round, makes them all durable with one syncfs, and tells their
-// writers. A writer hands its file over twice: once written (the sync makes
-// its data durable) and once renamed (the sync makes the rename durable);
-// renames happen in the writers, in parallel, while the syncer syncs. It
-// ends when Close was called and nothing is left.
+// syncLoop is the group commit. Each round takes every file handed over
+// since the last one and makes durable, with one sync per file system,
+// both their data and the renames done since the last round. Then it tells
+// the writers of those renamed files that they are done, and renames into
+// place the files whose data the round made durable; the next round makes
+// those renames durable, together with the data of the next files. So a
+// file goes through two rounds, a round serves two generations of files,
+// and each writer is woken once. It ends when Close was called and nothing
+// is left.
 func (b *Bucket) syncLoop() {
 	defer close(b.syncerDone)
-	var batch, spare []*syncItem
-	var lastRound time.Duration
+	var batch, spare, renamed, round []*syncItem
 	for {
 		b.mu.Lock()
-		for len(b.pending) == 0 && !b.closing {
+		for len(b.pending) == 0 && len(renamed) == 0 && !b.closing {
 			b.cond.Wait()
 		}
-		if len(b.pending) == 0 && b.closing {
+		if len(b.pending) == 0 && len(renamed) == 0 {
 			b.mu.Unlock()
 			return
 		}
-		// The writers told last round that their data is durable are
-		// renaming their files: give them a moment to come back, so that
-		// one sync serves them all, instead of most waiting a whole round.
-		if b.comingBack > 0 && !b.closing {
-			deadline := time.Now().Add(min(lastRound/4, maxLinger))
-			for b.comingBack > 0 && time.Now().Before(deadline) {
-				b.mu.Unlock()
-				time.Sleep(lingerStep)
-				b.mu.Lock()
-			}
-		}
-		b.comingBack = 0
 		batch, b.pending = b.pending, spare[:0]
 		b.mu.Unlock()
 
-		start := time.Now()
-		b.syncRound(batch)
-		lastRound = time.Since(start)
-		back := 0
-		for _, it := range batch {
-			if !it.renamed && it.err == nil {
-				back++
-			}
-		}
-		b.mu.Lock()
-		b.comingBack = back
-		b.mu.Unlock()
+		round = append(append(round[:0], batch...), renamed...)
+		b.syncRound(round)
 		b.syncs.Add(1)
-		b.synced.Add(int64(len(batch)))
-		for _, it := range batch {
+		b.synced.Add(int64(len(round)))
+		for _, it := range renamed {
 			it.done <- it.err
 		}
+		clear(renamed)
+		renamed = renamed[:0]
+		for _, it := range batch {
+			switch {
+			case it.renamed: // in place already: durable now
+				it.done <- it.err
+			case it.err != nil:
+				_ = os.Remove(it.tmp)
+				it.done <- it.err
+			default:
+				if err := b.rename(it.tmp, it.final); err != nil {
+					it.done <- &renameError{err}
+					continue
+				}
+				it.renamed = true
+				renamed = append(renamed, it)
+			}
+		}
+		clear(round)
 		clear(batch)
 		spare = batch
 	}

@@ -556,6 +556,53 @@ func TestBucketClose(t *testing.T) {
 	}
 }
 
+// Close while writers are delivering: every Deliver either succeeded, and
+// its file is in place, or failed with ErrClosed; Close returns after the
+// files handed over are done, and no temp file is left.
+func TestBucketCloseInFlight(t *testing.T) {
+	b := newTestBucket(t, BucketConfig{})
+	const writers = 16
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var written []string
+	started := make(chan struct{}, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				ev := testEvent(t, bhiv.KindExecution, fmt.Sprintf("01CLOSING%02dE%04d", w, i), 100)
+				err := b.Deliver(context.Background(), ev)
+				if i == 0 {
+					started <- struct{}{}
+				}
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				p, _ := b.Path(ev)
+				mu.Lock()
+				written = append(written, p)
+				mu.Unlock()
+			}
+		})
+	}
+	for range writers {
+		<-started
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for _, p := range written {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("Deliver succeeded but: %v", err)
+		}
+	}
+	checkBucketTree(t, b.Dir(), len(written))
+}
+
 func TestBucketRemovesStaleTemps(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "bucket")
 	stale := filepath.Join(dir, "reward", "2026-11-28", tmpPrefix+"01X.json-abc")
