@@ -9,11 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,13 +45,6 @@ const (
 const (
 	bucketDirPerm  fs.FileMode = 0o750
 	bucketFilePerm fs.FileMode = 0o640
-)
-
-// The syncer waits at most this long, in steps of lingerStep, for renamed
-// files to come back before it syncs.
-const (
-	maxLinger  = time.Millisecond
-	lingerStep = 50 * time.Microsecond
 )
 
 // tmpPrefix starts the name of every temporary file. Event ids start with a
@@ -164,17 +159,19 @@ func (c BucketConfig) Validate() error {
 // file with the same content.
 //
 // With durability on (the default), the syncs of concurrent writes are
-// grouped (group commit): a writer hands its closed temporary file to one
-// syncer goroutine, which makes the data of every file handed over meanwhile
-// durable with a single syncfs(2); the writer then renames its file and
-// hands it over again, and the next syncfs, shared with the data of the
-// next writers, makes the rename durable. Before each syncfs the syncer
-// waits a moment (at most a quarter of the last sync, 1ms at most) for the
-// writers it just released to come back with their renames, so that most
-// files share a sync instead of waiting a whole round. Deliver returns only when both
-// the data and the rename of its file are durable. syncfs flushes the whole file system the bucket is
-// on: on a disk shared with heavy writers, put the bucket on a file system
-// of its own.
+// grouped (group commit) by one syncer goroutine, in pipelined rounds: a
+// writer writes its temporary file and hands it over; a round makes durable
+// with one syncfs(2) the data of every file handed over since the last
+// round together with the renames done since the last round; between
+// rounds the syncer renames into place the files whose data the round just
+// made durable, and the next round makes those renames durable. The writer
+// is woken once, when both the data and the rename of its file are durable;
+// only then does Deliver return. Each file is synced on the file system it
+// is on (a kind or date directory may be a mount of its own, and a volume
+// may be mounted over the bucket directory after start): a round runs one
+// syncfs per file system among its files, through a directory kept open on
+// each until Close. syncfs flushes a whole file system: on a disk shared
+// with heavy writers, put the bucket on a file system of its own.
 //
 // Disk errors (ENOSPC, EACCES, EROFS, EIO, ...) are retried a few times
 // (failsafe-go); the error then names the path and says why.
@@ -189,11 +186,13 @@ type Bucket struct {
 	dirs sync.Map // directory path → *bucketDir: directories known to exist
 
 	// The group-commit syncer (durable mode only).
-	root       *os.File // the bucket directory, for syncfs
+	// fsDirs holds, for each file system the bucket has written to, a
+	// directory open on it, for syncfs (the syncer's alone after NewBucket).
+	fsDirs     map[fsID]*os.File
+	fsSeen     []fsID // the file systems of a round (the syncer's scratch)
 	mu         sync.Mutex
 	cond       *sync.Cond
-	pending    []*syncItem // handed over, waiting for the next sync
-	comingBack int         // writers told their data is durable, not yet back with their rename
+	pending    []*syncItem // handed over, waiting for the next round
 	closing    bool
 	syncerDone chan struct{}
 
@@ -203,7 +202,7 @@ type Bucket struct {
 	nextProbe time.Time // while down, no probe before then
 
 	syncs     atomic.Int64 // syncfs rounds, for the benchmarks
-	synced    atomic.Int64 // hand-overs they served (two per file)
+	synced    atomic.Int64 // files they served (a file is in two rounds)
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -212,14 +211,41 @@ type Bucket struct {
 	shards      [tempShards]string
 	nextShard   atomic.Uint32
 	tempInPlace atomic.Bool // EXDEV seen: temp files next to their final file
+
+	ops fileOps // the system calls that order a write; tests watch them
 }
+
+// fileOps are the calls whose order makes a write crash-safe: syncing a
+// file system, and renaming a file into place. Tests replace them (before
+// the first Deliver) to check that order.
+type fileOps interface {
+	syncfs(f *os.File) error
+	rename(oldpath, newpath string) error
+}
+
+// osOps are the real fileOps.
+type osOps struct{}
+
+func (osOps) syncfs(f *os.File) error              { return syncfs(f) }
+func (osOps) rename(oldpath, newpath string) error { return renameNoReplace(oldpath, newpath) }
 
 // syncItem is one file on its way through the syncer.
 type syncItem struct {
 	tmp, final string
-	renamed    bool       // set by the writer before its second hand-over
+	fs         fsID       // the file system it is on
+	renamed    bool       // in place: what is left is a sync
+	err        error      // the outcome of its last sync (the syncer's)
 	done       chan error // buffered: the syncer never blocks on it
 }
+
+// fsID names the file system a file is on, so that the syncer syncs each
+// file on its own: the id of its mount (statx STATX_MNT_ID), or, on kernels
+// without it, its device with fsByDev set. Files of one mount share its
+// super block; a file's own device would not do (overlayfs reports, for
+// files, the device of the layer they come from).
+type fsID uint64
+
+const fsByDev fsID = 1 << 63
 
 // NewBucket returns a Bucket writing under cfg.Dir. It creates the directory
 // (0750) when missing and removes the temporary files a crash left there.
@@ -232,7 +258,7 @@ func NewBucket(cfg BucketConfig) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bucket: dir %q: %w", cfg.Dir, err)
 	}
-	b := &Bucket{cfg: cfg, dir: dir, log: cfg.Logger}
+	b := &Bucket{cfg: cfg, dir: dir, log: cfg.Logger, ops: osOps{}}
 	for i := range b.shards {
 		b.shards[i] = filepath.Join(dir, tempDirName, fmt.Sprintf("%02d", i))
 	}
@@ -252,11 +278,16 @@ func NewBucket(cfg BucketConfig) (*Bucket, error) {
 		}).
 		Build()
 	if !cfg.NoFsync {
-		root, err := os.Open(dir)
-		if err != nil {
-			return nil, fmt.Errorf("bucket: %w", diskErr("open", dir, err))
+		b.fsDirs = map[fsID]*os.File{}
+		if haveSyncfs {
+			// Opened now, so that a sync reports the write-back errors of
+			// the bucket's file system from now on.
+			root, id, err := openFS(dir)
+			if err != nil {
+				return nil, fmt.Errorf("bucket: %w", diskErr("open", dir, err))
+			}
+			b.fsDirs[id] = root
 		}
-		b.root = root
 		b.cond = sync.NewCond(&b.mu)
 		b.syncerDone = make(chan struct{})
 		go b.syncLoop()
@@ -438,9 +469,10 @@ func (b *Bucket) write(ctx context.Context, path string, data []byte) error {
 		return err
 	}
 	tmp := filepath.Join(tdir, tmpPrefix+filepath.Base(path)+"-"+pidTag+"-"+randomSuffix())
-	if created, err := writeNewFile(tmp, data, &td.mode); err != nil {
+	id, created, err := writeNewFile(tmp, data, &td.mode)
+	if err != nil {
 		if !created {
-			b.dirs.Delete(tdir) // perhaps removed under us: recreate on retry
+			b.forgetDirs(tdir, err) // perhaps removed under us: recreate on retry
 			return diskErr("create temp file", tmp, err)
 		}
 		_ = os.Remove(tmp)
@@ -449,19 +481,25 @@ func (b *Bucket) write(ctx context.Context, path string, data []byte) error {
 	if b.cfg.NoFsync {
 		return b.placed(ctx, tmp, path, data, b.place(tmp, path, data))
 	}
-	// The data, then the rename, each made durable by the syncer.
-	it := &syncItem{tmp: tmp, final: path, done: make(chan error, 1)}
-	if err := b.awaitSync(ctx, it); err != nil {
-		_ = os.Remove(tmp)
+	// The syncer makes the data durable, renames the file into place and
+	// makes the rename durable, and only then tells us: one wake-up.
+	it := &syncItem{tmp: tmp, final: path, fs: id, done: make(chan error, 1)}
+	err = b.awaitSync(ctx, it)
+	var re *renameError
+	if !errors.As(err, &re) {
+		if errors.Is(err, ErrClosed) {
+			_ = os.Remove(tmp) // never handed over
+		}
 		return err
 	}
-	if err := b.place(tmp, path, data); err != nil {
-		return b.placed(ctx, tmp, path, data, err)
+	// The rename failed (the syncer removed the temp file). The same event
+	// may be in place already, perhaps just written by another writer or
+	// process: then a sync that begins now makes sure it is durable.
+	err = b.existing(path, data, re.err)
+	if err == nil {
+		err = b.awaitSync(ctx, &syncItem{final: path, fs: id, renamed: true, done: make(chan error, 1)})
 	}
-	// Renamed, or the same event already there (perhaps just written by
-	// another process): the next sync makes the file durable either way.
-	it.renamed = true
-	return b.awaitSync(ctx, it)
+	return b.placed(ctx, tmp, path, data, err)
 }
 
 // placed handles the error of place: a rename across directories that the
@@ -476,10 +514,20 @@ func (b *Bucket) placed(ctx context.Context, tmp, path string, data []byte, err 
 		}
 		return b.write(ctx, path, data)
 	case errors.Is(err, fs.ErrNotExist):
-		b.dirs.Delete(filepath.Dir(path))
-		b.dirs.Delete(filepath.Dir(tmp))
+		b.forgetDirs(filepath.Dir(path), err)
 	}
 	return err
+}
+
+// forgetDirs forgets that dir exists, so that the next write creates it
+// again; when it is gone (ENOENT), it forgets every directory: the tree
+// was removed or mounted over, and every cached directory may be gone too.
+func (b *Bucket) forgetDirs(dir string, err error) {
+	if errors.Is(err, fs.ErrNotExist) {
+		b.dirs.Clear()
+		return
+	}
+	b.dirs.Delete(dir)
 }
 
 // place renames the written temp file to path unless path exists. The
@@ -487,11 +535,26 @@ func (b *Bucket) placed(ctx context.Context, tmp, path string, data []byte, err 
 // (a redelivery), place succeeds; when it holds a different one, it fails
 // with ErrConflict and path is left as it was. tmp is gone afterwards.
 func (b *Bucket) place(tmp, path string, data []byte) error {
-	err := renameNoReplace(tmp, path)
-	if err == nil {
-		return nil
+	if err := b.rename(tmp, path); err != nil {
+		return b.existing(path, data, err)
 	}
-	_ = os.Remove(tmp)
+	return nil
+}
+
+// rename renames tmp to path unless path exists; when it fails, it removes
+// tmp.
+func (b *Bucket) rename(tmp, path string) error {
+	err := b.ops.rename(tmp, path)
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}
+
+// existing decides on a rename to path that failed with err: nil when path
+// holds the same event as data, an error wrapping ErrConflict when it holds
+// another, else the rename's *DiskError.
+func (b *Bucket) existing(path string, data []byte, err error) error {
 	if !errors.Is(err, fs.ErrExist) {
 		return diskErr("rename", path, err)
 	}
@@ -505,18 +568,92 @@ func (b *Bucket) place(tmp, path string, data []byte) error {
 	return nil
 }
 
+// renameError is how the syncer tells a writer that renaming its file
+// failed with err (the temp file is removed). It never leaves write.
+type renameError struct{ err error }
+
+func (e *renameError) Error() string { return e.err.Error() }
+
 // sameJSON reports whether a and b are the same JSON value: the same bytes,
 // or the same once decoded (another encoder may order or space them
-// differently).
+// differently, or spell a number otherwise: 1.0, 1e0). Numbers compare by
+// exact decimal value, never through float64, which cannot tell
+// 9007199254740993 from 9007199254740992.
 func sameJSON(a, b []byte) bool {
 	if bytes.Equal(a, b) {
 		return true
 	}
-	var va, vb any
-	if json.Unmarshal(a, &va) != nil || json.Unmarshal(b, &vb) != nil {
+	va, err := decodeExact(a)
+	if err != nil {
+		return false
+	}
+	vb, err := decodeExact(b)
+	if err != nil {
 		return false
 	}
 	return reflect.DeepEqual(va, vb)
+}
+
+// decodeExact decodes one JSON value, with every number as its canonical
+// literal (canonNumber).
+func decodeExact(data []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return nil, errors.New("data after the JSON value")
+	}
+	return canonNumbers(v), nil
+}
+
+// canonNumbers replaces, in a decoded value, each json.Number by its
+// canonical literal.
+func canonNumbers(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		return json.Number(canonNumber(string(v)))
+	case map[string]any:
+		for k, e := range v {
+			v[k] = canonNumbers(e)
+		}
+	case []any:
+		for i, e := range v {
+			v[i] = canonNumbers(e)
+		}
+	}
+	return v
+}
+
+// canonNumber spells a JSON number literal so that literals of the same
+// exact value come out the same: its digits without leading or trailing
+// zeros and a power of ten ("-1.50e3" and "-1500" are "-15e2"; "0", "-0.0"
+// and "0e7" are "0"). A literal whose exponent does not fit in 62 bits is
+// kept as it is.
+func canonNumber(lit string) string {
+	sign := ""
+	if rest, ok := strings.CutPrefix(lit, "-"); ok {
+		sign, lit = "-", rest
+	}
+	mant, exp := lit, int64(0)
+	if i := strings.IndexAny(lit, "eE"); i >= 0 {
+		e, err := strconv.ParseInt(strings.TrimPrefix(lit[i+1:], "+"), 10, 64)
+		if err != nil || e > 1<<62 || e < -1<<62 {
+			return sign + lit
+		}
+		mant, exp = lit[:i], e
+	}
+	whole, frac, _ := strings.Cut(mant, ".")
+	digits := strings.TrimLeft(whole+frac, "0")
+	if digits == "" {
+		return "0"
+	}
+	exp -= int64(len(frac))
+	trimmed := strings.TrimRight(digits, "0")
+	exp += int64(len(digits) - len(trimmed))
+	return sign + trimmed + "e" + strconv.FormatInt(exp, 10)
 }
 
 // linkAndRemove is renameNoReplace by link(2), which never replaces, then
@@ -528,8 +665,9 @@ func linkAndRemove(oldpath, newpath string) error {
 	return os.Remove(oldpath)
 }
 
-// awaitSync hands the item to the syncer and waits until the next syncfs
-// has made it durable.
+// awaitSync hands the item to the syncer and waits until it is done with
+// it: a written file is then durable in place, or the error says why not;
+// a file in place already (renamed set) is durable.
 func (b *Bucket) awaitSync(ctx context.Context, it *syncItem) error {
 	b.mu.Lock()
 	if b.closing {
@@ -537,100 +675,154 @@ func (b *Bucket) awaitSync(ctx context.Context, it *syncItem) error {
 		return ErrClosed
 	}
 	b.pending = append(b.pending, it)
-	if it.renamed && b.comingBack > 0 {
-		b.comingBack--
-	}
 	b.mu.Unlock()
 	b.cond.Signal()
 	select {
 	case err := <-it.done:
 		return err
 	case <-ctx.Done():
-		// The syncer goes on; a renamed file stays in place.
+		// The syncer goes on: the file may still land in place.
 		return ctx.Err()
 	}
 }
 
-// syncLoop is the group commit: it takes every item handed over since its
-// last round, makes them all durable with one syncfs, and tells their
-// writers. A writer hands its file over twice: once written (the sync makes
-// its data durable) and once renamed (the sync makes the rename durable);
-// renames happen in the writers, in parallel, while the syncer syncs. It
-// ends when Close was called and nothing is left.
+// syncLoop is the group commit. Each round takes every file handed over
+// since the last one and makes durable, with one sync per file system,
+// both their data and the renames done since the last round. Then it tells
+// the writers of those renamed files that they are done, and renames into
+// place the files whose data the round made durable; the next round makes
+// those renames durable, together with the data of the next files. So a
+// file goes through two rounds, a round serves two generations of files,
+// and each writer is woken once. It ends when Close was called and nothing
+// is left.
 func (b *Bucket) syncLoop() {
 	defer close(b.syncerDone)
-	var batch, spare []*syncItem
-	var lastRound time.Duration
+	var batch, spare, renamed, round []*syncItem
 	for {
 		b.mu.Lock()
-		for len(b.pending) == 0 && !b.closing {
+		for len(b.pending) == 0 && len(renamed) == 0 && !b.closing {
 			b.cond.Wait()
 		}
-		if len(b.pending) == 0 && b.closing {
+		if len(b.pending) == 0 && len(renamed) == 0 {
 			b.mu.Unlock()
 			return
 		}
-		// The writers told last round that their data is durable are
-		// renaming their files: give them a moment to come back, so that
-		// one sync serves them all, instead of most waiting a whole round.
-		if b.comingBack > 0 && !b.closing {
-			deadline := time.Now().Add(min(lastRound/4, maxLinger))
-			for b.comingBack > 0 && time.Now().Before(deadline) {
-				b.mu.Unlock()
-				time.Sleep(lingerStep)
-				b.mu.Lock()
-			}
-		}
-		b.comingBack = 0
 		batch, b.pending = b.pending, spare[:0]
 		b.mu.Unlock()
 
-		start := time.Now()
-		err := b.syncFS(batch)
-		lastRound = time.Since(start)
-		back := 0
+		round = append(append(round[:0], batch...), renamed...)
+		b.syncRound(round)
+		b.syncs.Add(1)
+		b.synced.Add(int64(len(round)))
+		for _, it := range renamed {
+			it.done <- it.err
+		}
+		clear(renamed)
+		renamed = renamed[:0]
 		for _, it := range batch {
-			if !it.renamed && err == nil {
-				back++
+			switch {
+			case it.renamed: // in place already: durable now
+				it.done <- it.err
+			case it.err != nil:
+				_ = os.Remove(it.tmp)
+				it.done <- it.err
+			default:
+				if err := b.rename(it.tmp, it.final); err != nil {
+					it.done <- &renameError{err}
+					continue
+				}
+				it.renamed = true
+				renamed = append(renamed, it)
 			}
 		}
-		b.mu.Lock()
-		b.comingBack = back
-		b.mu.Unlock()
-		b.syncs.Add(1)
-		b.synced.Add(int64(len(batch)))
-		for _, it := range batch {
-			it.done <- err
-		}
+		clear(round)
 		clear(batch)
 		spare = batch
 	}
 }
 
-// syncFS makes durable the data of the written files and the directory
-// entries of the renamed ones: one syncfs where there is one, else an fsync
-// of each.
-func (b *Bucket) syncFS(batch []*syncItem) error {
-	if haveSyncfs {
-		return diskErr("sync file system of", b.dir, syncfs(b.root))
+// syncRound makes durable the data of the written files and the directory
+// entries of the renamed ones, and sets the outcome of each (it.err): one
+// syncfs of each file system they are on where there is syncfs, else an
+// fsync of each.
+func (b *Bucket) syncRound(items []*syncItem) {
+	if !haveSyncfs {
+		b.fsyncEach(items)
+		return
 	}
-	seen := map[string]bool{}
-	for _, it := range batch {
-		if !it.renamed {
-			if err := fsyncPath(it.tmp); err != nil {
-				return diskErr("sync", it.tmp, err)
+	ids := b.fsSeen[:0]
+	for _, it := range items {
+		if !slices.Contains(ids, it.fs) {
+			ids = append(ids, it.fs)
+		}
+	}
+	b.fsSeen = ids
+	for _, id := range ids {
+		dir, err := b.fsDir(id, items)
+		if err == nil {
+			err = diskErr("sync file system of", dir.Name(), b.ops.syncfs(dir))
+		}
+		for _, it := range items {
+			if it.fs == id {
+				it.err = err
 			}
+		}
+	}
+}
+
+// errFSGone says that no directory of the bucket is on a file system that a
+// file was written to any more: the tree was mounted over since.
+var errFSGone = errors.New("its file system is no longer under the bucket directory")
+
+// fsDir returns a directory open on file system id, opening the directory
+// of one of the items on it (its temp file's before the rename, its
+// final one after) when the bucket has none yet. It keeps it until Close:
+// a sync then reports the write-back errors of that file system since.
+func (b *Bucket) fsDir(id fsID, items []*syncItem) (*os.File, error) {
+	if f := b.fsDirs[id]; f != nil {
+		return f, nil
+	}
+	var last string
+	for _, it := range items {
+		if it.fs != id {
+			continue
+		}
+		last = filepath.Dir(it.tmp)
+		if it.renamed {
+			last = filepath.Dir(it.final)
+		}
+		f, got, err := openFS(last)
+		if err != nil {
+			continue
+		}
+		if got == id {
+			b.fsDirs[id] = f
+			return f, nil
+		}
+		f.Close()
+	}
+	return nil, diskErr("sync", last, errFSGone)
+}
+
+// fsyncEach is syncRound where there is no syncfs.
+func (b *Bucket) fsyncEach(items []*syncItem) {
+	seen := map[string]error{}
+	for _, it := range items {
+		if !it.renamed {
+			it.err = diskErr("sync", it.tmp, fsyncPath(it.tmp))
 			continue
 		}
 		// The file's directory, and its parents, which may be new.
-		for d := filepath.Dir(it.final); len(d) >= len(b.dir) && !seen[d]; d = filepath.Dir(d) {
-			seen[d] = true
-			if err := fsyncPath(d); err != nil {
-				return diskErr("sync", d, err)
+		it.err = nil
+		for d := filepath.Dir(it.final); len(d) >= len(b.dir) && it.err == nil; d = filepath.Dir(d) {
+			err, ok := seen[d]
+			if !ok {
+				err = diskErr("sync", d, fsyncPath(d))
+				seen[d] = err
 			}
+			it.err = err
 		}
 	}
-	return nil
 }
 
 func fsyncPath(p string) error {
@@ -762,7 +954,7 @@ func (b *Bucket) removeStaleTemps() error {
 func (b *Bucket) Close() error {
 	b.closeOnce.Do(func() {
 		b.closed.Store(true)
-		if b.root == nil {
+		if b.syncerDone == nil {
 			return
 		}
 		b.mu.Lock()
@@ -770,7 +962,11 @@ func (b *Bucket) Close() error {
 		b.mu.Unlock()
 		b.cond.Broadcast()
 		<-b.syncerDone
-		b.closeErr = b.root.Close()
+		var errs []error
+		for _, f := range b.fsDirs {
+			errs = append(errs, f.Close())
+		}
+		b.closeErr = errors.Join(errs...)
 	})
 	return b.closeErr
 }
