@@ -261,38 +261,11 @@ func (b *Bucket) Deliver(ctx context.Context, ev *bhiv.Event) error {
 	if err != nil {
 		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("bucket path: %w", err)}
 	}
-	if b.closed.Load() {
-		return fmt.Errorf("bucket: write %s: %w", path, ErrClosed)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("bucket: write %s: %w", path, err)
-	}
-	enc, err := ev.JSON()
-	if err != nil {
-		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("encode event %s: %w", ev.ID, err)}
-	}
-	data := make([]byte, len(enc)+1) // enc may be shared: never append to it
-	copy(data, enc)
-	data[len(enc)] = '\n'
-	attempts := 0
-	var last error
-	err = failsafe.With(b.retry).WithContext(ctx).Run(func() error {
-		attempts++
-		last = b.write(ctx, path, data)
-		return last
+	attempts, err, done := storeEvent(ctx, ev, path, b.closed.Load(), b.retry, func(data []byte) error {
+		return b.write(ctx, path, data)
 	})
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ErrConflict):
-		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Attempts: attempts, Err: err}
-	case errors.Is(err, ErrClosed):
-		return fmt.Errorf("bucket: write %s: %w", path, ErrClosed)
-	case ctx.Err() != nil:
-		if last != nil && !errors.Is(last, ctx.Err()) {
-			return fmt.Errorf("bucket: write %s: %w (after %d attempt(s), last error: %v)", path, ctx.Err(), attempts, last)
-		}
-		return fmt.Errorf("bucket: write %s: %w", path, ctx.Err())
+	if done {
+		return err
 	}
 	if perr := b.probe(); perr != nil {
 		// Not this event's path: the bucket cannot take any file. Say so
@@ -330,4 +303,50 @@ func (b *Bucket) Close() error {
 		b.closeErr = errors.Join(errs...)
 	})
 	return b.closeErr
+}
+
+// storeEvent is what both buckets do to store ev at where (a file path or
+// an object's location): refuse after Close or once ctx has ended, make the
+// stored bytes (the envelope and a newline), write them with the retry
+// policy, and turn into Deliver's answer every result that does not depend
+// on the kind of bucket: stored, a different event under the id
+// (ErrConflict, permanent), closed meanwhile, the caller's context ended.
+// done is false, with the write's last error and the attempts made, when
+// the bucket must judge the failure itself (an outage or this event's own
+// problem).
+func storeEvent(ctx context.Context, ev *bhiv.Event, where string, closed bool, retry retrypolicy.RetryPolicy[any],
+	write func(data []byte) error) (attempts int, err error, done bool) {
+	if closed {
+		return 0, fmt.Errorf("bucket: write %s: %w", where, ErrClosed), true
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("bucket: write %s: %w", where, err), true
+	}
+	enc, err := ev.JSON()
+	if err != nil {
+		return 0, &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("encode event %s: %w", ev.ID, err)}, true
+	}
+	data := make([]byte, len(enc)+1) // enc may be shared: never append to it
+	copy(data, enc)
+	data[len(enc)] = '\n'
+	var last error
+	err = failsafe.With(retry).WithContext(ctx).Run(func() error {
+		attempts++
+		last = write(data)
+		return last
+	})
+	switch {
+	case err == nil:
+		return attempts, nil, true
+	case errors.Is(err, ErrConflict):
+		return attempts, &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Attempts: attempts, Err: err}, true
+	case errors.Is(err, ErrClosed):
+		return attempts, fmt.Errorf("bucket: write %s: %w", where, ErrClosed), true
+	case ctx.Err() != nil:
+		if last != nil && !errors.Is(last, ctx.Err()) {
+			return attempts, fmt.Errorf("bucket: write %s: %w (after %d attempt(s), last error: %v)", where, ctx.Err(), attempts, last), true
+		}
+		return attempts, fmt.Errorf("bucket: write %s: %w", where, ctx.Err()), true
+	}
+	return attempts, err, false
 }
