@@ -11,16 +11,23 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// heartbeats sends InProgress for every message held, every AckWait/3.
-func (c *Consumer) heartbeats(ctx context.Context) {
-	tick := time.NewTicker(c.cfg.AckWait / 3)
+// every calls fn every period until ctx ends.
+func every(ctx context.Context, period time.Duration, fn func(now time.Time)) {
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case now := <-tick.C:
+			fn(now)
 		}
+	}
+}
+
+// heartbeats sends InProgress for every message held, every AckWait/3.
+func (c *Consumer) heartbeats(ctx context.Context) {
+	every(ctx, c.cfg.AckWait/3, func(time.Time) {
 		c.mu.Lock()
 		held := make([]*inflight, 0, len(c.owned))
 		for t := range c.owned {
@@ -32,40 +39,37 @@ func (c *Consumer) heartbeats(ctx context.Context) {
 				c.log.Debug("in-progress heartbeat", tint.Err(err))
 			}
 		}
-	}
+	})
 }
 
 // watchAvailability pauses intake while any sink is down and resumes it when
 // every sink is back.
 func (c *Consumer) watchAvailability(ctx context.Context) {
-	tick := time.NewTicker(c.cfg.availEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+	every(ctx, c.cfg.availEvery, func(time.Time) { c.checkAvailability() })
+}
+
+// checkAvailability pauses or resumes intake as the sinks' availability
+// says.
+func (c *Consumer) checkAvailability() {
+	var down []string
+	for _, s := range c.sinks {
+		if s.isDown() {
+			down = append(down, s.name)
 		}
-		var down []string
-		for _, s := range c.sinks {
-			if s.isDown() {
-				down = append(down, s.name)
-			}
-		}
-		paused := len(down) > 0
-		if c.paused.Load() == paused {
-			continue
-		}
-		c.paused.Store(paused)
-		if paused {
-			c.m.intakePaused.Set(1)
-			c.log.Warn("intake paused: sink unavailable; holding events in JetStream", "sinks", strings.Join(down, ","), "in_flight", c.inFlight())
-		} else {
-			c.m.intakePaused.Set(0)
-			c.log.Warn("intake resumed: every sink available", "in_flight", c.inFlight())
-		}
-		signal(c.availChanged)
 	}
+	paused := len(down) > 0
+	if c.paused.Load() == paused {
+		return
+	}
+	c.paused.Store(paused)
+	if paused {
+		c.m.intakePaused.Set(1)
+		c.log.Warn("intake paused: sink unavailable; holding events in JetStream", "sinks", strings.Join(down, ","), "in_flight", c.inFlight())
+	} else {
+		c.m.intakePaused.Set(0)
+		c.log.Warn("intake resumed: every sink available", "in_flight", c.inFlight())
+	}
+	signal(c.availChanged)
 }
 
 // pollInfo reads the durable's info for the pending gauges, notices a
@@ -74,16 +78,8 @@ func (c *Consumer) watchAvailability(ctx context.Context) {
 // a server restart, where the client kept waiting for a pull the server no
 // longer had until its 30s heartbeat check).
 func (c *Consumer) pollInfo(ctx context.Context) {
-	tick := time.NewTicker(c.cfg.infoEvery)
-	defer tick.Stop()
-	var idlePolls int
-	var lastHandled uint64
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	var st stallWatch
+	every(ctx, c.cfg.infoEvery, func(time.Time) {
 		c.mu.Lock()
 		cons, stream := c.cons, c.stream
 		c.mu.Unlock()
@@ -98,15 +94,7 @@ func (c *Consumer) pollInfo(ctx context.Context) {
 			c.mu.Unlock()
 			c.m.pending.Set(float64(info.NumPending))
 			c.m.ackPending.Set(float64(info.NumAckPending))
-			handled := c.handled.Load()
-			if info.NumWaiting == 0 && handled == lastHandled && c.consuming.Load() && !c.paused.Load() && c.inFlight() == 0 {
-				idlePolls++
-			} else {
-				idlePolls = 0
-			}
-			lastHandled = handled
-			if idlePolls >= 2 {
-				idlePolls = 0
+			if st.stalled(c, info) {
 				c.log.Warn("consume stalled: no pull request waiting on the server; restarting it",
 					"durable", c.cfg.Durable, "pending", info.NumPending, "ack_pending", info.NumAckPending)
 				signal(c.reset)
@@ -117,7 +105,30 @@ func (c *Consumer) pollInfo(ctx context.Context) {
 		case ctx.Err() == nil:
 			c.log.Debug("consumer info", tint.Err(err))
 		}
+	})
+}
+
+// stallWatch tells a stalled Consume: two polls in a row with no pull
+// request waiting on the server, nothing handed over since, intake running
+// and nothing held.
+type stallWatch struct {
+	idlePolls   int
+	lastHandled uint64
+}
+
+func (w *stallWatch) stalled(c *Consumer, info *jetstream.ConsumerInfo) bool {
+	handled := c.handled.Load()
+	if info.NumWaiting == 0 && handled == w.lastHandled && c.consuming.Load() && !c.paused.Load() && c.inFlight() == 0 {
+		w.idlePolls++
+	} else {
+		w.idlePolls = 0
 	}
+	w.lastHandled = handled
+	if w.idlePolls < 2 {
+		return false
+	}
+	w.idlePolls = 0
+	return true
 }
 
 // checkRetention warns when the stream may delete events the consumer
@@ -178,22 +189,15 @@ func (c *Consumer) oldestUnacked(ctx context.Context, stream jetstream.Stream, s
 
 // summary logs a line every SummaryInterval.
 func (c *Consumer) summary(ctx context.Context) {
-	tick := time.NewTicker(c.cfg.SummaryInterval)
-	defer tick.Stop()
 	last := time.Now()
 	var lastRecv, lastAck, lastFail uint64
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-tick.C:
-			recv, ack, fail := c.m.nReceived.Load(), c.m.nAcked.Load(), c.m.nFailures.Load()
-			secs := now.Sub(last).Seconds()
-			c.log.Info("consumer summary",
-				"events_per_s", fmt.Sprintf("%.1f", float64(recv-lastRecv)/secs),
-				"received", recv-lastRecv, "acked", ack-lastAck, "failure_records", fail-lastFail,
-				"in_flight", c.inFlight(), "intake_paused", c.paused.Load())
-			last, lastRecv, lastAck, lastFail = now, recv, ack, fail
-		}
-	}
+	every(ctx, c.cfg.SummaryInterval, func(now time.Time) {
+		recv, ack, fail := c.m.nReceived.Load(), c.m.nAcked.Load(), c.m.nFailures.Load()
+		secs := now.Sub(last).Seconds()
+		c.log.Info("consumer summary",
+			"events_per_s", fmt.Sprintf("%.1f", float64(recv-lastRecv)/secs),
+			"received", recv-lastRecv, "acked", ack-lastAck, "failure_records", fail-lastFail,
+			"in_flight", c.inFlight(), "intake_paused", c.paused.Load())
+		last, lastRecv, lastAck, lastFail = now, recv, ack, fail
+	})
 }
