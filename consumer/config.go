@@ -12,22 +12,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Sink takes one event. It returns nil when the event is taken; otherwise an
-// error, ideally a *bhiv.SinkError saying the class of the failure. An error
-// wrapping bhiv.ErrUnavailable means the sink knows it is in an outage: the
-// consumer then holds the event and retries it later instead of recording a
-// failure. Deliver may be called concurrently and must not modify ev.
-type Sink interface {
-	Deliver(ctx context.Context, ev *bhiv.Event) error
-}
+// Sink is what the consumer fans events out to: bhiv.Sink, the one sink
+// contract, whose documentation says what Deliver's answers mean.
+type Sink = bhiv.Sink
 
-// Availability is implemented by sinks that can be down as a whole: Core
-// (its circuit breaker is open), the Bucket (its directory cannot take a
-// file). Available reports false meanwhile; the consumer then holds the
-// events for that sink and pauses intake.
-type Availability interface {
-	Available() bool
-}
+// Availability is implemented by sinks that can be down as a whole (see
+// bhiv.Availability): the consumer then holds the events for that sink and
+// pauses intake.
+type Availability = bhiv.Availability
 
 // Pacer is implemented by sinks that set their own pace, such as Core with
 // its adaptive concurrency limit: MaxInFlight returns how many deliveries

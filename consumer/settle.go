@@ -186,7 +186,7 @@ func (c *Consumer) invalidRecord(m bhiv.Message, delivered int, err error, panic
 	if rec.Raw == nil {
 		rec.Raw = []byte{}
 	}
-	if id := firstHeader(m.Header, bhiv.MsgIDHeader); bhiv.ValidID(id) {
+	if id := bhiv.HeaderValue(m.Header, bhiv.MsgIDHeader); bhiv.ValidID(id) {
 		rec.EventID = id
 	}
 	if k, err := bhiv.KindFromSubject(c.cfg.Stream.SubjectPrefix, m.Subject); err == nil {
@@ -217,18 +217,6 @@ func (c *Consumer) appendRecords(ctx context.Context, recs ...bhiv.FailureRecord
 			"status", r.Status, tint.Err(errors.New(r.Error)))
 	}
 	return nil
-}
-
-func firstHeader(h map[string][]string, key string) string {
-	if v := h[key]; len(v) > 0 {
-		return v[0]
-	}
-	for k, v := range h {
-		if len(v) > 0 && strings.EqualFold(k, key) {
-			return v[0]
-		}
-	}
-	return ""
 }
 
 // termReason is the reason given to TermWithReason: one short line.

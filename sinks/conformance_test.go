@@ -110,7 +110,7 @@ func testEvent(tb testing.TB, kind bhiv.Kind, id string, pad int) *bhiv.Event {
 // Conformance describes a sink under the conformance test, as built by a
 // constructor for one subtest.
 type conformance struct {
-	sink Deliverer
+	sink bhiv.Sink
 	name string // the name its SinkErrors carry
 	// stored returns the bodies the backend holds or received for the
 	// event id, one per distinct stored copy (a sink that stores one copy

@@ -23,11 +23,6 @@ import (
 	"github.com/hackaverse/bhiv"
 )
 
-// Deliverer is what Replay sends records to: a sink.
-type Deliverer interface {
-	Deliver(ctx context.Context, ev *bhiv.Event) error
-}
-
 // ErrReplayRunning is returned by Replay when another replay of the same
 // log is running.
 var ErrReplayRunning = errors.New("another replay of this failure log is running")
@@ -44,7 +39,7 @@ type ReplayConfig struct {
 	// Sinks are the sinks to re-send to, by the name records carry in
 	// their sink field ("core", "bucket"). Records of other sinks are
 	// skipped and stay.
-	Sinks map[string]Deliverer
+	Sinks map[string]bhiv.Sink
 	// Filters; the zero value of each matches every record.
 	Sink  string    // only records of this sink
 	Kind  bhiv.Kind // only events of this kind
@@ -241,7 +236,7 @@ func (r *replayer) outageErr() error {
 // deliver sends ev to d. While d reports an outage it waits, up to r.wait
 // from the first outage answer, until d may be called again, and retries.
 // It returns d's last answer.
-func (r *replayer) deliver(ctx context.Context, sink string, d Deliverer, ev *bhiv.Event) error {
+func (r *replayer) deliver(ctx context.Context, sink string, d bhiv.Sink, ev *bhiv.Event) error {
 	var deadline time.Time
 	for pause := 250 * time.Millisecond; ; pause = min(2*pause, 5*time.Second) {
 		cp := *ev
@@ -264,8 +259,8 @@ func (r *replayer) deliver(ctx context.Context, sink string, d Deliverer, ev *bh
 // awaitSink waits until d may be called again: until its Available reports
 // true when it has one, else for pause. It returns false when deadline or
 // ctx's end comes first.
-func (r *replayer) awaitSink(ctx context.Context, d Deliverer, pause time.Duration, deadline time.Time) bool {
-	avail, hasAvail := d.(interface{ Available() bool })
+func (r *replayer) awaitSink(ctx context.Context, d bhiv.Sink, pause time.Duration, deadline time.Time) bool {
+	avail, hasAvail := d.(bhiv.Availability)
 	start := time.Now()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()

@@ -55,7 +55,7 @@ func TestReplayStopsOnAnOpenBreaker(t *testing.T) {
 
 	began := time.Now()
 	res, err := Replay(context.Background(), ReplayConfig{Path: path, Wait: 300 * time.Millisecond,
-		Sinks: map[string]Deliverer{"core": core, "bucket": bucket}})
+		Sinks: map[string]bhiv.Sink{"core": core, "bucket": bucket}})
 	took := time.Since(began)
 	if !errors.Is(err, bhiv.ErrUnavailable) || !strings.Contains(err.Error(), "core") {
 		t.Errorf("Replay error %v, want one naming core and wrapping bhiv.ErrUnavailable", err)
@@ -92,7 +92,7 @@ func TestReplayStopsOnAnOpenBreaker(t *testing.T) {
 	}
 	defer core2.Close()
 	status.Store(http.StatusOK)
-	res, err = Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]Deliverer{"core": core2}})
+	res, err = Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]bhiv.Sink{"core": core2}})
 	if err != nil || res != (ReplayResult{Sent: 4}) {
 		t.Errorf("replay with Core back: %+v, %v; want 4 sent", res, err)
 	}
@@ -113,7 +113,7 @@ func TestReplayWaitsOutAShortOutage(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "failed.log")
 	appendRecords(t, path, testRecord(t, "core", "01A"), testRecord(t, "core", "01B"))
 	time.AfterFunc(100*time.Millisecond, func() { status.Store(http.StatusOK) })
-	res, err := Replay(context.Background(), ReplayConfig{Path: path, Wait: 10 * time.Second, Sinks: map[string]Deliverer{"core": core}})
+	res, err := Replay(context.Background(), ReplayConfig{Path: path, Wait: 10 * time.Second, Sinks: map[string]bhiv.Sink{"core": core}})
 	if err != nil || res != (ReplayResult{Sent: 2}) {
 		t.Errorf("replay: %+v, %v; want both sent once the breaker let a probe through", res, err)
 	}
@@ -135,7 +135,7 @@ func TestReplayKeepsTheFirstError(t *testing.T) {
 	first := testRecord(t, "core", "01A")
 	appendRecords(t, path, first)
 	for i := 1; i <= 2; i++ {
-		res, err := Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]Deliverer{"core": core}})
+		res, err := Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]bhiv.Sink{"core": core}})
 		if err != nil || res != (ReplayResult{Failed: 1}) {
 			t.Fatalf("replay %d: %+v, %v; want 1 failed", i, res, err)
 		}

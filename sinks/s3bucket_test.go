@@ -105,7 +105,7 @@ func TestS3BucketSameObjectAsFile(t *testing.T) {
 		testEvent(t, bhiv.KindExecution, "01SAME", 1000),
 		testEvent(t, bhiv.KindReward, "a.b:c-d_e", 10),
 	} {
-		for _, s := range []Deliverer{b, fb} {
+		for _, s := range []bhiv.Sink{b, fb} {
 			if err := s.Deliver(context.Background(), ev); err != nil {
 				t.Fatal(err)
 			}
@@ -549,7 +549,7 @@ func TestBucketReaders(t *testing.T) {
 	sb := newTestS3Bucket(t, testS3Config(srv))
 	fb := newTestBucket(t, BucketConfig{})
 	for _, ev := range evs {
-		for _, s := range []Deliverer{sb, fb} {
+		for _, s := range []bhiv.Sink{sb, fb} {
 			if err := s.Deliver(context.Background(), ev); err != nil {
 				t.Fatal(err)
 			}

@@ -66,7 +66,7 @@ func runReplay(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer bucket.Close()
-	cfg.Sinks = map[string]sinks.Deliverer{"core": core, "bucket": bucket}
+	cfg.Sinks = map[string]bhiv.Sink{"core": core, "bucket": bucket}
 	if isTerminal(e.stderr) {
 		var bar *progressbar.ProgressBar
 		cfg.Progress = func(done, total int) {
@@ -98,7 +98,7 @@ func runReplay(ctx context.Context, args []string, e env) error {
 
 // bucketSink is the Bucket sink, on local disk or S3.
 type bucketSink interface {
-	sinks.Deliverer
+	bhiv.Sink
 	Close() error
 }
 

@@ -368,7 +368,7 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 				r.Pending++
 			default:
 				l := Lost{StreamSeq: m.Sequence, Missing: []string{MissingDecode}}
-				if id := firstHeader(m.Header, bhiv.MsgIDHeader); bhiv.ValidID(id) {
+				if id := bhiv.HeaderValue(m.Header, bhiv.MsgIDHeader); bhiv.ValidID(id) {
 					l.ID = id
 				}
 				if k, err := bhiv.KindFromSubject(cfg.Decode.SubjectPrefix, m.Subject); err == nil {
@@ -462,15 +462,6 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 func bucketPath(ev *bhiv.Event) (string, bool) {
 	key, err := sinks.EventKey(ev)
 	return key, err == nil
-}
-
-func firstHeader(h map[string][]string, key string) string {
-	for k, v := range h {
-		if len(v) > 0 && strings.EqualFold(k, key) {
-			return v[0]
-		}
-	}
-	return ""
 }
 
 // eachMessage calls fn with every message of the stream, in order, up to the
