@@ -26,13 +26,17 @@ type Message struct {
 	Timestamp time.Time // JetStream timestamp, when known
 }
 
-// header returns the first value of the header named key, matched without
-// regard to case.
-func (m *Message) header(key string) string {
-	if v, ok := m.Header[key]; ok && len(v) > 0 {
+// header returns the first value of the header named key (HeaderValue).
+func (m *Message) header(key string) string { return HeaderValue(m.Header, key) }
+
+// HeaderValue returns the first value of the header named key in h,
+// matched without regard to case (NATS keeps header names as published:
+// "ce-id" and "Ce-Id" are both seen), or "".
+func HeaderValue(h map[string][]string, key string) string {
+	if v, ok := h[key]; ok && len(v) > 0 {
 		return v[0]
 	}
-	for k, v := range m.Header {
+	for k, v := range h {
 		if len(v) > 0 && strings.EqualFold(k, key) {
 			return v[0]
 		}

@@ -14,19 +14,25 @@ const SinkDecode = "decode"
 // envelope; for invalid input, Raw holds the message bytes (base64 in JSON)
 // and Headers the NATS headers.
 type FailureRecord struct {
-	Time       time.Time           `json:"time"`
-	Sink       string              `json:"sink"`
-	EventID    string              `json:"event_id,omitempty"`
-	Kind       Kind                `json:"kind,omitempty"`
-	Subject    string              `json:"subject,omitempty"`
-	StreamSeq  uint64              `json:"stream_seq,omitempty"`
-	Attempts   int                 `json:"attempts"`
-	Status     int                 `json:"status,omitempty"`
-	Error      string              `json:"error"`
-	ErrorClass ErrorClass          `json:"error_class"`
-	Event      json.RawMessage     `json:"event,omitempty"`
-	Raw        []byte              `json:"raw,omitempty"`
-	Headers    map[string][]string `json:"headers,omitempty"`
+	Time       time.Time  `json:"time"`
+	Sink       string     `json:"sink"`
+	EventID    string     `json:"event_id,omitempty"`
+	Kind       Kind       `json:"kind,omitempty"`
+	Subject    string     `json:"subject,omitempty"`
+	StreamSeq  uint64     `json:"stream_seq,omitempty"`
+	Attempts   int        `json:"attempts"`
+	Status     int        `json:"status,omitempty"`
+	Error      string     `json:"error"`
+	ErrorClass ErrorClass `json:"error_class"`
+	// LastError and Replays are set by a replay that failed again: Error,
+	// ErrorClass and Status stay those of the failure that sent the event
+	// here; LastError is the latest replay's failure and Replays counts the
+	// failed replays.
+	LastError string              `json:"last_error,omitempty"`
+	Replays   int                 `json:"replays,omitempty"`
+	Event     json.RawMessage     `json:"event,omitempty"`
+	Raw       []byte              `json:"raw,omitempty"`
+	Headers   map[string][]string `json:"headers,omitempty"`
 }
 
 // DecodeEvent returns the envelope held by the record.

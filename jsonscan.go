@@ -1,5 +1,148 @@
 package bhiv
 
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// The model's one JSON helper. scanJSON validates bytes once, in one pass
+// (Decode calls it once per message); the walkers below (eachMember,
+// endOfValue, ...) then read JSON already known to be valid, without
+// decoding it and without checking it again.
+
+// hasMemberFold reports whether the valid JSON object obj has a member
+// named name, matched without regard to case (as encoding/json matches
+// struct fields).
+func hasMemberFold(obj []byte, name string) bool {
+	found := false
+	eachMember(obj, func(key, _ []byte) bool {
+		found = bytes.EqualFold(key, []byte(name))
+		return !found
+	})
+	return found
+}
+
+// eachMember calls fn with the name and raw value of each member of the
+// valid JSON object obj, in order, until fn returns false. Names are
+// unescaped (and invalid UTF-8 replaced, as encoding/json does) only when
+// they need it; otherwise key aliases obj, as val always does.
+func eachMember(obj []byte, fn func(key, val []byte) bool) {
+	i := skipSpace(obj, 0) + 1 // past '{'
+	for {
+		i = skipSpace(obj, i)
+		if i >= len(obj) || obj[i] == '}' {
+			return
+		}
+		kEnd := endOfString(obj, i)
+		rawKey := obj[i:kEnd]
+		i = skipSpace(obj, kEnd) + 1 // past ':'
+		i = skipSpace(obj, i)
+		vEnd := endOfValue(obj, i)
+		key := rawKey[1 : len(rawKey)-1]
+		if bytes.IndexByte(key, '\\') >= 0 || !utf8.Valid(key) {
+			key = []byte(jsonStringValue(rawKey))
+		}
+		if !fn(key, obj[i:vEnd]) {
+			return
+		}
+		i = skipSpace(obj, vEnd)
+		if i < len(obj) && obj[i] == ',' {
+			i++
+		}
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\r', '\n':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// endOfString returns the index just past the JSON string starting at b[i].
+func endOfString(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(b)
+}
+
+// endOfValue returns the index just past the JSON value starting at b[i].
+func endOfValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return endOfString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				j = endOfString(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	for j := i; j < len(b); j++ {
+		switch b[j] {
+		case ',', '}', ']', ' ', '\t', '\r', '\n':
+			return j
+		}
+	}
+	return len(b)
+}
+
+// jsonStringValue returns the value of the valid JSON string literal q, as
+// encoding/json decodes it.
+func jsonStringValue(q []byte) string {
+	inner := q[1 : len(q)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner)
+	}
+	var s string
+	_ = json.Unmarshal(q, &s)
+	return s
+}
+
+// isJSONNumber reports whether the valid JSON value v is a number that fits
+// a float64, as decoding it into a float64 requires.
+func isJSONNumber(v []byte) bool {
+	if c := v[0]; c != '-' && (c < '0' || c > '9') {
+		return false
+	}
+	_, err := strconv.ParseFloat(string(v), 64)
+	return err == nil
+}
+
+func firstNonSpace(b []byte) byte {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c
+	}
+	return 0
+}
+
 // scanJSON reports whether b holds exactly one valid JSON value (with
 // optional surrounding white space), by the rules of encoding/json's
 // json.Valid (strings may hold invalid UTF-8; nesting is limited to 10000),

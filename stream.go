@@ -17,16 +17,31 @@ const DefaultStreamName = "BHIV"
 const (
 	DefaultStreamMaxAge     = 7 * 24 * time.Hour
 	DefaultStreamDuplicates = 2 * time.Minute
+	// DefaultStreamMaxBytes is the stream's size limit when it has no age
+	// limit (NoMaxAge).
+	DefaultStreamMaxBytes = 10 << 30
 )
+
+// NoMaxAge, as StreamConfig.MaxAge, gives the stream no age limit: events
+// stay until the stream is full (MaxBytes), and publishes then fail.
+const NoMaxAge time.Duration = -1
 
 // StreamConfig describes the events stream. The zero value, after
 // WithDefaults, is the stream BHIV on bhiv.events.> with one replica.
+//
+// JetStream deletes an event older than MaxAge whether or not it was acked:
+// an event not delivered within MaxAge is lost. Size limits never delete:
+// a stream at MaxBytes refuses publishes (DiscardNew), and publishers get
+// the error.
 type StreamConfig struct {
 	Name          string        // default "BHIV"
 	SubjectPrefix string        // default "bhiv.events"
 	Replicas      int           // default 1; 3 on a cluster
-	MaxAge        time.Duration // default 7 days
-	Duplicates    time.Duration // default 2 minutes
+	MaxAge        time.Duration // default 7 days; NoMaxAge for none
+	// MaxBytes is the stream's size limit: none when zero or negative,
+	// except that with NoMaxAge zero means DefaultStreamMaxBytes.
+	MaxBytes   int64
+	Duplicates time.Duration // default 2 minutes
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -42,6 +57,9 @@ func (c StreamConfig) WithDefaults() StreamConfig {
 	}
 	if c.MaxAge == 0 {
 		c.MaxAge = DefaultStreamMaxAge
+	}
+	if c.MaxAge == NoMaxAge && c.MaxBytes == 0 {
+		c.MaxBytes = DefaultStreamMaxBytes
 	}
 	if c.Duplicates == 0 {
 		c.Duplicates = DefaultStreamDuplicates
@@ -62,7 +80,10 @@ func (c StreamConfig) Validate() error {
 	if c.Replicas < 1 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("stream replicas %d: want 1 to 5", c.Replicas))
 	}
-	if c.Duplicates < 0 || c.MaxAge < 0 || (c.MaxAge > 0 && c.Duplicates > c.MaxAge) {
+	if c.MaxAge < 0 && c.MaxAge != NoMaxAge {
+		errs = append(errs, fmt.Errorf("stream max age %s: want a positive duration, or NoMaxAge", c.MaxAge))
+	}
+	if c.Duplicates < 0 || (c.MaxAge > 0 && c.Duplicates > c.MaxAge) {
 		errs = append(errs, fmt.Errorf("stream duplicates window %s must be positive and within max age %s", c.Duplicates, c.MaxAge))
 	}
 	return errors.Join(errs...)
@@ -83,17 +104,27 @@ func ValidStreamName(name string) bool {
 
 // JetStream returns the JetStream configuration of the stream: file storage,
 // limits retention (events stay for replay and audit after they are
-// processed), the max age and the de-duplication window.
+// processed), the max age, the size limit with DiscardNew (a full stream
+// refuses publishes rather than delete events) and the de-duplication
+// window.
 func (c StreamConfig) JetStream() jetstream.StreamConfig {
 	c = c.WithDefaults()
+	maxAge, maxBytes := c.MaxAge, c.MaxBytes
+	if maxAge < 0 {
+		maxAge = 0 // none
+	}
+	if maxBytes <= 0 {
+		maxBytes = -1 // none, as the server reports it
+	}
 	return jetstream.StreamConfig{
 		Name:        c.Name,
 		Description: "HackaVerse execution and reward events for BHIV",
 		Subjects:    []string{SubjectWildcard(c.SubjectPrefix)},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      c.MaxAge,
+		Discard:     jetstream.DiscardNew,
+		MaxAge:      maxAge,
+		MaxBytes:    maxBytes,
 		Duplicates:  c.Duplicates,
 		Replicas:    c.Replicas,
 	}
@@ -127,5 +158,5 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 func matches(have, want jetstream.StreamConfig) bool {
 	return slices.Equal(have.Subjects, want.Subjects) && have.Storage == want.Storage &&
 		have.Retention == want.Retention && have.Discard == want.Discard && have.MaxAge == want.MaxAge &&
-		have.Duplicates == want.Duplicates && have.Replicas == want.Replicas && have.Description == want.Description
+		have.MaxBytes == want.MaxBytes && have.Duplicates == want.Duplicates && have.Replicas == want.Replicas && have.Description == want.Description
 }

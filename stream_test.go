@@ -29,6 +29,7 @@ func TestStreamConfigDefaults(t *testing.T) {
 		"negative replicas":       {Replicas: -1},
 		"duplicates over max age": {MaxAge: time.Minute, Duplicates: time.Hour},
 		"negative duplicates":     {Duplicates: -time.Second},
+		"negative max age":        {MaxAge: -time.Second},
 	} {
 		if err := bad.Validate(); err == nil {
 			t.Errorf("%s: Validate accepted %+v", name, bad)
@@ -174,4 +175,103 @@ func TestEnsureStreamReplicasOnCluster(t *testing.T) {
 	if cfg := streamInfo(t, s); cfg.Replicas != 3 || cfg.Storage != jetstream.FileStorage {
 		t.Errorf("config %+v", cfg)
 	}
+}
+
+// countingJS counts the stream creations and updates EnsureStream sends.
+type countingJS struct {
+	jetstream.JetStream
+	updates int
+}
+
+func (c *countingJS) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	c.updates++
+	return c.JetStream.CreateOrUpdateStream(ctx, cfg)
+}
+
+// TestEnsureStreamRetention: the default keeps events 7 days; NoMaxAge
+// keeps them without an age limit, bounded by MaxBytes, and a full stream
+// refuses publishes (DiscardNew) instead of deleting events. EnsureStream
+// moves an existing stream between the two, keeps its messages, and leaves
+// a matching stream alone (no update at every start).
+func TestEnsureStreamRetention(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	cjs := &countingJS{JetStream: js}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	ensure := func(c bhiv.StreamConfig, wantUpdates int) jetstream.StreamConfig {
+		t.Helper()
+		cjs.updates = 0
+		s, err := bhiv.EnsureStream(ctx, cjs, c)
+		if err != nil {
+			t.Fatalf("EnsureStream(%+v): %v", c, err)
+		}
+		if cjs.updates != wantUpdates {
+			t.Errorf("EnsureStream(%+v) sent %d creations or updates, want %d", c, cjs.updates, wantUpdates)
+		}
+		return streamInfo(t, s)
+	}
+	cfg := ensure(bhiv.StreamConfig{}, 1)
+	if cfg.MaxAge != 7*24*time.Hour || cfg.MaxBytes != -1 || cfg.Discard != jetstream.DiscardNew {
+		t.Errorf("default: max age %s, max bytes %d, discard %s; want 168h, none, new", cfg.MaxAge, cfg.MaxBytes, cfg.Discard)
+	}
+	ensure(bhiv.StreamConfig{}, 0)
+	if _, err := js.Publish(ctx, bhiv.Subject("", bhiv.KindReward), []byte(`{"team_id":"t"}`)); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg = ensure(bhiv.StreamConfig{MaxAge: bhiv.NoMaxAge}, 1)
+	if cfg.MaxAge != 0 || cfg.MaxBytes != bhiv.DefaultStreamMaxBytes || cfg.Discard != jetstream.DiscardNew {
+		t.Errorf("no max age: max age %s, max bytes %d, discard %s; want none, %d, new", cfg.MaxAge, cfg.MaxBytes, cfg.Discard, bhiv.DefaultStreamMaxBytes)
+	}
+	ensure(bhiv.StreamConfig{MaxAge: bhiv.NoMaxAge}, 0)
+	cfg = ensure(bhiv.StreamConfig{MaxAge: bhiv.NoMaxAge, MaxBytes: -1}, 1)
+	if cfg.MaxAge != 0 || cfg.MaxBytes != -1 {
+		t.Errorf("no limits: max age %s, max bytes %d", cfg.MaxAge, cfg.MaxBytes)
+	}
+	cfg = ensure(bhiv.StreamConfig{MaxBytes: 1 << 30}, 1)
+	if cfg.MaxAge != 7*24*time.Hour || cfg.MaxBytes != 1<<30 {
+		t.Errorf("back to the default age with 1 GiB: max age %s, max bytes %d", cfg.MaxAge, cfg.MaxBytes)
+	}
+	s, err := js.Stream(ctx, bhiv.DefaultStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Errorf("stream holds %v messages after the updates (%v), want 1", info.State.Msgs, err)
+	}
+}
+
+// TestFullStreamRefusesPublishes: a stream at MaxBytes refuses the next
+// publish with an error and deletes nothing.
+func TestFullStreamRefusesPublishes(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{MaxAge: bhiv.NoMaxAge, MaxBytes: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"team_id":"t","pad":"` + strings.Repeat("x", 500) + `"}`)
+	var refused error
+	stored := 0
+	for range 100 {
+		if _, refused = js.Publish(ctx, bhiv.Subject("", bhiv.KindExecution), body); refused != nil {
+			break
+		}
+		stored++
+	}
+	if refused == nil {
+		t.Fatal("100 publishes of 500 bytes into a 4 KiB stream all succeeded")
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.FirstSeq != 1 || info.State.Msgs != uint64(stored) {
+		t.Errorf("stream first seq %d, %d messages; want 1 and %d: events were deleted to make room", info.State.FirstSeq, info.State.Msgs, stored)
+	}
+	t.Logf("%d events stored, then: %v", stored, refused)
 }

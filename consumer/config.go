@@ -12,22 +12,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Sink takes one event. It returns nil when the event is taken; otherwise an
-// error, ideally a *bhiv.SinkError saying the class of the failure. An error
-// wrapping bhiv.ErrUnavailable means the sink knows it is in an outage: the
-// consumer then holds the event and retries it later instead of recording a
-// failure. Deliver may be called concurrently and must not modify ev.
-type Sink interface {
-	Deliver(ctx context.Context, ev *bhiv.Event) error
-}
+// Sink is what the consumer fans events out to: bhiv.Sink, the one sink
+// contract, whose documentation says what Deliver's answers mean.
+type Sink = bhiv.Sink
 
-// Availability is implemented by sinks that can be down as a whole: Core
-// (its circuit breaker is open), the Bucket (its directory cannot take a
-// file). Available reports false meanwhile; the consumer then holds the
-// events for that sink and pauses intake.
-type Availability interface {
-	Available() bool
-}
+// Availability is implemented by sinks that can be down as a whole (see
+// bhiv.Availability): the consumer then holds the events for that sink and
+// pauses intake.
+type Availability = bhiv.Availability
 
 // Pacer is implemented by sinks that set their own pace, such as Core with
 // its adaptive concurrency limit: MaxInFlight returns how many deliveries
@@ -55,6 +47,8 @@ const (
 	DefaultRememberIDs     = 100_000
 	DefaultNakDelay        = 5 * time.Second
 	DefaultSummaryInterval = time.Minute
+	DefaultMaxHold         = time.Hour
+	DefaultMaxFailedHolds  = 3
 )
 
 // maxSinks is the most sinks a consumer takes (the memory of which sinks
@@ -90,6 +84,18 @@ type Config struct {
 	Concurrency int
 
 	ShutdownTimeout time.Duration // time given to in-flight events on shutdown, default 30s
+
+	// MaxHold is the longest an event is held for an unavailable sink,
+	// counted from the first time that sink was unavailable for it in this
+	// process; then it gets a retryable_exhausted record for that sink.
+	// Default 1h. Keep it well under the stream's MaxAge.
+	MaxHold time.Duration
+	// MaxFailedHolds is how many holds of one event may end as failed (its
+	// own attempts failed while the sink took other events: a poison event
+	// that reopens the sink's breaker) before it gets a retryable_exhausted
+	// record. Default 3.
+	MaxFailedHolds int
+
 	MaxEventBytes   int           // largest accepted message, default bhiv.DefaultMaxEventBytes
 	RememberIDs     int           // recent event ids remembered with the sinks that took them, default 100,000
 	NakDelay        time.Duration // redelivery delay when the failure log cannot be written, default 5s
@@ -103,7 +109,7 @@ type Config struct {
 	// Test knobs, unexported: zero means the default.
 	availEvery time.Duration // availability poll period (100ms)
 	infoEvery  time.Duration // consumer info poll period (5s)
-	maxHold    time.Duration // longest hold between retries of an unavailable sink (5s)
+	retryHold  time.Duration // longest hold between retries of an unavailable sink (5s)
 	// setupPatience is how long Run retries setting up the stream and the
 	// durable at start before it returns the error (30s).
 	setupPatience time.Duration
@@ -142,6 +148,12 @@ func (c Config) WithDefaults() Config {
 	if c.NakDelay == 0 {
 		c.NakDelay = DefaultNakDelay
 	}
+	if c.MaxHold == 0 {
+		c.MaxHold = DefaultMaxHold
+	}
+	if c.MaxFailedHolds == 0 {
+		c.MaxFailedHolds = DefaultMaxFailedHolds
+	}
 	if c.SummaryInterval == 0 {
 		c.SummaryInterval = DefaultSummaryInterval
 	}
@@ -154,8 +166,8 @@ func (c Config) WithDefaults() Config {
 	if c.infoEvery == 0 {
 		c.infoEvery = 5 * time.Second
 	}
-	if c.maxHold == 0 {
-		c.maxHold = 5 * time.Second
+	if c.retryHold == 0 {
+		c.retryHold = 5 * time.Second
 	}
 	if c.setupPatience == 0 {
 		c.setupPatience = 30 * time.Second
@@ -190,6 +202,12 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout %s: want a positive duration", c.ShutdownTimeout))
+	}
+	if c.MaxHold <= 0 {
+		errs = append(errs, fmt.Errorf("max hold %s: want a positive duration", c.MaxHold))
+	}
+	if c.MaxFailedHolds < 1 {
+		errs = append(errs, fmt.Errorf("max failed holds %d: want at least 1", c.MaxFailedHolds))
 	}
 	if c.MaxEventBytes < 1 {
 		errs = append(errs, fmt.Errorf("max event bytes %d: want at least 1", c.MaxEventBytes))

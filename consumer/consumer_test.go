@@ -710,6 +710,8 @@ func TestConfigValidate(t *testing.T) {
 		{"max deliver 1", Config{MaxDeliver: 1, Sinks: sinks, FailureLog: log}, "max deliver"},
 		{"tiny ack wait", Config{AckWait: time.Millisecond, Sinks: sinks, FailureLog: log}, "ack wait"},
 		{"negative shutdown", Config{ShutdownTimeout: -time.Second, Sinks: sinks, FailureLog: log}, "shutdown timeout"},
+		{"negative max hold", Config{MaxHold: -time.Second, Sinks: sinks, FailureLog: log}, "max hold"},
+		{"negative failed holds", Config{MaxFailedHolds: -1, Sinks: sinks, FailureLog: log}, "max failed holds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()
@@ -727,7 +729,7 @@ func TestConfigValidate(t *testing.T) {
 	d := Config{}.WithDefaults()
 	if d.Durable != "bhiv-sinks" || d.AckWait != 30*time.Second || d.Concurrency != 256 || d.MaxDeliver != 20 ||
 		d.MaxAckPending != 5000 || d.MaxInFlight != 5000 || d.ShutdownTimeout != 30*time.Second || d.MaxEventBytes != bhiv.DefaultMaxEventBytes ||
-		d.RememberIDs != 100_000 || d.Logger == nil {
+		d.RememberIDs != 100_000 || d.MaxHold != time.Hour || d.MaxFailedHolds != 3 || d.Logger == nil {
 		t.Errorf("defaults %+v", d)
 	}
 }

@@ -35,9 +35,11 @@
 // reconnect and resume pulling after a server restart. A durable deleted from
 // under a running consumer is recreated (Consume reports ErrConsumerDeleted,
 // or the periodic consumer info poll finds it missing), and consuming
-// resumes. Several processes may run on the same durable; each event is then
-// handled by one of them, barring redelivery. Ordering across events is not
-// guaranteed.
+// resumes. The same poll (every 5s) reads the stream for the retention
+// gauges: the age of the oldest event the durable has not acked, the
+// stream's MaxAge, size and MaxBytes. Several processes may run on the same
+// durable; each event is then handled by one of them, barring redelivery.
+// Ordering across events is not guaranteed.
 //
 // # Fan-out and ack decisions
 //
@@ -56,15 +58,61 @@
 //
 // A sink that reports an outage (an error wrapping bhiv.ErrUnavailable, or
 // Available() false when it implements Availability) gets no failure record:
-// the event goes back to the front of the sink's queue and is held there
-// (with heartbeats), and the sink's queue is held too: one event at a time
+// the event goes back to the sink's queue (at its end, so that an event the
+// sink keeps failing does not block the others) and is held there (with
+// heartbeats), and the sink's queue is held too: one event at a time
 // probes the sink, as soon as it says it is available again and at the
 // latest every few seconds (a circuit breaker that goes half-open only when
 // called needs a call). Meanwhile intake pauses: the Consume is drained, so
 // that no new messages are pulled and nothing sits unheartbeated in the
-// client's buffer; the other sinks work through their queues. Any answer
-// of the sink that is not an outage (taken, or finally failed) ends the
-// outage, and intake resumes when no sink is in one.
+// client's buffer; the other sinks work through their queues.
+//
+// Intake resumes as soon as no sink is unavailable, whatever became of the
+// held events. A sink that implements Availability is unavailable exactly
+// while Available reports false: its breaker or probe decides, and once an
+// open breaker may be probed (half-open) intake resumes and new events
+// queue behind the probe (so that one event the sink keeps failing cannot
+// keep intake paused on its own). A sink without Availability is
+// unavailable while events wait for it and its latest answer was an
+// outage: any other answer (it took an event, or failed one for another
+// reason) ends that, and so does its queue running empty, however the held
+// events ended.
+//
+// # Hold limits
+//
+// No event is held for ever; two limits give it up, with a failure record
+// of class retryable_exhausted for that sink carrying the reason and the
+// sink's last answer, after which the event is acked as soon as every sink
+// has settled:
+//
+//   - MaxHold (default 1h): the event has been held for that sink for
+//     longer than MaxHold, counted from the first time it was held for the
+//     sink in this process (an outage answer to it, or waiting in the
+//     sink's queue while the sink was in an outage). A sink down for good
+//     thus sends to the failure log only the events this process had taken
+//     in (at most MaxInFlight per MaxHold); the backlog stays in JetStream.
+//   - MaxFailedHolds (default 3): the event is a poison event, one the
+//     sink fails while it takes others. Its own failed attempts open the
+//     sink's breaker, so each of its deliveries ends as an outage, its
+//     retries never run out and NumDelivered never grows. A hold counts as
+//     failed when the call that ended in the outage made attempts of the
+//     event's own (SinkError.Attempts, one for another error) and the sink
+//     took other events since the event's previous call. In a real outage
+//     nothing is taken, so only the hold at its onset can count; an event
+//     that found the breaker already open made no attempt of its own.
+//
+// The hold clock and the failed holds belong to one delivery in one
+// process. A redelivery starts them again; every redelivery counts a
+// delivery, so across restarts an event is held at most about
+// MaxDeliver × MaxHold before it is given up. The message's stream
+// timestamp is not used as the start: it includes the time the event
+// waited in the stream while intake was paused, and would turn the backlog
+// of a long outage into failure records.
+//
+// JetStream deletes events older than the stream's MaxAge whether or not
+// they were acked: keep MaxHold well under it (Run warns at start when it
+// is not), and watch bhiv_consumer_oldest_unacked_age_seconds against
+// bhiv_stream_max_age_seconds.
 //
 // # Shutdown
 //

@@ -194,7 +194,7 @@ func baseConfig(t *testing.T, log FailureLog, sinks map[string]Sink) Config {
 		Logger:          testLogger(t),
 		Registerer:      prometheus.NewRegistry(),
 		infoEvery:       200 * time.Millisecond,
-		maxHold:         500 * time.Millisecond,
+		retryHold:       500 * time.Millisecond,
 	}
 }
 

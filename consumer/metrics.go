@@ -30,6 +30,10 @@ type metrics struct {
 	inFlight       prometheus.Gauge
 	pending        prometheus.Gauge
 	ackPending     prometheus.Gauge
+	oldestUnacked  prometheus.Gauge
+	streamMaxAge   prometheus.Gauge
+	streamBytes    prometheus.Gauge
+	streamMaxBytes prometheus.Gauge
 
 	// Plain counters for the summary log line.
 	nReceived, nAcked, nNaked, nTerminated, nFailures atomic.Uint64
@@ -82,6 +86,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "bhiv_consumer_ack_pending",
 			Help: "Messages delivered to the durable consumer and not yet acked, all processes (from consumer info, polled).",
 		}),
+		oldestUnacked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bhiv_consumer_oldest_unacked_age_seconds",
+			Help: "Age of the oldest event in the stream the durable consumer has not acked (delivered or not), 0 when there is none (polled). JetStream deletes it, acked or not, when this reaches bhiv_stream_max_age_seconds.",
+		}),
+		streamMaxAge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bhiv_stream_max_age_seconds",
+			Help: "The stream's MaxAge: events older than this are deleted, acked or not; 0 for no age limit (polled).",
+		}),
+		streamBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bhiv_stream_bytes",
+			Help: "Bytes stored in the stream (polled).",
+		}),
+		streamMaxBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bhiv_stream_max_bytes",
+			Help: "The stream's MaxBytes: at this size publishes are refused; -1 for no limit (polled).",
+		}),
 	}
 	if reg != nil {
 		m.received = register(reg, m.received)
@@ -95,6 +115,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.inFlight = register(reg, m.inFlight)
 		m.pending = register(reg, m.pending)
 		m.ackPending = register(reg, m.ackPending)
+		m.oldestUnacked = register(reg, m.oldestUnacked)
+		m.streamMaxAge = register(reg, m.streamMaxAge)
+		m.streamBytes = register(reg, m.streamBytes)
+		m.streamMaxBytes = register(reg, m.streamMaxBytes)
 	}
 	return m
 }

@@ -1,8 +1,6 @@
 package consumer
 
-// queue is a FIFO of held messages, with room to put one back in front (a
-// held event keeps its place while its sink is unavailable). The zero
-// value is empty.
+// queue is a FIFO of held messages. The zero value is empty.
 type queue struct {
 	buf  []*inflight // ring buffer; len(buf) is a power of two or 0
 	head int
@@ -15,14 +13,6 @@ func (q *queue) len() int { return q.n }
 func (q *queue) push(t *inflight) {
 	q.grow()
 	q.buf[(q.head+q.n)&(len(q.buf)-1)] = t
-	q.n++
-}
-
-// pushFront adds t at the front.
-func (q *queue) pushFront(t *inflight) {
-	q.grow()
-	q.head = (q.head - 1) & (len(q.buf) - 1)
-	q.buf[q.head] = t
 	q.n++
 }
 

@@ -1,31 +1,21 @@
 package sinks
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/failsafe-go/failsafe-go/retrypolicy"
-	"github.com/lmittmann/tint"
-
 	"github.com/hackaverse/bhiv"
+	"github.com/lmittmann/tint"
 )
 
 // BucketName is the name of the Bucket sink, as found in SinkError.Sink and
@@ -44,68 +34,6 @@ const (
 	bucketDirPerm  fs.FileMode = 0o750
 	bucketFilePerm fs.FileMode = 0o640
 )
-
-// The syncer waits at most this long, in steps of lingerStep, for renamed
-// files to come back before it syncs.
-const (
-	maxLinger  = time.Millisecond
-	lingerStep = 50 * time.Microsecond
-)
-
-// tmpPrefix starts the name of every temporary file. Event ids start with a
-// letter or digit, so no event file can start with it.
-const tmpPrefix = ".tmp-"
-
-// Temporary files are created in tempShards directories
-// <dir>/.tmp/00 ... <dir>/.tmp/31, taken in turn, and renamed from there
-// into place: creating a file locks its directory and allocates its inode
-// near the directory's, so writers spread over many directories create
-// files in parallel instead of queueing on one date directory (2-3× the
-// files/s of a single directory at 64 writers on ext4, measured). The
-// layout is that of <kind>/<date>, so the stale-temp cleanup covers it; a
-// kind is never named ".tmp". If a rename across directories fails with
-// EXDEV (a directory of the tree mounted apart), temporary files go next to
-// their final file from then on.
-const (
-	tempDirName = ".tmp"
-	tempShards  = 32
-)
-
-// staleTempAge is how old a temp file of a live process must be before
-// NewBucket removes it anyway. A writer keeps a temp file for milliseconds.
-const staleTempAge = 10 * time.Minute
-
-// pidTag names the writing process in its temp files, so that NewBucket
-// removes the leftovers of dead processes at once and leaves alone the
-// writes in progress of live ones.
-// The tag also names the host (a hash of its name), as a process id means
-// nothing in another container sharing the volume.
-var pidTag = hostTag() + "p" + strconv.Itoa(os.Getpid())
-
-func hostTag() string {
-	h, _ := os.Hostname()
-	sum := sha256.Sum256([]byte(h))
-	return "h" + hex.EncodeToString(sum[:4])
-}
-
-// tempOwnerAlive reports whether the process named in a temp file's name
-// may still be running: true for another host's process or a name without
-// a tag.
-func tempOwnerAlive(name string) bool {
-	parts := strings.Split(name, "-")
-	if len(parts) < 3 {
-		return true
-	}
-	host, pidStr, ok := strings.Cut(parts[len(parts)-2], "p")
-	if !ok || host != hostTag() {
-		return true
-	}
-	pid, err := strconv.Atoi(pidStr)
-	if err != nil || pid <= 0 {
-		return true
-	}
-	return processAlive(pid)
-}
 
 // BucketConfig configures the Bucket sink. The zero value is valid: events
 // go to DefaultBucketDir, durably.
@@ -164,17 +92,19 @@ func (c BucketConfig) Validate() error {
 // file with the same content.
 //
 // With durability on (the default), the syncs of concurrent writes are
-// grouped (group commit): a writer hands its closed temporary file to one
-// syncer goroutine, which makes the data of every file handed over meanwhile
-// durable with a single syncfs(2); the writer then renames its file and
-// hands it over again, and the next syncfs, shared with the data of the
-// next writers, makes the rename durable. Before each syncfs the syncer
-// waits a moment (at most a quarter of the last sync, 1ms at most) for the
-// writers it just released to come back with their renames, so that most
-// files share a sync instead of waiting a whole round. Deliver returns only when both
-// the data and the rename of its file are durable. syncfs flushes the whole file system the bucket is
-// on: on a disk shared with heavy writers, put the bucket on a file system
-// of its own.
+// grouped (group commit) by one syncer goroutine, in pipelined rounds: a
+// writer writes its temporary file and hands it over; a round makes durable
+// with one syncfs(2) the data of every file handed over since the last
+// round together with the renames done since the last round; between
+// rounds the syncer renames into place the files whose data the round just
+// made durable, and the next round makes those renames durable. The writer
+// is woken once, when both the data and the rename of its file are durable;
+// only then does Deliver return. Each file is synced on the file system it
+// is on (a kind or date directory may be a mount of its own, and a volume
+// may be mounted over the bucket directory after start): a round runs one
+// syncfs per file system among its files, through a directory kept open on
+// each until Close. syncfs flushes a whole file system: on a disk shared
+// with heavy writers, put the bucket on a file system of its own.
 //
 // Disk errors (ENOSPC, EACCES, EROFS, EIO, ...) are retried a few times
 // (failsafe-go); the error then names the path and says why.
@@ -189,11 +119,13 @@ type Bucket struct {
 	dirs sync.Map // directory path → *bucketDir: directories known to exist
 
 	// The group-commit syncer (durable mode only).
-	root       *os.File // the bucket directory, for syncfs
+	// fsDirs holds, for each file system the bucket has written to, a
+	// directory open on it, for syncfs (the syncer's alone after NewBucket).
+	fsDirs     map[fsID]*os.File
+	fsSeen     []fsID // the file systems of a round (the syncer's scratch)
 	mu         sync.Mutex
 	cond       *sync.Cond
-	pending    []*syncItem // handed over, waiting for the next sync
-	comingBack int         // writers told their data is durable, not yet back with their rename
+	pending    []*syncItem // handed over, waiting for the next round
 	closing    bool
 	syncerDone chan struct{}
 
@@ -203,7 +135,7 @@ type Bucket struct {
 	nextProbe time.Time // while down, no probe before then
 
 	syncs     atomic.Int64 // syncfs rounds, for the benchmarks
-	synced    atomic.Int64 // hand-overs they served (two per file)
+	synced    atomic.Int64 // files they served (a file is in two rounds)
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -212,14 +144,18 @@ type Bucket struct {
 	shards      [tempShards]string
 	nextShard   atomic.Uint32
 	tempInPlace atomic.Bool // EXDEV seen: temp files next to their final file
+
+	ops fileOps // the system calls that order a write; tests watch them
 }
 
-// syncItem is one file on its way through the syncer.
-type syncItem struct {
-	tmp, final string
-	renamed    bool       // set by the writer before its second hand-over
-	done       chan error // buffered: the syncer never blocks on it
-}
+// fsID names the file system a file is on, so that the syncer syncs each
+// file on its own: the id of its mount (statx STATX_MNT_ID), or, on kernels
+// without it, its device with fsByDev set. Files of one mount share its
+// super block; a file's own device would not do (overlayfs reports, for
+// files, the device of the layer they come from).
+type fsID uint64
+
+const fsByDev fsID = 1 << 63
 
 // NewBucket returns a Bucket writing under cfg.Dir. It creates the directory
 // (0750) when missing and removes the temporary files a crash left there.
@@ -232,7 +168,7 @@ func NewBucket(cfg BucketConfig) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bucket: dir %q: %w", cfg.Dir, err)
 	}
-	b := &Bucket{cfg: cfg, dir: dir, log: cfg.Logger}
+	b := &Bucket{cfg: cfg, dir: dir, log: cfg.Logger, ops: osOps{}}
 	for i := range b.shards {
 		b.shards[i] = filepath.Join(dir, tempDirName, fmt.Sprintf("%02d", i))
 	}
@@ -252,11 +188,16 @@ func NewBucket(cfg BucketConfig) (*Bucket, error) {
 		}).
 		Build()
 	if !cfg.NoFsync {
-		root, err := os.Open(dir)
-		if err != nil {
-			return nil, fmt.Errorf("bucket: %w", diskErr("open", dir, err))
+		b.fsDirs = map[fsID]*os.File{}
+		if haveSyncfs {
+			// Opened now, so that a sync reports the write-back errors of
+			// the bucket's file system from now on.
+			root, id, err := openFS(dir)
+			if err != nil {
+				return nil, fmt.Errorf("bucket: %w", diskErr("open", dir, err))
+			}
+			b.fsDirs[id] = root
 		}
-		b.root = root
 		b.cond = sync.NewCond(&b.mu)
 		b.syncerDone = make(chan struct{})
 		go b.syncLoop()
@@ -320,38 +261,11 @@ func (b *Bucket) Deliver(ctx context.Context, ev *bhiv.Event) error {
 	if err != nil {
 		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("bucket path: %w", err)}
 	}
-	if b.closed.Load() {
-		return fmt.Errorf("bucket: write %s: %w", path, ErrClosed)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("bucket: write %s: %w", path, err)
-	}
-	enc, err := ev.JSON()
-	if err != nil {
-		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("encode event %s: %w", ev.ID, err)}
-	}
-	data := make([]byte, len(enc)+1) // enc may be shared: never append to it
-	copy(data, enc)
-	data[len(enc)] = '\n'
-	attempts := 0
-	var last error
-	err = failsafe.With(b.retry).WithContext(ctx).Run(func() error {
-		attempts++
-		last = b.write(ctx, path, data)
-		return last
+	attempts, err, done := storeEvent(ctx, ev, path, b.closed.Load(), b.retry, func(data []byte) error {
+		return b.write(ctx, path, data)
 	})
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ErrConflict):
-		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Attempts: attempts, Err: err}
-	case errors.Is(err, ErrClosed):
-		return fmt.Errorf("bucket: write %s: %w", path, ErrClosed)
-	case ctx.Err() != nil:
-		if last != nil && !errors.Is(last, ctx.Err()) {
-			return fmt.Errorf("bucket: write %s: %w (after %d attempt(s), last error: %v)", path, ctx.Err(), attempts, last)
-		}
-		return fmt.Errorf("bucket: write %s: %w", path, ctx.Err())
+	if done {
+		return err
 	}
 	if perr := b.probe(); perr != nil {
 		// Not this event's path: the bucket cannot take any file. Say so
@@ -369,400 +283,12 @@ func (b *Bucket) Deliver(ctx context.Context, ev *bhiv.Event) error {
 	return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassRetryableExhausted, Attempts: attempts, Err: err}
 }
 
-// bucketProbeEvery is how often an unavailable bucket is probed.
-const bucketProbeEvery = 500 * time.Millisecond
-
-// Available reports whether the bucket can take files: false after a write
-// failed and a probe file could not be written in the bucket directory
-// either (read-only, full, gone, replaced by a file), until a probe, at most
-// every 500ms, succeeds. The consumer holds events (and pauses intake) while
-// it is false.
-func (b *Bucket) Available() bool {
-	if !b.down.Load() {
-		return true
-	}
-	b.probeMu.Lock()
-	defer b.probeMu.Unlock()
-	if !b.down.Load() {
-		return true
-	}
-	if time.Now().Before(b.nextProbe) {
-		return false
-	}
-	if err := b.probe(); err != nil {
-		b.nextProbe = time.Now().Add(bucketProbeEvery)
-		return false
-	}
-	b.down.Store(false)
-	b.log.Info("bucket: available again", "dir", b.dir)
-	return true
-}
-
-// probe writes, syncs (unless NoFsync) and removes a small file in the
-// bucket directory, recreating the directory when it is missing.
-func (b *Bucket) probe() error {
-	if err := b.mkdirAll(b.dir); err != nil {
-		return err
-	}
-	name := filepath.Join(b.dir, tmpPrefix+"probe-"+pidTag+"-"+randomSuffix())
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, bucketFilePerm)
-	if err != nil {
-		return diskErr("create probe file", name, err)
-	}
-	defer os.Remove(name)
-	_, err = f.Write(make([]byte, 512))
-	if err == nil && !b.cfg.NoFsync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return diskErr("write probe file", name, err)
-	}
-	return nil
-}
-
-// write makes one attempt at writing data to path.
-func (b *Bucket) write(ctx context.Context, path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if _, err := b.ensureDir(dir); err != nil {
-		return err
-	}
-	tdir := dir
-	if !b.tempInPlace.Load() {
-		tdir = b.shards[b.nextShard.Add(1)%tempShards]
-	}
-	td, err := b.ensureDir(tdir)
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(tdir, tmpPrefix+filepath.Base(path)+"-"+pidTag+"-"+randomSuffix())
-	if created, err := writeNewFile(tmp, data, &td.mode); err != nil {
-		if !created {
-			b.dirs.Delete(tdir) // perhaps removed under us: recreate on retry
-			return diskErr("create temp file", tmp, err)
-		}
-		_ = os.Remove(tmp)
-		return diskErr("write", tmp, err)
-	}
-	if b.cfg.NoFsync {
-		return b.placed(ctx, tmp, path, data, b.place(tmp, path, data))
-	}
-	// The data, then the rename, each made durable by the syncer.
-	it := &syncItem{tmp: tmp, final: path, done: make(chan error, 1)}
-	if err := b.awaitSync(ctx, it); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := b.place(tmp, path, data); err != nil {
-		return b.placed(ctx, tmp, path, data, err)
-	}
-	// Renamed, or the same event already there (perhaps just written by
-	// another process): the next sync makes the file durable either way.
-	it.renamed = true
-	return b.awaitSync(ctx, it)
-}
-
-// placed handles the error of place: a rename across directories that the
-// file system refuses (EXDEV) makes temp files go next to their final file
-// and writes again; a vanished directory is forgotten, to be recreated.
-func (b *Bucket) placed(ctx context.Context, tmp, path string, data []byte, err error) error {
-	switch {
-	case err == nil:
-	case errors.Is(err, syscall.EXDEV) && !b.tempInPlace.Load():
-		if !b.tempInPlace.Swap(true) {
-			b.log.Warn("bucket: cannot rename across its directories; temporary files go next to their final file", "dir", b.dir, tint.Err(err))
-		}
-		return b.write(ctx, path, data)
-	case errors.Is(err, fs.ErrNotExist):
-		b.dirs.Delete(filepath.Dir(path))
-		b.dirs.Delete(filepath.Dir(tmp))
-	}
-	return err
-}
-
-// place renames the written temp file to path unless path exists. The
-// first event written under an id wins: when path holds the same event
-// (a redelivery), place succeeds; when it holds a different one, it fails
-// with ErrConflict and path is left as it was. tmp is gone afterwards.
-func (b *Bucket) place(tmp, path string, data []byte) error {
-	err := renameNoReplace(tmp, path)
-	if err == nil {
-		return nil
-	}
-	_ = os.Remove(tmp)
-	if !errors.Is(err, fs.ErrExist) {
-		return diskErr("rename", path, err)
-	}
-	existing, rerr := os.ReadFile(path)
-	if rerr != nil {
-		return diskErr("read existing", path, rerr)
-	}
-	if !sameJSON(existing, data) {
-		return fmt.Errorf("bucket: %s: %w", path, ErrConflict)
-	}
-	return nil
-}
-
-// sameJSON reports whether a and b are the same JSON value: the same bytes,
-// or the same once decoded (another encoder may order or space them
-// differently).
-func sameJSON(a, b []byte) bool {
-	if bytes.Equal(a, b) {
-		return true
-	}
-	var va, vb any
-	if json.Unmarshal(a, &va) != nil || json.Unmarshal(b, &vb) != nil {
-		return false
-	}
-	return reflect.DeepEqual(va, vb)
-}
-
-// linkAndRemove is renameNoReplace by link(2), which never replaces, then
-// removing oldpath.
-func linkAndRemove(oldpath, newpath string) error {
-	if err := os.Link(oldpath, newpath); err != nil {
-		return err
-	}
-	return os.Remove(oldpath)
-}
-
-// awaitSync hands the item to the syncer and waits until the next syncfs
-// has made it durable.
-func (b *Bucket) awaitSync(ctx context.Context, it *syncItem) error {
-	b.mu.Lock()
-	if b.closing {
-		b.mu.Unlock()
-		return ErrClosed
-	}
-	b.pending = append(b.pending, it)
-	if it.renamed && b.comingBack > 0 {
-		b.comingBack--
-	}
-	b.mu.Unlock()
-	b.cond.Signal()
-	select {
-	case err := <-it.done:
-		return err
-	case <-ctx.Done():
-		// The syncer goes on; a renamed file stays in place.
-		return ctx.Err()
-	}
-}
-
-// syncLoop is the group commit: it takes every item handed over since its
-// last round, makes them all durable with one syncfs, and tells their
-// writers. A writer hands its file over twice: once written (the sync makes
-// its data durable) and once renamed (the sync makes the rename durable);
-// renames happen in the writers, in parallel, while the syncer syncs. It
-// ends when Close was called and nothing is left.
-func (b *Bucket) syncLoop() {
-	defer close(b.syncerDone)
-	var batch, spare []*syncItem
-	var lastRound time.Duration
-	for {
-		b.mu.Lock()
-		for len(b.pending) == 0 && !b.closing {
-			b.cond.Wait()
-		}
-		if len(b.pending) == 0 && b.closing {
-			b.mu.Unlock()
-			return
-		}
-		// The writers told last round that their data is durable are
-		// renaming their files: give them a moment to come back, so that
-		// one sync serves them all, instead of most waiting a whole round.
-		if b.comingBack > 0 && !b.closing {
-			deadline := time.Now().Add(min(lastRound/4, maxLinger))
-			for b.comingBack > 0 && time.Now().Before(deadline) {
-				b.mu.Unlock()
-				time.Sleep(lingerStep)
-				b.mu.Lock()
-			}
-		}
-		b.comingBack = 0
-		batch, b.pending = b.pending, spare[:0]
-		b.mu.Unlock()
-
-		start := time.Now()
-		err := b.syncFS(batch)
-		lastRound = time.Since(start)
-		back := 0
-		for _, it := range batch {
-			if !it.renamed && err == nil {
-				back++
-			}
-		}
-		b.mu.Lock()
-		b.comingBack = back
-		b.mu.Unlock()
-		b.syncs.Add(1)
-		b.synced.Add(int64(len(batch)))
-		for _, it := range batch {
-			it.done <- err
-		}
-		clear(batch)
-		spare = batch
-	}
-}
-
-// syncFS makes durable the data of the written files and the directory
-// entries of the renamed ones: one syncfs where there is one, else an fsync
-// of each.
-func (b *Bucket) syncFS(batch []*syncItem) error {
-	if haveSyncfs {
-		return diskErr("sync file system of", b.dir, syncfs(b.root))
-	}
-	seen := map[string]bool{}
-	for _, it := range batch {
-		if !it.renamed {
-			if err := fsyncPath(it.tmp); err != nil {
-				return diskErr("sync", it.tmp, err)
-			}
-			continue
-		}
-		// The file's directory, and its parents, which may be new.
-		for d := filepath.Dir(it.final); len(d) >= len(b.dir) && !seen[d]; d = filepath.Dir(d) {
-			seen[d] = true
-			if err := fsyncPath(d); err != nil {
-				return diskErr("sync", d, err)
-			}
-		}
-	}
-	return nil
-}
-
-func fsyncPath(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// bucketDir is a directory known to exist.
-type bucketDir struct {
-	// mode says whether a file created there with mode 0640 comes out
-	// 0640: modeUnknown until the first file tells (the umask, or a
-	// default ACL, may strip bits), then modeExact or modeChmod.
-	mode atomic.Int32
-}
-
-// The states of bucketDir.mode.
-const (
-	modeUnknown int32 = iota
-	modeExact         // created files are 0640: no chmod needed
-	modeChmod         // created files lose bits: chmod each to 0640
-)
-
-// ensureDir creates dir and its parents (0750) unless known to exist.
-func (b *Bucket) ensureDir(dir string) (*bucketDir, error) {
-	if v, ok := b.dirs.Load(dir); ok {
-		return v.(*bucketDir), nil
-	}
-	if err := b.mkdirAll(dir); err != nil {
-		return nil, err
-	}
-	v, _ := b.dirs.LoadOrStore(dir, &bucketDir{})
-	return v.(*bucketDir), nil
-}
-
-// mkdirAll creates dir and its missing parents with mode 0750 whatever the
-// umask.
-func (b *Bucket) mkdirAll(dir string) error {
-	fi, err := os.Stat(dir)
-	if err == nil {
-		if !fi.IsDir() {
-			return diskErr("create directory", dir, syscall.ENOTDIR)
-		}
-		return nil
-	}
-	if parent := filepath.Dir(dir); parent != dir {
-		if err := b.mkdirAll(parent); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, bucketDirPerm); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			if fi, serr := os.Stat(dir); serr == nil && fi.IsDir() {
-				return nil // made by a concurrent writer
-			}
-		}
-		return diskErr("create directory", dir, err)
-	}
-	if err := os.Chmod(dir, bucketDirPerm); err != nil {
-		return diskErr("chmod", dir, err)
-	}
-	return nil
-}
-
-// removeStaleTemps removes the temporary files a crash left in
-// <dir>/<kind>/<date>/.
-func (b *Bucket) removeStaleTemps() error {
-	kinds, err := os.ReadDir(b.dir)
-	if err != nil {
-		return diskErr("read directory", b.dir, err)
-	}
-	removed := 0
-	for _, k := range kinds {
-		if !k.IsDir() {
-			// A probe file left by a crash.
-			if strings.HasPrefix(k.Name(), tmpPrefix) && !tempOwnerAlive(k.Name()) {
-				if err := os.Remove(filepath.Join(b.dir, k.Name())); err == nil {
-					removed++
-				}
-			}
-			continue
-		}
-		kdir := filepath.Join(b.dir, k.Name())
-		dates, err := os.ReadDir(kdir)
-		if err != nil {
-			return diskErr("read directory", kdir, err)
-		}
-		for _, d := range dates {
-			if !d.IsDir() {
-				continue
-			}
-			ddir := filepath.Join(kdir, d.Name())
-			files, err := os.ReadDir(ddir)
-			if err != nil {
-				return diskErr("read directory", ddir, err)
-			}
-			for _, f := range files {
-				if !strings.HasPrefix(f.Name(), tmpPrefix) || f.IsDir() {
-					continue
-				}
-				// A temp file of a live process may be another replica's
-				// write in progress (replicas sharing a volume): leave it,
-				// unless it is too old to be one.
-				if info, err := f.Info(); err != nil || (tempOwnerAlive(f.Name()) && time.Since(info.ModTime()) < staleTempAge) {
-					continue
-				}
-				p := filepath.Join(ddir, f.Name())
-				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return diskErr("remove stale temp file", p, err)
-				}
-				removed++
-			}
-		}
-	}
-	if removed > 0 {
-		b.log.Info("bucket: removed stale temp files", "dir", b.dir, "count", removed)
-	}
-	return nil
-}
-
 // Close stops the syncer after it has finished every write in flight.
 // Deliver fails with ErrClosed afterwards.
 func (b *Bucket) Close() error {
 	b.closeOnce.Do(func() {
 		b.closed.Store(true)
-		if b.root == nil {
+		if b.syncerDone == nil {
 			return
 		}
 		b.mu.Lock()
@@ -770,13 +296,57 @@ func (b *Bucket) Close() error {
 		b.mu.Unlock()
 		b.cond.Broadcast()
 		<-b.syncerDone
-		b.closeErr = b.root.Close()
+		var errs []error
+		for _, f := range b.fsDirs {
+			errs = append(errs, f.Close())
+		}
+		b.closeErr = errors.Join(errs...)
 	})
 	return b.closeErr
 }
 
-func randomSuffix() string {
-	var r [6]byte
-	_, _ = rand.Read(r[:])
-	return hex.EncodeToString(r[:])
+// storeEvent is what both buckets do to store ev at where (a file path or
+// an object's location): refuse after Close or once ctx has ended, make the
+// stored bytes (the envelope and a newline), write them with the retry
+// policy, and turn into Deliver's answer every result that does not depend
+// on the kind of bucket: stored, a different event under the id
+// (ErrConflict, permanent), closed meanwhile, the caller's context ended.
+// done is false, with the write's last error and the attempts made, when
+// the bucket must judge the failure itself (an outage or this event's own
+// problem).
+func storeEvent(ctx context.Context, ev *bhiv.Event, where string, closed bool, retry retrypolicy.RetryPolicy[any],
+	write func(data []byte) error) (attempts int, err error, done bool) {
+	if closed {
+		return 0, fmt.Errorf("bucket: write %s: %w", where, ErrClosed), true
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("bucket: write %s: %w", where, err), true
+	}
+	enc, err := ev.JSON()
+	if err != nil {
+		return 0, &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("encode event %s: %w", ev.ID, err)}, true
+	}
+	data := make([]byte, len(enc)+1) // enc may be shared: never append to it
+	copy(data, enc)
+	data[len(enc)] = '\n'
+	var last error
+	err = failsafe.With(retry).WithContext(ctx).Run(func() error {
+		attempts++
+		last = write(data)
+		return last
+	})
+	switch {
+	case err == nil:
+		return attempts, nil, true
+	case errors.Is(err, ErrConflict):
+		return attempts, &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Attempts: attempts, Err: err}, true
+	case errors.Is(err, ErrClosed):
+		return attempts, fmt.Errorf("bucket: write %s: %w", where, ErrClosed), true
+	case ctx.Err() != nil:
+		if last != nil && !errors.Is(last, ctx.Err()) {
+			return attempts, fmt.Errorf("bucket: write %s: %w (after %d attempt(s), last error: %v)", where, ctx.Err(), attempts, last), true
+		}
+		return attempts, fmt.Errorf("bucket: write %s: %w", where, ctx.Err()), true
+	}
+	return attempts, err, false
 }

@@ -164,6 +164,75 @@ func TestBucketConflictingEvent(t *testing.T) {
 	}
 }
 
+// Two events that differ only in an integer beyond float64's 53 bits are
+// different events: the second is a conflict, not a redelivery.
+func TestBucketConflictLargeInteger(t *testing.T) {
+	for _, noFsync := range []bool{false, true} {
+		t.Run(fmt.Sprintf("nofsync=%v", noFsync), func(t *testing.T) {
+			b := newTestBucket(t, BucketConfig{NoFsync: noFsync})
+			event := func(n string) *bhiv.Event {
+				ev, err := bhiv.New(bhiv.KindReward, "test", "01BIGINT", json.RawMessage(`{"team_id":"t","points":`+n+`}`))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ev.Time = testTime.UTC()
+				return &ev
+			}
+			if err := b.Deliver(context.Background(), event("9007199254740993")); err != nil {
+				t.Fatal(err)
+			}
+			err := b.Deliver(context.Background(), event("9007199254740992"))
+			if !errors.Is(err, ErrConflict) {
+				t.Fatalf("Deliver of the same id with points 9007199254740992 after 9007199254740993: %v, want ErrConflict", err)
+			}
+			// The same number spelled otherwise is the same event.
+			if err := b.Deliver(context.Background(), event("9.007199254740993e15")); err != nil {
+				t.Fatalf("the same event with the number spelled 9.007199254740993e15: %v", err)
+			}
+			checkBucketTree(t, b.Dir(), 1)
+		})
+	}
+}
+
+func TestSameJSON(t *testing.T) {
+	tests := []struct {
+		a, b string
+		same bool
+	}{
+		{`{"a":1,"b":"x"}`, `{"a":1,"b":"x"}`, true},
+		{`{"a":1,"b":"x"}`, "{\n  \"b\": \"x\",\n  \"a\": 1\n}\n", true},
+		{`{"n":9007199254740993}`, `{"n":9007199254740992}`, false},
+		{`{"n":123456789012345678901234567890}`, `{"n":123456789012345678901234567891}`, false},
+		{`{"n":0.1}`, `{"n":0.10000000000000001}`, false},
+		{`{"n":1}`, `{"n":1.0}`, true},
+		{`{"n":1}`, `{"n":1e0}`, true},
+		{`{"n":100}`, `{"n":1E+2}`, true},
+		{`{"n":1.5}`, `{"n":15e-1}`, true},
+		{`{"n":-2500}`, `{"n":-2.5e3}`, true},
+		{`{"n":0}`, `{"n":-0.0}`, true},
+		{`{"n":0}`, `{"n":0e99}`, true},
+		{`{"n":1}`, `{"n":-1}`, false},
+		{`{"n":1e400}`, `{"n": 10E399}`, true}, // beyond float64
+		{`{"n":1e400}`, `{"n":1e401}`, false},
+		{`{"n":1e99999999999999999999}`, `{ "n":1e99999999999999999999}`, true},
+		{`[1,2,3]`, `[1,3,2]`, false},
+		{`{"a":"1"}`, `{"a":1}`, false},
+		{`{"a":null}`, `{}`, false},
+		{`{"a":1}`, `{"a":1} {"a":1}`, false},
+		{`{"a":1}`, `{"a":`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.a+" vs "+tt.b, func(t *testing.T) {
+			if got := sameJSON([]byte(tt.a), []byte(tt.b)); got != tt.same {
+				t.Errorf("sameJSON = %v, want %v", got, tt.same)
+			}
+			if got := sameJSON([]byte(tt.b), []byte(tt.a)); got != tt.same {
+				t.Errorf("sameJSON reversed = %v, want %v", got, tt.same)
+			}
+		})
+	}
+}
+
 // checkBucketTree checks that the bucket holds exactly files event files
 // with mode 0640 under directories with mode 0750, each a valid envelope
 // named after its id, and no temporary file.
@@ -485,6 +554,53 @@ func TestBucketClose(t *testing.T) {
 	if !errors.Is(err, ErrClosed) {
 		t.Fatalf("Deliver after Close: %v, want ErrClosed", err)
 	}
+}
+
+// Close while writers are delivering: every Deliver either succeeded, and
+// its file is in place, or failed with ErrClosed; Close returns after the
+// files handed over are done, and no temp file is left.
+func TestBucketCloseInFlight(t *testing.T) {
+	b := newTestBucket(t, BucketConfig{})
+	const writers = 16
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var written []string
+	started := make(chan struct{}, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				ev := testEvent(t, bhiv.KindExecution, fmt.Sprintf("01CLOSING%02dE%04d", w, i), 100)
+				err := b.Deliver(context.Background(), ev)
+				if i == 0 {
+					started <- struct{}{}
+				}
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				p, _ := b.Path(ev)
+				mu.Lock()
+				written = append(written, p)
+				mu.Unlock()
+			}
+		})
+	}
+	for range writers {
+		<-started
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for _, p := range written {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("Deliver succeeded but: %v", err)
+		}
+	}
+	checkBucketTree(t, b.Dir(), len(written))
 }
 
 func TestBucketRemovesStaleTemps(t *testing.T) {

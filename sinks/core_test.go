@@ -35,6 +35,7 @@ import (
 
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/internal/corestub"
+	"github.com/hackaverse/bhiv/sinks/sinktest"
 )
 
 // coreReq is a request a fakeCore received.
@@ -1111,7 +1112,7 @@ func TestCoreTLS(t *testing.T) {
 func TestCoreConformance(t *testing.T) {
 	for _, batch := range []int{1, 50} {
 		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
-			runConformance(t, func(t *testing.T) *conformance {
+			sinktest.Run(t, func(t *testing.T) *sinktest.Harness {
 				var mode atomic.Int32 // 0 ok, 1 hang, 2 fail
 				release := make(chan struct{})
 				var once sync.Once
@@ -1130,19 +1131,19 @@ func TestCoreConformance(t *testing.T) {
 				cfg.BatchMax = batch
 				cfg.MaxRetries = 2
 				c := newTestCore(t, cfg)
-				return &conformance{
-					sink:   c,
-					name:   CoreName,
-					stored: srv.stored,
-					hang: func() func() {
+				return &sinktest.Harness{
+					Sink:   c,
+					Name:   CoreName,
+					Stored: srv.stored,
+					Hang: func() func() {
 						mode.Store(1)
 						return func() { mode.Store(0); once.Do(func() { close(release) }) }
 					},
-					fail: func() func() {
+					Fail: func() func() {
 						mode.Store(2)
 						return func() { mode.Store(0) }
 					},
-					close: func() { once.Do(func() { close(release) }); _ = c.Close() },
+					Close: func() { once.Do(func() { close(release) }); _ = c.Close() },
 				}
 			})
 		})

@@ -55,10 +55,12 @@
 //
 // Bucket writes each event to <dir>/<kind>/<YYYY-MM-DD>/<id>.json, crash
 // safe (temp file under <dir>/.tmp, data made durable, rename into place,
-// rename made durable), with the syncs of concurrent writes grouped so that
+// rename made durable, each on the file system the file is on), with the
+// syncs of concurrent writes grouped in pipelined rounds (one sync makes
+// one generation's data and the previous one's renames durable) so that
 // durability costs little throughput. The first event written under an id
-// wins: the same event again is a success, a different one a permanent
-// error wrapping ErrConflict. When the bucket
+// wins: the same event again (numbers compared exactly) is a success, a
+// different one a permanent error wrapping ErrConflict. When the bucket
 // directory cannot take any file (a probe file fails too), Deliver's error
 // wraps bhiv.ErrUnavailable and Available reports false until a probe
 // succeeds, so that the consumer holds events as during a Core outage.

@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/lmittmann/tint"
@@ -21,14 +23,14 @@ import (
 	"github.com/hackaverse/bhiv"
 )
 
-// Deliverer is what Replay sends records to: a sink.
-type Deliverer interface {
-	Deliver(ctx context.Context, ev *bhiv.Event) error
-}
-
 // ErrReplayRunning is returned by Replay when another replay of the same
 // log is running.
 var ErrReplayRunning = errors.New("another replay of this failure log is running")
+
+// DefaultReplayWait is how long Replay waits, by default, for a sink in an
+// outage to take records again: a few probes of Core's breaker at its
+// default delay.
+const DefaultReplayWait = 30 * time.Second
 
 // ReplayConfig configures Replay.
 type ReplayConfig struct {
@@ -37,7 +39,7 @@ type ReplayConfig struct {
 	// Sinks are the sinks to re-send to, by the name records carry in
 	// their sink field ("core", "bucket"). Records of other sinks are
 	// skipped and stay.
-	Sinks map[string]Deliverer
+	Sinks map[string]bhiv.Sink
 	// Filters; the zero value of each matches every record.
 	Sink  string    // only records of this sink
 	Kind  bhiv.Kind // only events of this kind
@@ -48,6 +50,11 @@ type ReplayConfig struct {
 	DryRun bool
 	// Rate limits sending to this many events per second; 0 = unlimited.
 	Rate float64
+	// Wait is how long Replay waits for a sink that reports an outage
+	// (bhiv.ErrUnavailable: Core's breaker open, the bucket unwritable) to
+	// take records again before it stops sending to it; default
+	// DefaultReplayWait, negative: no wait.
+	Wait time.Duration
 	// Progress, when set, is called after each record that matches the
 	// filters, with how many are done and how many there are.
 	Progress func(done, total int)
@@ -59,14 +66,26 @@ type ReplayConfig struct {
 // filters.
 type ReplayResult struct {
 	Sent    int // went through: removed from the log
-	Failed  int // failed again: they stay, with their attempts raised
+	Failed  int // failed again: they stay, with last_error set and attempts and replays raised
 	Skipped int // cannot be replayed (invalid input, no such sink): they stay
+	// Unavailable counts the records left as they were because their sink
+	// was in an outage.
+	Unavailable int
 }
 
 // Replay re-sends the records of the failure log to their sinks. Records
-// that go through are removed; the rest stay, with their attempt count
-// raised and their error updated. Lines that are not records stay as they
-// are.
+// that go through are removed. A record that fails again stays with the
+// error that sent it to the log (error, error_class, status), its attempts
+// raised, the new failure in last_error and replays counting the failed
+// replays. Lines that are not records stay as they are.
+//
+// Outages: a sink that reports one (an error wrapping bhiv.ErrUnavailable,
+// such as Core's open circuit breaker) is waited for, up to Wait from its
+// first outage answer, until it may be called again; if it is still
+// unavailable then, Replay stops sending to it: that record and the rest of
+// that sink's records stay exactly as they were (counted in Unavailable),
+// the other sinks' records go on, and Replay returns an error wrapping
+// bhiv.ErrUnavailable once it has gone through the log.
 //
 // Hand-over: Replay never rewrites the file appenders write to. Under the
 // log's exclusive lock (flock on <path>.lock, the lock every FailureLog
@@ -105,6 +124,13 @@ func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
 	if cfg.Rate > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(cfg.Rate), 1)
 	}
+	switch {
+	case cfg.Wait == 0:
+		r.wait = DefaultReplayWait
+	case cfg.Wait > 0:
+		r.wait = cfg.Wait
+	}
+	r.unavailable = map[string]error{}
 	return r.run(ctx)
 }
 
@@ -113,12 +139,14 @@ type replayer struct {
 	path    string
 	log     *slog.Logger
 	limiter *rate.Limiter
+	wait    time.Duration // for a sink in an outage
 
-	done     map[string]bool // keys of records already sent by a killed replay
-	doneFile *os.File        // <path>.replay-done, appended to
-	res      ReplayResult
-	total    int
-	progress int
+	unavailable map[string]error // sinks given up as unavailable, with their last answer
+	done        map[string]bool  // keys of records already sent by a killed replay
+	doneFile    *os.File         // <path>.replay-done, appended to
+	res         ReplayResult
+	total       int
+	progress    int
 }
 
 func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
@@ -188,7 +216,68 @@ func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
 	if err := os.Remove(r.donePath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return r.res, fmt.Errorf("replay: %w", diskErr("remove", r.donePath(), err))
 	}
-	return r.res, nil
+	return r.res, r.outageErr()
+}
+
+// outageErr says which sinks were given up as unavailable, if any.
+func (r *replayer) outageErr() error {
+	if len(r.unavailable) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(r.unavailable))
+	for n := range r.unavailable {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return fmt.Errorf("replay: %s still unavailable after waiting %s (%v): %d record(s) left as they were; replay again once it is back: %w",
+		strings.Join(names, ", "), r.wait, r.unavailable[names[0]], r.res.Unavailable, bhiv.ErrUnavailable)
+}
+
+// deliver sends ev to d. While d reports an outage it waits, up to r.wait
+// from the first outage answer, until d may be called again, and retries.
+// It returns d's last answer.
+func (r *replayer) deliver(ctx context.Context, sink string, d bhiv.Sink, ev *bhiv.Event) error {
+	var deadline time.Time
+	for pause := 250 * time.Millisecond; ; pause = min(2*pause, 5*time.Second) {
+		cp := *ev
+		err := d.Deliver(ctx, &cp)
+		if err == nil || !errors.Is(err, bhiv.ErrUnavailable) || ctx.Err() != nil {
+			return err
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(r.wait)
+			if r.wait > 0 {
+				r.log.Warn("replay: sink unavailable; waiting for it", "sink", sink, "for", r.wait, tint.Err(err))
+			}
+		}
+		if !r.awaitSink(ctx, d, pause, deadline) {
+			return err
+		}
+	}
+}
+
+// awaitSink waits until d may be called again: until its Available reports
+// true when it has one, else for pause. It returns false when deadline or
+// ctx's end comes first.
+func (r *replayer) awaitSink(ctx context.Context, d bhiv.Sink, pause time.Duration, deadline time.Time) bool {
+	avail, hasAvail := d.(bhiv.Availability)
+	start := time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ready := (hasAvail && avail.Available()) || (!hasAvail && time.Since(start) >= pause)
+		switch {
+		case ready:
+			return true
+		case !time.Now().Before(deadline):
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
 }
 
 func (r *replayer) donePath() string { return r.path + ".replay-done" }
@@ -352,6 +441,10 @@ func (r *replayer) replayFile(ctx context.Context, name string) error {
 			return keep(line)
 		}
 		defer r.step()
+		if r.unavailable[rec.Sink] != nil {
+			r.res.Unavailable++
+			return keep(line) // its sink was given up as unavailable: as it is
+		}
 		deliverer := r.cfg.Sinks[rec.Sink]
 		if deliverer == nil {
 			r.res.Skipped++
@@ -368,7 +461,7 @@ func (r *replayer) replayFile(ctx context.Context, name string) error {
 				return keep(line)
 			}
 		}
-		derr := deliverer.Deliver(ctx, &ev)
+		derr := r.deliver(ctx, rec.Sink, deliverer, &ev)
 		if derr == nil {
 			r.res.Sent++
 			if err := r.markDone(key); err != nil {
@@ -380,6 +473,12 @@ func (r *replayer) replayFile(ctx context.Context, name string) error {
 		}
 		if ctx.Err() != nil {
 			return keep(line) // in flight when stopped: unchanged
+		}
+		if errors.Is(derr, bhiv.ErrUnavailable) {
+			r.res.Unavailable++
+			r.unavailable[rec.Sink] = derr
+			r.log.Warn("replay: sink still unavailable; its records stay as they are", "sink", rec.Sink, tint.Err(derr))
+			return keep(line)
 		}
 		r.res.Failed++
 		r.log.Warn("replay: failed again", "sink", rec.Sink, "event_id", rec.EventID, tint.Err(derr))
@@ -417,21 +516,23 @@ func (r *replayer) replayFile(ctx context.Context, name string) error {
 	return nil
 }
 
-// raiseAttempts records another failed delivery of rec.
+// raiseAttempts records another failed replay of rec: its attempts, the
+// failure as last_error and one more replay. The error that sent the event
+// to the log (error, error_class, status) stays.
 func raiseAttempts(rec *bhiv.FailureRecord, err error) {
 	attempts := 1
+	rec.LastError = err.Error()
 	var se *bhiv.SinkError
 	if errors.As(err, &se) {
 		if se.Attempts > 0 {
 			attempts = se.Attempts
 		}
-		if se.Class != "" {
-			rec.ErrorClass = se.Class
+		if se.Body != "" {
+			rec.LastError += " (response body: " + se.Body + ")"
 		}
-		rec.Status = se.Status
 	}
 	rec.Attempts += attempts
-	rec.Error = err.Error()
+	rec.Replays++
 }
 
 // dryRun counts what a replay would do, changing nothing.

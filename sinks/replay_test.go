@@ -129,7 +129,7 @@ func TestReplay(t *testing.T) {
 			sink := &fakeSink{fail: map[string]bool{"01FAILS": true}}
 			cfg := tt.cfg
 			cfg.Path = path
-			cfg.Sinks = map[string]Deliverer{"core": sink, "bucket": sink}
+			cfg.Sinks = map[string]bhiv.Sink{"core": sink, "bucket": sink}
 			var progress []int
 			total := -1
 			cfg.Progress = func(done, t int) { progress = append(progress, done); total = t }
@@ -158,8 +158,11 @@ func TestReplay(t *testing.T) {
 				want := 4
 				if r.EventID == "01FAILS" && !cfg.DryRun && cfg.Sink != "bucket" && cfg.Kind == "" {
 					want = 7 // 4 + the 3 of the failed replay
-					if r.Status != 502 || !strings.Contains(r.Error, "bad gateway") {
-						t.Errorf("failed again: status %d error %q, want the new failure", r.Status, r.Error)
+					if orig := testRecord(t, "core", r.EventID); r.Status != orig.Status || r.Error != orig.Error || r.ErrorClass != orig.ErrorClass {
+						t.Errorf("failed again: status %d error %q class %s, want the first failure's", r.Status, r.Error, r.ErrorClass)
+					}
+					if !strings.Contains(r.LastError, "bad gateway") || r.Replays != 1 {
+						t.Errorf("failed again: last error %q replays %d, want the new failure and 1", r.LastError, r.Replays)
 					}
 				}
 				if r.Sink == bhiv.SinkDecode {
@@ -184,7 +187,7 @@ func TestReplayToBucket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "failed.log")
 	appendRecords(t, path, testRecord(t, "bucket", "01R1"), testRecord(t, "bucket", "01R2"))
 	b := newTestBucket(t, BucketConfig{})
-	res, err := Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]Deliverer{"bucket": b}})
+	res, err := Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]bhiv.Sink{"bucket": b}})
 	if err != nil || res != (ReplayResult{Sent: 2}) {
 		t.Fatalf("Replay = %+v, %v", res, err)
 	}
@@ -227,12 +230,12 @@ func TestReplayWithAppender(t *testing.T) {
 			done = true
 		default:
 		}
-		if _, err := Replay(ctx, ReplayConfig{Path: path, Sinks: map[string]Deliverer{"core": sink}}); err != nil {
+		if _, err := Replay(ctx, ReplayConfig{Path: path, Sinks: map[string]bhiv.Sink{"core": sink}}); err != nil {
 			t.Fatal(err)
 		}
 		replays++
 	}
-	if _, err := Replay(ctx, ReplayConfig{Path: path, Sinks: map[string]Deliverer{"core": sink}}); err != nil {
+	if _, err := Replay(ctx, ReplayConfig{Path: path, Sinks: map[string]bhiv.Sink{"core": sink}}); err != nil {
 		t.Fatal(err)
 	}
 	delivered := map[string]int{}
@@ -266,11 +269,11 @@ func TestReplayRunningTwice(t *testing.T) {
 	sink := &fakeSink{block: make(chan struct{}), entered: make(chan struct{}, 1)}
 	errc := make(chan error, 1)
 	go func() {
-		_, err := Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]Deliverer{"core": sink}})
+		_, err := Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]bhiv.Sink{"core": sink}})
 		errc <- err
 	}()
 	<-sink.entered // the first replay is sending
-	_, err := Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]Deliverer{"core": &fakeSink{}}})
+	_, err := Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]bhiv.Sink{"core": &fakeSink{}}})
 	close(sink.block)
 	if !errors.Is(err, ErrReplayRunning) {
 		t.Errorf("second Replay: %v, want ErrReplayRunning", err)
@@ -289,7 +292,7 @@ func TestReplayCancelled(t *testing.T) {
 	appendRecords(t, path, recs...)
 	ctx, cancel := context.WithCancel(context.Background())
 	sink := &fakeSink{}
-	res, err := Replay(ctx, ReplayConfig{Path: path, Sinks: map[string]Deliverer{"core": sink}, Rate: 1000,
+	res, err := Replay(ctx, ReplayConfig{Path: path, Sinks: map[string]bhiv.Sink{"core": sink}, Rate: 1000,
 		Progress: func(done, _ int) {
 			if done == 5 {
 				cancel()
@@ -303,7 +306,7 @@ func TestReplayCancelled(t *testing.T) {
 		t.Fatalf("sent %d (delivered %d), %d left; want 5, 15", res.Sent, len(sink.ids()), len(left))
 	}
 	// A later replay finishes the job.
-	res, err = Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]Deliverer{"core": sink}})
+	res, err = Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]bhiv.Sink{"core": sink}})
 	if err != nil || res.Sent != 15 || len(sink.ids()) != 20 {
 		t.Fatalf("second Replay = %+v, %v; delivered %d", res, err, len(sink.ids()))
 	}
@@ -355,7 +358,7 @@ func TestReplayKilled(t *testing.T) {
 	}
 
 	sink := &fakeSink{}
-	res, err := Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]Deliverer{"core": sink}})
+	res, err := Replay(context.Background(), ReplayConfig{Path: path, Sinks: map[string]bhiv.Sink{"core": sink}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +426,7 @@ func init() {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		_, err = Replay(context.Background(), ReplayConfig{Path: os.Getenv("BHIV_TEST_LOG"), Sinks: map[string]Deliverer{"core": fileSink{f}}})
+		_, err = Replay(context.Background(), ReplayConfig{Path: os.Getenv("BHIV_TEST_LOG"), Sinks: map[string]bhiv.Sink{"core": fileSink{f}}})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

@@ -519,37 +519,14 @@ func (b *S3Bucket) Deliver(ctx context.Context, ev *bhiv.Event) error {
 		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("bucket key: %w", err)}
 	}
 	where := b.cfg.Location() + "/" + key
-	if b.closed.Load() {
-		return fmt.Errorf("bucket: write %s: %w", where, ErrClosed)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("bucket: write %s: %w", where, err)
-	}
-	enc, err := ev.JSON()
-	if err != nil {
-		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Err: fmt.Errorf("encode event %s: %w", ev.ID, err)}
-	}
-	data := make([]byte, len(enc)+1) // enc may be shared: never append to it
-	copy(data, enc)
-	data[len(enc)] = '\n'
-	attempts := 0
-	var last error
-	err = failsafe.With(b.retry).WithContext(ctx).Run(func() error {
-		attempts++
-		last = b.write(ctx, key, data)
-		return last
+	attempts, err, done := storeEvent(ctx, ev, where, b.closed.Load(), b.retry, func(data []byte) error {
+		return b.write(ctx, key, data)
 	})
-	switch {
-	case err == nil:
-		b.up()
-		return nil
-	case errors.Is(err, ErrConflict):
-		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassPermanent, Attempts: attempts, Err: err}
-	case ctx.Err() != nil:
-		if last != nil && !errors.Is(last, ctx.Err()) {
-			return fmt.Errorf("bucket: write %s: %w (after %d attempt(s), last error: %v)", where, ctx.Err(), attempts, last)
+	if done {
+		if err == nil {
+			b.up()
 		}
-		return fmt.Errorf("bucket: write %s: %w", where, ctx.Err())
+		return err
 	}
 	err = fmt.Errorf("write %s: %w", where, err)
 	switch classifyS3(err) {

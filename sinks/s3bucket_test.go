@@ -20,6 +20,7 @@ import (
 
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/internal/s3test"
+	"github.com/hackaverse/bhiv/sinks/sinktest"
 )
 
 // The S3 bucket's tests run against gofakes3 served over loopback HTTP by
@@ -67,8 +68,8 @@ func storedS3(t *testing.T, srv *s3test.Server, id string) [][]byte {
 	return out
 }
 
-func newS3Conformance(mode ConditionalWrites) func(t *testing.T) *conformance {
-	return func(t *testing.T) *conformance {
+func newS3Conformance(mode ConditionalWrites) func(t *testing.T) *sinktest.Harness {
+	return func(t *testing.T) *sinktest.Harness {
 		srv := s3test.Start(t, testS3Bucket)
 		cfg := testS3Config(srv)
 		cfg.Conditional = mode
@@ -79,20 +80,20 @@ func newS3Conformance(mode ConditionalWrites) func(t *testing.T) *conformance {
 				return func() { srv.Set(s3test.Faults{}) }
 			}
 		}
-		return &conformance{
-			sink:   b,
-			name:   BucketName,
-			stored: func(id string) [][]byte { return storedS3(t, srv, id) },
-			hang:   fault(s3test.Hang),
-			fail:   fault(s3test.SlowDown),
-			close:  func() { _ = b.Close() },
+		return &sinktest.Harness{
+			Sink:   b,
+			Name:   BucketName,
+			Stored: func(id string) [][]byte { return storedS3(t, srv, id) },
+			Hang:   fault(s3test.Hang),
+			Fail:   fault(s3test.SlowDown),
+			Close:  func() { _ = b.Close() },
 		}
 	}
 }
 
 func TestConformanceS3Bucket(t *testing.T) {
-	t.Run("conditional", func(t *testing.T) { runConformance(t, newS3Conformance(ConditionalOn)) })
-	t.Run("read-then-put", func(t *testing.T) { runConformance(t, newS3Conformance(ConditionalOff)) })
+	t.Run("conditional", func(t *testing.T) { sinktest.Run(t, newS3Conformance(ConditionalOn)) })
+	t.Run("read-then-put", func(t *testing.T) { sinktest.Run(t, newS3Conformance(ConditionalOff)) })
 }
 
 // The S3 bucket stores the same bytes under the same key as the file
@@ -105,7 +106,7 @@ func TestS3BucketSameObjectAsFile(t *testing.T) {
 		testEvent(t, bhiv.KindExecution, "01SAME", 1000),
 		testEvent(t, bhiv.KindReward, "a.b:c-d_e", 10),
 	} {
-		for _, s := range []Deliverer{b, fb} {
+		for _, s := range []bhiv.Sink{b, fb} {
 			if err := s.Deliver(context.Background(), ev); err != nil {
 				t.Fatal(err)
 			}
@@ -549,7 +550,7 @@ func TestBucketReaders(t *testing.T) {
 	sb := newTestS3Bucket(t, testS3Config(srv))
 	fb := newTestBucket(t, BucketConfig{})
 	for _, ev := range evs {
-		for _, s := range []Deliverer{sb, fb} {
+		for _, s := range []bhiv.Sink{sb, fb} {
 			if err := s.Deliver(context.Background(), ev); err != nil {
 				t.Fatal(err)
 			}

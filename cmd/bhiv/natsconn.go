@@ -40,9 +40,19 @@ func readNATS(c *config) natsConfig {
 			Name:          c.str("BHIV_STREAM"),
 			SubjectPrefix: c.str("BHIV_SUBJECT_PREFIX"),
 			Replicas:      c.int("BHIV_STREAM_REPLICAS", 1),
+			MaxAge:        c.dur("BHIV_STREAM_MAX_AGE", 0),
 		},
 		manageStream:  c.bool("BHIV_MANAGE_STREAM"),
 		maxEventBytes: c.int("BHIV_MAX_EVENT_BYTES", 1),
+	}
+	var err error
+	n.stream.MaxBytes, err = parseSize(c.str("BHIV_STREAM_MAX_BYTES"))
+	c.check("BHIV_STREAM_MAX_BYTES", err)
+	switch {
+	case n.stream.MaxAge == 0:
+		n.stream.MaxAge = bhiv.NoMaxAge // 0 means none here, the default in bhiv.StreamConfig
+	case n.stream.MaxAge < bhiv.DefaultStreamDuplicates:
+		c.check("BHIV_STREAM_MAX_AGE", fmt.Errorf("must be 0 or at least %s (the de-duplication window)", bhiv.DefaultStreamDuplicates))
 	}
 	if n.url == "" {
 		c.check("NATS_URL", errors.New("is empty"))

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net/url"
+	"time"
 
 	"github.com/hackaverse/bhiv/consumer"
 	"github.com/hackaverse/bhiv/sinks"
@@ -75,6 +76,8 @@ func readConsumer(c *config, n natsConfig) consumer.Config {
 		AckWait:         c.dur("BHIV_ACK_WAIT", 1),
 		MaxDeliver:      c.int("BHIV_MAX_DELIVER", 1),
 		ShutdownTimeout: c.dur("BHIV_SHUTDOWN_TIMEOUT", 0),
+		MaxHold:         c.dur("BHIV_MAX_HOLD", time.Second),
+		MaxFailedHolds:  c.int("BHIV_MAX_FAILED_HOLDS", 1),
 		MaxEventBytes:   n.maxEventBytes,
 	}
 }

@@ -20,12 +20,13 @@ func runReplay(ctx context.Context, args []string, e env) error {
 	since := fs.String("since", "", "replay only records written at or after this RFC 3339 time")
 	dryRun := fs.Bool("dry-run", false, "list what would be replayed; send nothing, change nothing")
 	ratePerSec := fs.Float64("rate", 0, "events per second (0 = as fast as possible)")
+	wait := fs.Duration("wait", sinks.DefaultReplayWait, "how long to wait for a sink in an outage (Core's breaker open) before leaving its records as they are")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	log := newLogger(c, e.stderr)
 	sc := readSinks(c, 16)
-	cfg := sinks.ReplayConfig{Path: sc.failed.Path, Sink: *sinkName, DryRun: *dryRun, Rate: *ratePerSec, Logger: log}
+	cfg := sinks.ReplayConfig{Path: sc.failed.Path, Sink: *sinkName, DryRun: *dryRun, Rate: *ratePerSec, Wait: *wait, Logger: log}
 	if *sinkName != "" && *sinkName != "core" && *sinkName != "bucket" {
 		c.errs = append(c.errs, fmt.Errorf("--sink=%q: want core or bucket", *sinkName))
 	}
@@ -46,6 +47,11 @@ func runReplay(ctx context.Context, args []string, e env) error {
 	if *ratePerSec < 0 {
 		c.errs = append(c.errs, fmt.Errorf("--rate must not be negative"))
 	}
+	if *wait < 0 {
+		c.errs = append(c.errs, fmt.Errorf("--wait must not be negative"))
+	} else if *wait == 0 {
+		cfg.Wait = -1 // no wait
+	}
 	if err := c.err(); err != nil {
 		return usageError{err}
 	}
@@ -60,7 +66,7 @@ func runReplay(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer bucket.Close()
-	cfg.Sinks = map[string]sinks.Deliverer{"core": core, "bucket": bucket}
+	cfg.Sinks = map[string]bhiv.Sink{"core": core, "bucket": bucket}
 	if isTerminal(e.stderr) {
 		var bar *progressbar.ProgressBar
 		cfg.Progress = func(done, total int) {
@@ -76,7 +82,11 @@ func runReplay(ctx context.Context, args []string, e env) error {
 	if *dryRun {
 		verb = "would send"
 	}
-	fmt.Fprintf(e.stdout, "%s %d, failed again %d, skipped %d\n", verb, res.Sent, res.Failed, res.Skipped)
+	fmt.Fprintf(e.stdout, "%s %d, failed again %d, skipped %d", verb, res.Sent, res.Failed, res.Skipped)
+	if res.Unavailable > 0 {
+		fmt.Fprintf(e.stdout, ", left as they were (sink unavailable) %d", res.Unavailable)
+	}
+	fmt.Fprintln(e.stdout)
 	if err != nil {
 		return err
 	}
@@ -88,7 +98,7 @@ func runReplay(ctx context.Context, args []string, e env) error {
 
 // bucketSink is the Bucket sink, on local disk or S3.
 type bucketSink interface {
-	sinks.Deliverer
+	bhiv.Sink
 	Close() error
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -72,5 +73,51 @@ func TestReplayCommand(t *testing.T) {
 	}
 	if _, _, err := runBhiv(t, context.Background(), env, "replay", "--since", "yesterday"); err == nil || exitCode(err) != 2 {
 		t.Errorf("bad --since: %v", err)
+	}
+}
+
+// TestReplayCommandCoreDown: with Core down, `bhiv replay` waits --wait for
+// its breaker, then stops, says so, exits non-zero and leaves every record
+// as it was.
+func TestReplayCommandCoreDown(t *testing.T) {
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "failed.log")
+	flog, err := sinks.OpenFailureLog(sinks.FailureLogConfig{Path: logPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"d-1", "d-2", "d-3"} {
+		ev, err := bhiv.New(bhiv.KindReward, "test", id, bhiv.Reward{TeamID: "t1", Reward: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := ev.MarshalJSON()
+		if err := flog.Append(context.Background(), bhiv.FailureRecord{Time: time.Now(), Sink: "core", EventID: id, Kind: bhiv.KindReward,
+			Attempts: 4, Status: 502, Error: "the first error", ErrorClass: bhiv.ClassRetryableExhausted, Event: raw}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flog.Close()
+	core := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }))
+	env := map[string]string{
+		"BHIV_CORE_URL": core + "/bhiv/core", "BHIV_FAILED_LOG": logPath, "BHIV_BUCKET_DIR": filepath.Join(dir, "bucket"),
+		"BHIV_CORE_BREAKER_FAILURES": "1", "BHIV_CORE_BREAKER_DELAY": "1m",
+	}
+	out, errOut, err := runBhiv(t, context.Background(), env, "replay", "--wait", "200ms")
+	if err == nil || !strings.Contains(out, "sent 0, failed again 0, skipped 0, left as they were (sink unavailable) 3") ||
+		!strings.Contains(err.Error(), "core still unavailable") {
+		t.Fatalf("replay with Core down: %v %q %s", err, out, errOut)
+	}
+	var left []bhiv.FailureRecord
+	if err := sinks.ReadFailureLog(logPath, nil, func(r bhiv.FailureRecord) error { left = append(left, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 3 {
+		t.Fatalf("%d records left, want 3", len(left))
+	}
+	for _, r := range left {
+		if r.Error != "the first error" || r.Status != 502 || r.Attempts != 4 || r.Replays != 0 || r.LastError != "" {
+			t.Errorf("record %s changed: %+v", r.EventID, r)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,8 @@ var (
 		{env: "BHIV_STREAM", def: "BHIV", help: "JetStream stream name"},
 		{env: "BHIV_SUBJECT_PREFIX", def: "bhiv.events", help: "subject prefix: events go to <prefix>.execution and <prefix>.reward"},
 		{env: "BHIV_STREAM_REPLICAS", def: "1", help: "stream replicas (3 on a JetStream cluster)"},
+		{env: "BHIV_STREAM_MAX_AGE", def: "168h", help: "how long the stream keeps an event, acked or not: an event not delivered within it is deleted by JetStream (0 = no age limit, bounded by BHIV_STREAM_MAX_BYTES)"},
+		{env: "BHIV_STREAM_MAX_BYTES", def: "0", help: "stream size limit, in bytes or with KiB, MiB, GiB, TiB; a full stream refuses publishes, it deletes nothing (0 = none, or 10GiB when BHIV_STREAM_MAX_AGE is 0; -1 = none)"},
 		{env: "BHIV_MANAGE_STREAM", def: "true", help: "create or update the stream at start (false where operators own it)"},
 		{env: "BHIV_MAX_EVENT_BYTES", def: "1048576", help: "largest event accepted, in bytes"},
 	}}
@@ -89,6 +92,8 @@ var (
 		{env: "BHIV_ACK_WAIT", def: "30s", help: "time JetStream waits for an ack before redelivering"},
 		{env: "BHIV_MAX_DELIVER", def: "20", help: "deliveries of one event before it goes to the failure log"},
 		{env: "BHIV_SHUTDOWN_TIMEOUT", def: "30s", help: "time to finish in-flight events on SIGTERM"},
+		{env: "BHIV_MAX_HOLD", def: "1h", help: "longest an event is held for an unavailable sink before it goes to the failure log (keep it well under BHIV_STREAM_MAX_AGE)"},
+		{env: "BHIV_MAX_FAILED_HOLDS", def: "3", help: "holds of one event that may end with its own attempts failed while the sink takes other events (a poison event) before it goes to the failure log"},
 	}}
 	adminSettings = group{"Admin server", []setting{
 		{env: "BHIV_ADMIN_ADDR", def: "127.0.0.1:8081", help: "address of /metrics, /healthz, /readyz (off or empty turns it off)"},
@@ -227,6 +232,34 @@ func (c *config) oneOf(env string, choices ...string) string {
 	}
 	c.fail(env, from, v, fmt.Errorf("want one of %s", strings.Join(choices, ", ")))
 	return choices[0]
+}
+
+// parseSize reads a size in bytes: a whole number, optionally with a B,
+// KiB, MiB, GiB or TiB suffix; -1 is accepted (no limit).
+func parseSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
+		if len(s) > len(u.suffix) && strings.EqualFold(s[len(s)-len(u.suffix):], u.suffix) {
+			s, mult = strings.TrimSpace(s[:len(s)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	switch {
+	case err != nil:
+		return 0, errors.New("not a size such as 10737418240, 512MiB or 10GiB")
+	case n == -1 && mult == 1:
+		return -1, nil
+	case n < 0:
+		return 0, errors.New("must not be negative (-1 for no limit)")
+	case n > math.MaxInt64/mult:
+		return 0, errors.New("too large")
+	}
+	return n * mult, nil
 }
 
 // check records err, if any, against the setting env.

@@ -368,7 +368,7 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 				r.Pending++
 			default:
 				l := Lost{StreamSeq: m.Sequence, Missing: []string{MissingDecode}}
-				if id := firstHeader(m.Header, bhiv.MsgIDHeader); bhiv.ValidID(id) {
+				if id := bhiv.HeaderValue(m.Header, bhiv.MsgIDHeader); bhiv.ValidID(id) {
 					l.ID = id
 				}
 				if k, err := bhiv.KindFromSubject(cfg.Decode.SubjectPrefix, m.Subject); err == nil {
@@ -464,15 +464,6 @@ func bucketPath(ev *bhiv.Event) (string, bool) {
 	return key, err == nil
 }
 
-func firstHeader(h map[string][]string, key string) string {
-	for k, v := range h {
-		if len(v) > 0 && strings.EqualFold(k, key) {
-			return v[0]
-		}
-	}
-	return ""
-}
-
 // eachMessage calls fn with every message of the stream, in order, up to the
 // last sequence the stream had when it was called; it sets r's stream range.
 func eachMessage(ctx context.Context, js jetstream.JetStream, stream string, r *Report, fn func(bhiv.Message)) error {
@@ -489,21 +480,30 @@ func eachMessage(ctx context.Context, js jetstream.JetStream, stream string, r *
 		return nil
 	}
 	last := info.State.LastSeq
-	oc, err := retryTransient(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
-		return s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{InactiveThreshold: 30 * time.Second})
-	})
-	if err != nil {
-		return fmt.Errorf("audit: read stream %s: %w", stream, err)
-	}
-	defer func() {
-		// The server removes the ephemeral consumer when inactive anyway.
-		if ci := oc.CachedInfo(); ci != nil {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_ = s.DeleteConsumer(dctx, ci.Name)
-			cancel()
-		}
-	}()
 	seen := info.State.FirstSeq - 1 // the last sequence handed to fn
+	// open starts an ordered consumer at the sequence after seen; reading
+	// goes on from there after a transient error (a leader election in a
+	// cluster answers "no responders" for a moment).
+	var oc jetstream.Consumer
+	open := func() error {
+		if oc != nil {
+			dropConsumer(ctx, s, oc)
+		}
+		c, err := retryTransient(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+			return s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{InactiveThreshold: 30 * time.Second,
+				DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seen + 1})
+		})
+		if err != nil {
+			return fmt.Errorf("audit: read stream %s: %w", stream, err)
+		}
+		oc = c
+		return nil
+	}
+	if err := open(); err != nil {
+		return err
+	}
+	defer func() { dropConsumer(ctx, s, oc) }()
+	giveUp := time.Now().Add(transientBudget)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -511,31 +511,57 @@ func eachMessage(ctx context.Context, js jetstream.JetStream, stream string, r *
 		// Ask for no more than can remain, so that a batch ends as soon as
 		// the stream's tail is read (only gaps make it wait for MaxWait).
 		want := int(min(uint64(fetchBatch), last-seen))
-		batch, err := oc.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
+		n, err := fetchInto(oc, want, last, &seen, stream, fn)
 		if err != nil {
-			return fmt.Errorf("audit: read stream %s: %w", stream, err)
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			md, err := msg.Metadata()
-			if err != nil {
+			if !transient(err) || time.Now().After(giveUp) {
 				return fmt.Errorf("audit: read stream %s: %w", stream, err)
 			}
-			if md.Sequence.Stream > last {
-				seen = last // published after the check began: past the end
-				continue
+			if err := open(); err != nil {
+				return err
 			}
-			seen = md.Sequence.Stream
-			fn(bhiv.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(),
-				Stream: stream, Sequence: md.Sequence.Stream, Timestamp: md.Timestamp})
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
-			return fmt.Errorf("audit: read stream %s: %w", stream, err)
+			continue
 		}
 		if seen >= last || n == 0 {
 			return nil // done, or the tail was removed (limits) while reading
 		}
+	}
+}
+
+// fetchInto fetches up to want messages from oc and hands those up to last
+// to fn, advancing seen; it returns how many messages came.
+func fetchInto(oc jetstream.Consumer, want int, last uint64, seen *uint64, stream string, fn func(bhiv.Message)) (int, error) {
+	batch, err := oc.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for msg := range batch.Messages() {
+		n++
+		md, err := msg.Metadata()
+		if err != nil {
+			return n, err
+		}
+		if md.Sequence.Stream > last {
+			*seen = last // published after the check began: past the end
+			continue
+		}
+		*seen = md.Sequence.Stream
+		fn(bhiv.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(),
+			Stream: stream, Sequence: md.Sequence.Stream, Timestamp: md.Timestamp})
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+		return n, err
+	}
+	return n, nil
+}
+
+// dropConsumer deletes the audit's ordered consumer (the server removes it
+// when inactive anyway).
+func dropConsumer(ctx context.Context, s jetstream.Stream, oc jetstream.Consumer) {
+	if ci := oc.CachedInfo(); ci != nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = s.DeleteConsumer(dctx, ci.Name)
+		cancel()
 	}
 }
 

@@ -43,7 +43,7 @@ type fixture struct {
 	js      jetstream.JetStream
 	cons    jetstream.Consumer
 	dir     string
-	bucket  sinks.Deliverer // the file Bucket, unless a test puts another
+	bucket  bhiv.Sink // the file Bucket, unless a test puts another
 	flog    *sinks.FailureLog
 	core    map[string]int
 	ids     []string // envelope events, in publish order

@@ -24,10 +24,7 @@ var (
 	_ consumer.Availability = (*sinks.Bucket)(nil)
 	_ consumer.Sink         = (*sinks.S3Bucket)(nil)
 	_ consumer.Availability = (*sinks.S3Bucket)(nil)
-	_ sinks.Deliverer       = (*sinks.S3Bucket)(nil)
 	_ consumer.FailureLog   = (*sinks.FailureLog)(nil)
-	_ sinks.Deliverer       = (*sinks.Core)(nil)
-	_ sinks.Deliverer       = (*sinks.Bucket)(nil)
 )
 
 // Config configures a Pipeline. Sinks, FailureLog, Logger and Registerer of

@@ -14,6 +14,9 @@ const haveSyncfs = false
 
 func syncfs(*os.File) error { return errors.ErrUnsupported }
 
+// openFS is not used where there is no syncfs.
+func openFS(string) (*os.File, fsID, error) { return nil, 0, errors.ErrUnsupported }
+
 // processAlive cannot tell here: every process counts as alive, so only
 // old temp files are removed.
 func processAlive(int) bool { return true }
@@ -23,12 +26,13 @@ func processAlive(int) bool { return true }
 func renameNoReplace(oldpath, newpath string) error { return linkAndRemove(oldpath, newpath) }
 
 // writeNewFile creates name (it must not exist) with mode 0640 whatever the
-// umask, writes data and closes it. created is false when name could not
+// umask, writes data and closes it. The fsID it returns means nothing here
+// (every file is synced on its own). created is false when name could not
 // be created.
-func writeNewFile(name string, data []byte, _ *atomic.Int32) (created bool, err error) {
+func writeNewFile(name string, data []byte, _ *atomic.Int32) (_ fsID, created bool, err error) {
 	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, bucketFilePerm)
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
 	_, err = f.Write(data)
 	if err == nil {
@@ -37,5 +41,5 @@ func writeNewFile(name string, data []byte, _ *atomic.Int32) (created bool, err 
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	return true, err
+	return 0, true, err
 }
