@@ -39,7 +39,7 @@ func runBench(ctx context.Context, args []string, e env) error {
 	coreCapacity := fs.Int("core-capacity", 0, "requests the core stub serves at once, the others queue (0 = no limit; --embedded)")
 	coreDown := fs.Bool("core-down", false, "the core stub answers 503 to every event (--embedded, with --hold)")
 	preload := fs.Bool("preload", false, "publish every event before the consumer starts: a backlog (--embedded)")
-	hold := fs.Duration("hold", 0, "run the consumer this long instead of waiting for every ack, and report whether intake paused (--embedded)")
+	hold := fs.Duration("hold", 0, "run the consumer until its intake has stopped for 10s, this long at most, instead of waiting for every ack, and report what it took in (--embedded)")
 	parts := fs.Bool("parts", false, "also measure the CPU per event of the bare parts, each in its own process: consume+ack, HTTP POST, files with grouped syncfs (--embedded)")
 	profile := fs.String("consumer-cpuprofile", "", "write CPU profiles of the consumer process to FILE-NN.pprof, back to back over the run (--consumer-process)")
 	withCeilings := fs.Bool("ceilings", false, "also measure the bare parts (JetStream, HTTP, files) in the same run")
@@ -301,7 +301,7 @@ func printBench(w io.Writer, r *bench.Result, cfg bench.Config) {
 		fmt.Fprintf(tw, "failure-log records\t%d\n", r.FailureRecords)
 	}
 	if h := r.Hold; h != nil {
-		fmt.Fprintf(tw, "hold\t%.1f s\t(%d events taken in, %d unacked at the end, intake paused for the last %.1f s)\n",
+		fmt.Fprintf(tw, "hold\t%.1f s\t(%d events taken in, %d unacked at the end, intake stopped for the last %.1f s)\n",
 			h.Seconds, h.TakenIn, h.AckPending, h.PausedSeconds)
 	}
 	if p := r.Consumer; p != nil {

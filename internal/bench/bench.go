@@ -63,9 +63,10 @@ type Config struct {
 	// Preload publishes every event before the consumer starts: a backlog
 	// (embedded). Rates then count from the consumer's start.
 	Preload bool
-	// Hold runs the consumer this long once it has started, instead of
-	// waiting until it acked every event, and reports whether intake
-	// paused (Result.Hold); for a Core that is down (embedded).
+	// Hold runs the consumer, once it has started, until its intake has
+	// stopped (no new delivery) for HoldQuiet, or for Hold at the longest,
+	// instead of waiting until it acked every event, and reports what it
+	// took in (Result.Hold); for a Core that is down (embedded).
 	Hold time.Duration
 
 	// ConsumerProcess runs the consumer as its own process (embedded):
@@ -234,7 +235,7 @@ type HoldResult struct {
 	TakenIn    int `json:"taken_in"`
 	AckPending int `json:"ack_pending"`
 	// PausedSeconds is how long no new event had been delivered at the
-	// end of the hold (intake paused).
+	// end of the hold (intake paused, or MaxAckPending reached).
 	PausedSeconds float64 `json:"paused_seconds"`
 }
 
@@ -887,13 +888,30 @@ func (r *run) publish(ctx context.Context, pub *publisher.Publisher) (time.Time,
 	return start, n, nil
 }
 
-// hold lets the consumer run for Config.Hold from its start and reports
-// what it did.
+// HoldQuiet is how long the consumer's intake must have stopped for a hold
+// to end before Config.Hold.
+const HoldQuiet = 10 * time.Second
+
+// holdQuiet is HoldQuiet, shorter in tests.
+var holdQuiet = HoldQuiet
+
+// hold lets the consumer run until its intake stopped for HoldQuiet, or
+// for Config.Hold from its start, and reports what it did.
 func (r *run) hold(ctx context.Context) (time.Time, error) {
-	select {
-	case <-time.After(time.Until(r.ready.Add(r.c.Hold))):
-	case <-ctx.Done():
-		return time.Time{}, context.Cause(ctx)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return time.Time{}, context.Cause(ctx)
+		}
+		r.w.mu.Lock()
+		quiet := r.w.delivered > r.w.startSeq && time.Since(r.w.deliveredAt) >= holdQuiet
+		r.w.mu.Unlock()
+		if quiet || time.Since(r.ready) >= r.c.Hold {
+			break
+		}
 	}
 	end := time.Now()
 	r.w.mu.Lock()
