@@ -21,6 +21,7 @@ var (
 	_ consumer.Sink         = (*sinks.Bucket)(nil)
 	_ consumer.Availability = (*sinks.Core)(nil)
 	_ consumer.Availability = (*sinks.Bucket)(nil)
+	_ consumer.Pacer        = (*sinks.Core)(nil)
 	_ consumer.FailureLog   = (*sinks.FailureLog)(nil)
 	_ sinks.Deliverer       = (*sinks.Core)(nil)
 	_ sinks.Deliverer       = (*sinks.Bucket)(nil)
