@@ -222,7 +222,8 @@ func TestCompose(t *testing.T) {
 		}
 		newLogger(c, io.Discard)
 		n := readNATS(c)
-		readSinks(c, readConsumer(c, n).Concurrency)
+		readConsumer(c, n)
+		readSinks(c)
 		c.str("BHIV_ADMIN_ADDR")
 		if err := c.err(); err != nil {
 			t.Errorf("bhiv consume would refuse the compose settings: %v", err)
