@@ -20,7 +20,7 @@ import (
 
 // dashboardMetrics are the metrics the dashboard must show: throughput,
 // ack decisions, errors by sink, breaker, intake, backlog, in flight,
-// latency and batch size.
+// latency, batch size and Core's concurrency limit.
 var dashboardMetrics = []string{
 	"bhiv_events_received_total",
 	"bhiv_events_acked_total",
@@ -38,6 +38,9 @@ var dashboardMetrics = []string{
 	"bhiv_core_batch_size",
 	"bhiv_sink_queued",
 	"bhiv_sink_deliveries_running",
+	"bhiv_core_concurrency_limit",
+	"bhiv_core_requests_in_flight",
+	"bhiv_core_requests_queued",
 }
 
 // grafanaPanel is the part of a Grafana panel the tests read. Rows hold
