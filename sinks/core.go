@@ -444,7 +444,8 @@ const (
 // even though it wraps context.DeadlineExceeded. The circuit breaker counts
 // retryable and refused attempts as failures, cancelled ones not at all
 // (an attempt cut short says nothing about Core), and the rest as
-// successes.
+// successes. The concurrency limiter learns Core's latency from 2xx
+// attempts only (core_limit.go has its rows).
 func classifyCore(done bool, resp *http.Response, err error) coreOutcome {
 	if err != nil {
 		switch {
