@@ -51,7 +51,9 @@ import (
 //	                                    duration forgotten (a fast 503 or a refused
 //	                                    connection would make Core look fast, a
 //	                                    timeout measures the timeout, not Core)
-//	breaker open                        dropped (no request was made)
+//	breaker open                        no permit taken: the breaker fails it at once
+//	                                    (no request is made), without waiting behind
+//	                                    the requests in flight
 //	cancelled while waiting             no permit was taken; the wait ends at once
 //	cancelled during the attempt        dropped
 //
@@ -150,6 +152,13 @@ func (p limiterPolicy) ToExecutor(_ *http.Response) any { return p }
 func (p limiterPolicy) Apply(inner func(failsafe.Execution[*http.Response]) *common.PolicyResult[*http.Response]) func(failsafe.Execution[*http.Response]) *common.PolicyResult[*http.Response] {
 	return func(exec failsafe.Execution[*http.Response]) *common.PolicyResult[*http.Response] {
 		c := p.c
+		if !c.Available() {
+			// The breaker is open: it fails the attempt at once without a
+			// request, so the attempt needs no permit and must not wait
+			// for one behind requests that may be hanging until their
+			// timeout.
+			return inner(exec)
+		}
 		c.atLimiter.Add(1)
 		defer c.atLimiter.Add(-1)
 		permit, err := c.limiter.AcquirePermit(exec.Context())

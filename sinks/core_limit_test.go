@@ -357,3 +357,38 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// While the breaker is open a delivery fails at once with an outage, even
+// when every permit is held by a request that hangs.
+func TestCoreLimiterBreakerOpen(t *testing.T) {
+	release := make(chan struct{})
+	srv := newFakeCore(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	cfg := fastCore(srv.URL)
+	cfg.Concurrency, cfg.BreakerDelay = 1, time.Minute
+	c := newTestCore(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hung := make(chan error, 1)
+	go func() { hung <- c.Deliver(ctx, testEvent(t, bhiv.KindReward, "01HUNG", 0)) }()
+	waitFor(t, "the hanging delivery holds the permit", func() bool { return c.limiter.Inflight() == 1 })
+	c.breaker.Open()
+
+	done := make(chan error, 1)
+	go func() { done <- c.Deliver(context.Background(), testEvent(t, bhiv.KindReward, "01HELD", 0)) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, bhiv.ErrUnavailable) {
+			t.Errorf("delivery with the breaker open: %v, want an error wrapping bhiv.ErrUnavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a delivery with the breaker open waited for a permit")
+	}
+	cancel()
+	<-hung
+}
