@@ -165,7 +165,7 @@ func TestCoreMaxInFlightBackoff(t *testing.T) {
 
 // Against a Core that serves K requests at once and queues the rest, the
 // adaptive limit stays around K however many callers there are, and
-// Core's queue stays short. (A fixed limit of 4K would fail both checks.)
+// Core's queue stays short. (A fixed limit of 3K would fail both checks.)
 func TestCoreAdaptiveCapacity(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs for 10s")
@@ -228,8 +228,12 @@ func TestCoreAdaptiveCapacity(t *testing.T) {
 	t.Logf("K=%d, latency %s, 200 callers: %d events taken in %s; second half: limit mean %.1f (min %d, max %d), "+
 		"Core's queue mean %.1f (max %d over the run), %.0f requests/s (K/latency = %.0f), mean wait in Core's queue %s",
 		k, latency, taken, run, meanLimit, lo, hi, meanQueued, stub.Stats().MaxQueued, rate, float64(k)/latency.Seconds(), wait.Round(100*time.Microsecond))
-	if meanLimit < k/2 || meanLimit > 2*k {
-		t.Errorf("limit mean %.1f over the second half, want %d to %d (near K=%d)", meanLimit, k/2, 2*k, k)
+	// The library aims at a few requests queued in Core (3 to 6 at this
+	// limit), so K+6 is where it means to be; the band is wide because on a
+	// loaded 2-core machine CPU noise is a good part of a 20ms latency
+	// (measured 16 to 28 in seven runs).
+	if meanLimit < k/2 || meanLimit > 5*k/2 {
+		t.Errorf("limit mean %.1f over the second half, want %d to %d (near K=%d)", meanLimit, k/2, 5*k/2, k)
 	}
 	if meanQueued > k {
 		t.Errorf("Core's queue held %.1f requests on average, want at most K=%d (a wait of one service time)", meanQueued, k)
