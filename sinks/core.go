@@ -20,6 +20,7 @@ import (
 	"unicode"
 
 	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/adaptivelimiter"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/failsafe-go/failsafe-go/common"
 	"github.com/failsafe-go/failsafe-go/failsafehttp"
@@ -47,7 +48,6 @@ const (
 	DefaultCoreTimeout         = 10 * time.Second
 	DefaultCoreBatchMax        = 1
 	DefaultCoreBatchLinger     = 5 * time.Millisecond
-	DefaultCoreConcurrency     = 64
 	DefaultCoreUserAgent       = "bhiv/dev"
 )
 
@@ -97,9 +97,15 @@ type CoreConfig struct {
 	BatchMax int
 	// BatchLinger is how long a batch waits for more events.
 	BatchLinger time.Duration
-	// Concurrency is how many callers deliver at once; it sizes the idle
-	// connection pool.
+	// Concurrency is how many requests may be in flight to Core at once
+	// (each POST, batches too): 0, the default, lets the adaptive limiter
+	// find it between ConcurrencyMin and ConcurrencyMax (see core_limit.go);
+	// above 0 it is fixed.
 	Concurrency int
+	// ConcurrencyMin and ConcurrencyMax bound the adaptive limit; defaults
+	// DefaultCoreConcurrencyMin and DefaultCoreConcurrencyMax. The maximum
+	// (or the fixed Concurrency) sizes the idle connection pool.
+	ConcurrencyMin, ConcurrencyMax int
 	// UserAgent is sent with every request; default DefaultCoreUserAgent.
 	UserAgent string
 	// Mode is the CloudEvents HTTP content mode of a request carrying one
@@ -145,8 +151,11 @@ func (c CoreConfig) WithDefaults() CoreConfig {
 	if c.BatchLinger == 0 {
 		c.BatchLinger = DefaultCoreBatchLinger
 	}
-	if c.Concurrency == 0 {
-		c.Concurrency = DefaultCoreConcurrency
+	if c.ConcurrencyMin == 0 {
+		c.ConcurrencyMin = DefaultCoreConcurrencyMin
+	}
+	if c.ConcurrencyMax == 0 {
+		c.ConcurrencyMax = max(DefaultCoreConcurrencyMax, c.ConcurrencyMin)
 	}
 	if c.UserAgent == "" {
 		c.UserAgent = DefaultCoreUserAgent
@@ -194,8 +203,12 @@ func (c CoreConfig) Validate() error {
 	if c.BatchMax < 1 {
 		errs = append(errs, fmt.Errorf("core batch max %d: must be at least 1", c.BatchMax))
 	}
-	if c.Concurrency < 1 {
-		errs = append(errs, fmt.Errorf("core concurrency %d: must be at least 1", c.Concurrency))
+	if c.Concurrency < 0 || c.Concurrency > MaxCoreConcurrency {
+		errs = append(errs, fmt.Errorf("core concurrency %d: want 0 (auto) or 1 to %d", c.Concurrency, MaxCoreConcurrency))
+	}
+	if c.ConcurrencyMin < 1 || c.ConcurrencyMax > MaxCoreConcurrency || c.ConcurrencyMax < c.ConcurrencyMin {
+		errs = append(errs, fmt.Errorf("core concurrency min %d, max %d: want 1 <= min <= max <= %d",
+			c.ConcurrencyMin, c.ConcurrencyMax, MaxCoreConcurrency))
 	}
 	if !slices.Contains(CoreModes, c.Mode) {
 		errs = append(errs, fmt.Errorf("core mode %q: want binary or structured", c.Mode))
@@ -207,8 +220,9 @@ func (c CoreConfig) Validate() error {
 }
 
 // Core is the Core sink: it POSTs events to BHIV Core over HTTP through a
-// failsafe-go retry policy, circuit breaker and per-attempt timeout, in that
-// order from the outside in. It is safe for concurrent use.
+// failsafe-go retry policy, concurrency limiter, circuit breaker and
+// per-attempt timeout, in that order from the outside in. It is safe for
+// concurrent use.
 type Core struct {
 	cfg       CoreConfig
 	url       string   // the URL requests go to
@@ -219,8 +233,14 @@ type Core struct {
 	transport *http.Transport
 	client    *http.Client
 	breaker   circuitbreaker.CircuitBreaker[*http.Response]
+	limiter   adaptivelimiter.AdaptiveLimiter[*http.Response]
 	executor  failsafe.Executor[*http.Response]
 	m         *coreMetrics
+
+	// posts counts the POSTs under way (from the first attempt to the
+	// result, backoffs included), atLimiter those waiting for a permit or
+	// holding one; the difference is waiting between attempts.
+	posts, atLimiter atomic.Int64
 
 	// refusedStatus is the status of the refusal (401, 403, 404, 407) that
 	// opened the breaker, until it closes again; 0 when none.
@@ -265,14 +285,18 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 			c.secrets = append(c.secrets, p)
 		}
 	}
+	conns := cfg.ConcurrencyMax
+	if cfg.Concurrency > 0 {
+		conns = cfg.Concurrency
+	}
 	dialer := &net.Dialer{Timeout: min(cfg.Timeout, 30*time.Second), KeepAlive: 30 * time.Second}
 	c.transport = &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
 		TLSClientConfig:       tlsCfg,
 		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          max(100, 2*cfg.Concurrency),
-		MaxIdleConnsPerHost:   cfg.Concurrency + cfg.Concurrency/4 + 1,
+		MaxIdleConns:          max(100, conns+conns/4+1),
+		MaxIdleConnsPerHost:   conns + conns/4 + 1,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   min(cfg.Timeout, 10*time.Second),
 		ExpectContinueTimeout: time.Second,
@@ -282,6 +306,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 		// A redirect is a permanent failure (3xx), not something to follow.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+	c.limiter = c.newLimiter()
 	if c.m, err = newCoreMetrics(cfg.Registerer, c); err != nil {
 		return nil, err
 	}
@@ -307,7 +332,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 		ReturnLastFailure().
 		OnRetryScheduled(c.retryScheduled).
 		Build()
-	c.executor = failsafe.With[*http.Response](retry, breakerPolicy{c}, timeout.New[*http.Response](cfg.Timeout))
+	c.executor = failsafe.With[*http.Response](retry, limiterPolicy{c}, breakerPolicy{c}, timeout.New[*http.Response](cfg.Timeout))
 	c.base, c.stop = context.WithCancelCause(context.Background())
 	return c, nil
 }
@@ -419,7 +444,8 @@ const (
 // even though it wraps context.DeadlineExceeded. The circuit breaker counts
 // retryable and refused attempts as failures, cancelled ones not at all
 // (an attempt cut short says nothing about Core), and the rest as
-// successes.
+// successes. The concurrency limiter learns Core's latency from 2xx
+// attempts only (core_limit.go has its rows).
 func classifyCore(done bool, resp *http.Response, err error) coreOutcome {
 	if err != nil {
 		switch {
@@ -489,6 +515,8 @@ func (c *Core) post(ctx context.Context, m coreMsg) error {
 		h["Authorization"] = []string{c.auth}
 	}
 	c.m.observeBatch(m.events)
+	c.posts.Add(1)
+	defer c.posts.Add(-1)
 	resp, err := failsafehttp.NewRequestWithExecutor(req, c.client, c.executor.WithContext(cctx)).Do()
 	if resp != nil {
 		defer resp.Body.Close()

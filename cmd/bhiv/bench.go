@@ -25,6 +25,7 @@ func runBench(ctx context.Context, args []string, e env) error {
 	size := fs.Int("size", 256, "approximate size of each event's data, in bytes")
 	mix := fs.String("mix", "execution=0.7,reward=0.3", "relative weights of the kinds published")
 	coreLatency := fs.Duration("core-latency", 0, "latency of the embedded core stub (--embedded)")
+	coreCapacity := fs.Int("core-capacity", 0, "requests the embedded core stub serves at once, the rest queue (--embedded; 0 = no bound)")
 	withCeilings := fs.Bool("ceilings", false, "also measure the bare parts (JetStream, HTTP, files) in the same run")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	dir := fs.String("dir", "", "data directory of the embedded stack and the file ceilings (default: a temporary one, removed)")
@@ -44,7 +45,7 @@ func runBench(ctx context.Context, args []string, e env) error {
 	}
 	cfg := bench.Config{
 		Events: *events, Duration: *duration, Rate: *rate, Size: *size, Mix: m,
-		Concurrency: concurrency, CoreLatency: *coreLatency, Ceilings: *withCeilings,
+		Concurrency: concurrency, CoreLatency: *coreLatency, CoreCapacity: *coreCapacity, Ceilings: *withCeilings,
 		Embedded: *embedded, Dir: *dir, Stream: n.stream.Name, Durable: durable, Logger: log,
 	}
 	if *duration > 0 {
@@ -94,11 +95,11 @@ func runBench(ctx context.Context, args []string, e env) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(r)
 	}
-	printBench(e.stdout, r, *embedded, concurrency, *coreLatency)
+	printBench(e.stdout, r, *embedded, *coreLatency)
 	return nil
 }
 
-func printBench(w io.Writer, r *bench.Result, embedded bool, concurrency int, latency time.Duration) {
+func printBench(w io.Writer, r *bench.Result, embedded bool, latency time.Duration) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "events\t%d\n", r.Events)
 	fmt.Fprintf(tw, "publish rate\t%.0f events/s\n", r.PublishRate)
@@ -113,6 +114,10 @@ func printBench(w io.Writer, r *bench.Result, embedded bool, concurrency int, la
 	}
 	if r.OtherMessages > 0 {
 		fmt.Fprintf(tw, "other publishers\t%d messages\t(published by others during the run: latency to ack is approximate)\n", r.OtherMessages)
+	}
+	if r.CoreLimit != nil {
+		fmt.Fprintf(tw, "core concurrency limit\tmean %.0f  min %d  max %d  at the end %d\t(adaptive: BHIV_CORE_CONCURRENCY=auto)\n",
+			r.CoreLimit.Mean, r.CoreLimit.Min, r.CoreLimit.Max, r.CoreLimit.Last)
 	}
 	if embedded {
 		fmt.Fprintf(tw, "failure-log records\t%d\n", r.FailureRecords)
@@ -133,9 +138,9 @@ func printBench(w io.Writer, r *bench.Result, embedded bool, concurrency int, la
 			}
 			fmt.Fprintln(tw)
 		}
-		if embedded && latency > 0 {
-			bound := float64(concurrency) / latency.Seconds()
-			fmt.Fprintf(tw, "  concurrency / core latency\t%.0f\t%.2f\n", bound, r.EndToEndRate/bound)
+		if r.CoreLimit != nil && latency > 0 {
+			bound := r.CoreLimit.Mean / latency.Seconds()
+			fmt.Fprintf(tw, "  core limit (mean) / core latency\t%.0f\t%.2f\n", bound, r.EndToEndRate/bound)
 		}
 	}
 	tw.Flush()

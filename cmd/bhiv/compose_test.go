@@ -288,7 +288,8 @@ func TestCompose(t *testing.T) {
 		}
 		newLogger(c, io.Discard)
 		n := readNATS(c)
-		readSinks(c, readConsumer(c, n).Concurrency)
+		readConsumer(c, n)
+		readSinks(c)
 		c.str("BHIV_ADMIN_ADDR")
 		if err := c.err(); err != nil {
 			t.Errorf("bhiv consume would refuse the compose settings: %v", err)
@@ -397,7 +398,7 @@ func TestCompose(t *testing.T) {
 		if err := fs.Parse(nil); err != nil {
 			t.Fatal(err)
 		}
-		sc := readSinks(c, 1)
+		sc := readSinks(c)
 		if err := c.err(); err != nil || sc.s3 == nil || sc.s3.Bucket != bucketName {
 			t.Errorf("bhiv consume reads the s3 set-up as %+v, %v", sc.s3, err)
 		}

@@ -61,6 +61,9 @@ var (
 		{env: "BHIV_CORE_KEY_FILE", help: "client key (PEM) for mTLS to Core"},
 		{env: "BHIV_CORE_BATCH_MAX", def: "1", help: "events per POST (1 = one event per POST; above 1, a JSON array)"},
 		{env: "BHIV_CORE_BATCH_LINGER", def: "5ms", help: "how long a partial batch waits for more events"},
+		{env: "BHIV_CORE_CONCURRENCY", def: "auto", help: "requests in flight to Core at once: auto (an adaptive limit that follows Core's latency) or a fixed number"},
+		{env: "BHIV_CORE_CONCURRENCY_MIN", def: "1", help: "lowest adaptive limit (it starts at 8, or here when this is higher)"},
+		{env: "BHIV_CORE_CONCURRENCY_MAX", def: "1024", help: "highest adaptive limit; also sizes the connection pool"},
 	}}
 	bucketSettings = group{"Bucket sink (files on local disk, or S3-compatible object storage)", []setting{
 		{env: "BHIV_BUCKET_DIR", def: "./data/bucket", help: "directory of the event files"},

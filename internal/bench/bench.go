@@ -42,9 +42,13 @@ type Config struct {
 	Rate        float64       // events per second; 0 = as fast as possible
 	Size        int           // approximate bytes of each event's data (default 256)
 	Mix         Mix           // kinds published; zero = 70% executions, 30% rewards
-	Concurrency int           // consumer and Core concurrency (embedded), default 64
+	Concurrency int           // the embedded consumer's Concurrency (the Bucket's deliveries at once), default 256
 	CoreLatency time.Duration // core stub latency (embedded)
-	Ceilings    bool          // also measure the ceilings of the parts
+	// CoreCapacity is how many requests the embedded core stub serves at
+	// once (the rest queue); 0 is no bound. Core's own concurrency is
+	// adaptive (BHIV_CORE_CONCURRENCY=auto).
+	CoreCapacity int
+	Ceilings     bool // also measure the ceilings of the parts
 
 	// Embedded runs the whole stack in-process in Dir (a temporary
 	// directory when empty): NATS, the core stub, the consumer with Core,
@@ -117,7 +121,10 @@ type Result struct {
 	AckLatency *Latency `json:"latency_ack,omitempty"`
 	// OtherMessages counts messages others published on the stream during
 	// the run (they make AckLatency approximate).
-	OtherMessages  int                `json:"other_messages"`
+	OtherMessages int `json:"other_messages"`
+	// CoreLimit is Core's concurrency limit during the run, sampled every
+	// 50ms from the first publish to the last ack (embedded only).
+	CoreLimit      *LimitStats        `json:"core_limit,omitempty"`
 	FailureRecords int                `json:"failure_records"` // embedded only
 	PeakRSSBytes   int64              `json:"peak_rss_bytes"`
 	Ceilings       map[string]float64 `json:"ceilings,omitempty"` // events/s of the bare parts, before the run
@@ -125,6 +132,14 @@ type Result struct {
 	// (embedded only): the disk's pace drifts, and the pipeline ran between
 	// the two.
 	CeilingsAfter map[string]float64 `json:"ceilings_after,omitempty"`
+}
+
+// LimitStats summarises samples of a concurrency limit.
+type LimitStats struct {
+	Mean float64 `json:"mean"`
+	Min  int     `json:"min"`
+	Max  int     `json:"max"`
+	Last int     `json:"last"`
 }
 
 // Latency holds percentiles of a latency, in nanoseconds in JSON.
@@ -186,8 +201,8 @@ func (c Config) withDefaults() Config {
 // Validate checks c.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Events < 0 || c.Duration < 0 || c.Rate < 0 || c.Size < 0 || c.CoreLatency < 0 || c.Concurrency < 0 {
-		errs = append(errs, errors.New("events, duration, rate, size, concurrency and core latency must not be negative"))
+	if c.Events < 0 || c.Duration < 0 || c.Rate < 0 || c.Size < 0 || c.CoreLatency < 0 || c.Concurrency < 0 || c.CoreCapacity < 0 {
+		errs = append(errs, errors.New("events, duration, rate, size, concurrency, core latency and core capacity must not be negative"))
 	}
 	if c.Mix.Execution < 0 || c.Mix.Reward < 0 || c.Mix != (Mix{}) && c.Mix.Execution+c.Mix.Reward <= 0 {
 		errs = append(errs, fmt.Errorf("mix %+v: want weights ≥ 0, not all 0", c.Mix))
@@ -195,8 +210,8 @@ func (c Config) Validate() error {
 	if !c.Embedded && c.NATSURL == "" {
 		errs = append(errs, errors.New("give a NATS URL, or run --embedded"))
 	}
-	if !c.Embedded && c.CoreLatency > 0 {
-		errs = append(errs, errors.New("core latency is a setting of the embedded core stub: use it with --embedded"))
+	if !c.Embedded && (c.CoreLatency > 0 || c.CoreCapacity > 0) {
+		errs = append(errs, errors.New("core latency and capacity are settings of the embedded core stub: use them with --embedded"))
 	}
 	return errors.Join(errs...)
 }
@@ -231,7 +246,7 @@ func startStack(c Config) (*stack, error) {
 		s.close()
 		return nil, errors.New("bench: nats server did not start")
 	}
-	if s.stub, err = corestub.New(corestub.Config{Faults: corestub.Faults{Latency: c.CoreLatency}}); err != nil {
+	if s.stub, err = corestub.New(corestub.Config{Capacity: c.CoreCapacity, Faults: corestub.Faults{Latency: c.CoreLatency}}); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -303,7 +318,7 @@ func (s *stack) startConsumer(c Config) error {
 	p, err := pipeline.New(js, pipeline.Config{
 		Consumer: consumer.Config{ManageStream: true, Stream: bhiv.StreamConfig{Name: c.Stream}, Durable: c.Durable,
 			Concurrency: c.Concurrency, SummaryInterval: -1},
-		Core:       sinks.CoreConfig{URL: s.url, Concurrency: c.Concurrency},
+		Core:       sinks.CoreConfig{URL: s.url},
 		Bucket:     sinks.BucketConfig{Dir: filepath.Join(c.Dir, "bucket")},
 		FailureLog: sinks.FailureLogConfig{Path: filepath.Join(c.Dir, "failed.log")},
 		Logger:     c.Logger,
@@ -420,6 +435,11 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	go func() { defer close(watchDone); w.run(wctx) }()
 	defer func() { stopWatch(); <-watchDone }()
 
+	var limits chan *LimitStats
+	if st != nil {
+		limits = make(chan *LimitStats, 1)
+		go func() { limits <- sampleLimit(wctx, st.pipe.Core) }()
+	}
 	padding := strings.Repeat("x", max(0, c.Size-120))
 	share := c.Mix.executionShare()
 	start := time.Now()
@@ -466,6 +486,9 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	res.EndToEndRate = float64(n) / end.Sub(start).Seconds()
 	stopWatch()
 	<-watchDone
+	if limits != nil {
+		res.CoreLimit = <-limits
+	}
 	if c.Progress != nil {
 		c.Progress(len(w.sent), int(w.floor), w.total)
 	}
@@ -491,6 +514,25 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	}
 	res.PeakRSSBytes = peakRSS()
 	return res, nil
+}
+
+// sampleLimit samples Core's concurrency limit every 50ms until ctx ends.
+func sampleLimit(ctx context.Context, core *sinks.Core) *LimitStats {
+	l := core.ConcurrencyLimit()
+	s, sum, n := &LimitStats{Min: l, Max: l, Last: l}, 0, 0
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		l = core.ConcurrencyLimit()
+		s.Min, s.Max, s.Last = min(s.Min, l), max(s.Max, l), l
+		sum, n = sum+l, n+1
+		s.Mean = float64(sum) / float64(n)
+		select {
+		case <-ctx.Done():
+			return s
+		case <-tick.C:
+		}
+	}
 }
 
 func benchEvent(i int, execShare float64, padding string, sent int64) (bhiv.Event, error) {
