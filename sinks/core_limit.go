@@ -79,9 +79,9 @@ const (
 )
 
 // limiterTuning is how the adaptive limiter reads latency. The limit is
-// updated at most every windowMin, after at least windowSamples attempts
-// and at least twice the shortest attempt seen (so a slow Core is
-// measured over several answers): up by 1 (2 from 100, 3 from 1,000) while
+// updated every windowMin to windowMax, once at least windowSamples
+// attempts have ended (the library waits at least twice the shortest
+// attempt seen, up to windowMax): up by 1 (2 from 100, 3 from 1,000) while
 // the recent p90 latency holds against the baseline; down as much when the
 // library's estimate of the requests queued in Core, limit × (1 −
 // baseline/recent), passes 6 (12 from 100, 18 from 1,000), or when, with
@@ -89,16 +89,19 @@ const (
 // throughput. The baseline is a moving average of the recent latencies
 // over baselineAge updates: far longer than the library's default of 10,
 // which forgets within a second or two what Core's latency is without a
-// queue and then lets the limit climb with Core's queue. (Against a core
-// stub serving 8 at once, 200 callers, a loaded 2-core machine: the
-// library's defaults, starting at 20 with a baseline of 10 updates, kept a
-// mean limit of 14 to 27 and 7 to 18 requests queued in the stub; these,
-// 10 to 17 and 4 to 9.)
+// queue and then lets the limit climb with Core's queue. The short window
+// (the library's default is 1 s to 30 s and 50 samples) is what lets the
+// limit climb against a slow Core: the library adds to the limit once per
+// update, and an update needs samples, so against a Core answering in
+// 500 ms the default climbed 8 → 21 in 30 s, this one 8 → 142 in 40 s
+// (about one step per round trip). Against a core stub serving 16 at
+// once in 20 ms, 200 callers, a loaded 2-core machine: mean limit 16 to
+// 18, 2 to 3.5 requests queued in the stub.
 var limiterTuning = struct {
 	windowMin, windowMax time.Duration
 	windowSamples        uint
 	baselineAge          uint
-}{100 * time.Millisecond, 30 * time.Second, 50, 100}
+}{50 * time.Millisecond, 100 * time.Millisecond, 5, 100}
 
 // newLimiter builds the concurrency limiter for the config (defaults
 // applied).
