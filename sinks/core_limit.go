@@ -80,28 +80,27 @@ const (
 
 // limiterTuning is how the adaptive limiter reads latency. The limit is
 // updated every windowMin to windowMax, once at least windowSamples
-// attempts have ended (the library waits at least twice the shortest
-// attempt seen, up to windowMax): up by 1 (2 from 100, 3 from 1,000) while
-// the recent p90 latency holds against the baseline; down as much when the
-// library's estimate of the requests queued in Core, limit × (1 −
-// baseline/recent), passes 6 (12 from 100, 18 from 1,000), or when, with
-// every permit taken, more requests in flight stop bringing more
-// throughput. The baseline is a moving average of the recent latencies
-// over baselineAge updates: far longer than the library's default of 10,
-// which forgets within a second or two what Core's latency is without a
-// queue and then lets the limit climb with Core's queue. The short window
-// (the library's default is 1 s to 30 s and 50 samples) is what lets the
-// limit climb against a slow Core: the library adds to the limit once per
-// update, and an update needs samples, so against a Core answering in
-// 500 ms the default climbed 8 → 21 in 30 s, this one 8 → 142 in 40 s
-// (about one step per round trip). Against a core stub serving 16 at
-// once in 20 ms, 200 callers, a loaded 2-core machine: mean limit 16 to
-// 18, 2 to 3.5 requests queued in the stub.
+// attempts have ended: up by 1 (2 from 100, 3 from 1,000) while the recent
+// p90 latency holds against the baseline; down as much when the library's
+// estimate of the requests queued in Core, limit × (1 − baseline/recent),
+// passes 6 (12 from 100, 18 from 1,000), or when, with every permit taken,
+// more requests in flight stop bringing more throughput. The baseline is a
+// moving average of the recent latencies over baselineAge updates: far
+// longer than the library's default of 10, which forgets within a second
+// or two what Core's latency is without a queue and then lets the limit
+// climb with Core's queue. The window is short (the library's default is
+// 1 s to 30 s and 50 samples) so that the limit climbs against a slow
+// Core too: the library adds to the limit once per update, and an update
+// needs samples, so against a Core answering in 500 ms the default climbed
+// 8 → 21 in 30 s, this one 8 → 87 in 40 s (a step per round trip, as
+// answers come back in waves). Against a core stub serving 16 at once in
+// 20 ms, 200 callers, load 15 on 2 cores: mean limit 13 to 15.5, 0.8 to
+// 2.2 requests queued in the stub.
 var limiterTuning = struct {
 	windowMin, windowMax time.Duration
 	windowSamples        uint
 	baselineAge          uint
-}{50 * time.Millisecond, 100 * time.Millisecond, 5, 100}
+}{100 * time.Millisecond, 100 * time.Millisecond, 5, 100}
 
 // newLimiter builds the concurrency limiter for the config (defaults
 // applied).
