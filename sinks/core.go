@@ -779,40 +779,6 @@ func printable(b []byte) string {
 	}, strings.ToValidUTF8(string(b), ""))
 }
 
-// redactURL returns u as text with its user-info replaced and query values
-// hidden.
-func redactURL(u *url.URL) string {
-	r := *u
-	if r.User != nil {
-		r.User = url.User("REDACTED")
-	}
-	if r.RawQuery != "" {
-		q := r.Query()
-		for k := range q {
-			q[k] = []string{"REDACTED"}
-		}
-		r.RawQuery = q.Encode()
-	}
-	return r.String()
-}
-
-// redactURLString is redactURL for a string that may not parse: everything
-// before the last "@" of the authority is hidden.
-func redactURLString(s string) string {
-	if u, err := url.Parse(s); err == nil {
-		return redactURL(u)
-	}
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok {
-		return "(unparsable URL)"
-	}
-	authority, path, _ := strings.Cut(rest, "/")
-	if i := strings.LastIndex(authority, "@"); i >= 0 {
-		authority = "REDACTED@" + authority[i+1:]
-	}
-	return scheme + "://" + authority + "/" + path
-}
-
 // coreTransport counts attempts and reads each response's body (the first
 // KiB of an error, the rest discarded) before returning it, so that the
 // connection goes back to the pool at once, whatever the policies do with

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hackaverse/bhiv/sinks"
 )
 
 // setting is one configuration value: read from a flag when given, else from
@@ -182,7 +184,7 @@ func (c *config) fail(env, from, val string, err error) {
 	if c.known[env].secret {
 		val = "<redacted>"
 	}
-	val = redactURL(val) // user-info in a URL is a secret too
+	val = sinks.RedactURL(val) // user-info in a URL is a secret too
 	c.errs = append(c.errs, fmt.Errorf("%s=%q: %w", from, val, err))
 }
 
@@ -297,7 +299,7 @@ func (c *config) effective() []any {
 			if v == "" {
 				continue
 			}
-			out = append(out, strings.ToLower(s.env), redactURL(v))
+			out = append(out, strings.ToLower(s.env), sinks.RedactURL(v))
 		}
 	}
 	return out
