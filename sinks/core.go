@@ -261,10 +261,10 @@ type Core struct {
 
 // NewCore returns a Core sink for cfg (defaults applied).
 func NewCore(cfg CoreConfig) (*Core, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.WithDefaults()
 	u, _ := url.Parse(cfg.URL) // checked by Validate
 	tlsCfg, err := coreTLSConfig(cfg)
 	if err != nil {
