@@ -3,6 +3,7 @@ package sinks
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -285,12 +286,29 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 			c.secrets = append(c.secrets, p)
 		}
 	}
+	c.transport, c.client = c.newClient(tlsCfg)
+	c.limiter = c.newLimiter()
+	if c.m, err = newCoreMetrics(cfg.Registerer, c); err != nil {
+		return nil, err
+	}
+	c.breaker = c.newBreaker()
+	c.executor = failsafe.With[*http.Response](c.newRetry(), limiterPolicy{c}, breakerPolicy{c}, timeout.New[*http.Response](cfg.Timeout))
+	c.base, c.stop = context.WithCancelCause(context.Background())
+	return c, nil
+}
+
+// newClient returns the HTTP transport and client of Core: connections
+// pooled for as many requests as the concurrency allows, attempts counted
+// and answers read by coreTransport, redirects not followed (a 3xx is a
+// permanent failure).
+func (c *Core) newClient(tlsCfg *tls.Config) (*http.Transport, *http.Client) {
+	cfg := c.cfg
 	conns := cfg.ConcurrencyMax
 	if cfg.Concurrency > 0 {
 		conns = cfg.Concurrency
 	}
 	dialer := &net.Dialer{Timeout: min(cfg.Timeout, 30*time.Second), KeepAlive: 30 * time.Second}
-	c.transport = &http.Transport{
+	transport := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
 		TLSClientConfig:       tlsCfg,
@@ -301,40 +319,45 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 		TLSHandshakeTimeout:   min(cfg.Timeout, 10*time.Second),
 		ExpectContinueTimeout: time.Second,
 	}
-	c.client = &http.Client{
-		Transport: &coreTransport{next: c.transport, core: c},
-		// A redirect is a permanent failure (3xx), not something to follow.
+	return transport, &http.Client{
+		Transport:     &coreTransport{next: transport, core: c},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	c.limiter = c.newLimiter()
-	if c.m, err = newCoreMetrics(cfg.Registerer, c); err != nil {
-		return nil, err
-	}
-	c.breaker = circuitbreaker.NewBuilder[*http.Response]().
+}
+
+// newBreaker returns Core's circuit breaker: it counts retryable and
+// refused attempts as failures (classifyCore), opens after BreakerFailures
+// in a row, and lets one probe through after BreakerDelay (or the
+// Retry-After of the failure that opened it).
+func (c *Core) newBreaker() circuitbreaker.CircuitBreaker[*http.Response] {
+	return circuitbreaker.NewBuilder[*http.Response]().
 		HandleIf(func(resp *http.Response, err error) bool {
 			o := classifyCore(false, resp, err)
 			return o == coreRetry || o == coreRefused
 		}).
-		WithFailureThreshold(uint(cfg.BreakerFailures)).
+		WithFailureThreshold(uint(c.cfg.BreakerFailures)).
 		WithSuccessThreshold(1). // one good probe closes it, one bad one reopens it
 		WithDelayFunc(c.breakerDelay).
-		WithDelay(cfg.BreakerDelay). // when opened by hand (a refusal)
+		WithDelay(c.cfg.BreakerDelay). // when opened by hand (a refusal)
 		OnStateChanged(c.breakerChanged).
 		Build()
-	retry := retrypolicy.NewBuilder[*http.Response]().
+}
+
+// newRetry returns Core's retry policy: retryable attempts (classifyCore)
+// are retried MaxRetries times with backoff and Retry-After; an open
+// breaker or a refusal ends the retries at once.
+func (c *Core) newRetry() retrypolicy.RetryPolicy[*http.Response] {
+	return retrypolicy.NewBuilder[*http.Response]().
 		HandleIf(func(resp *http.Response, err error) bool { return classifyCore(false, resp, err) == coreRetry }).
 		AbortIf(func(resp *http.Response, err error) bool {
 			o := classifyCore(false, resp, err)
 			return o == coreUnavailable || o == coreRefused
 		}).
-		WithMaxRetries(cfg.MaxRetries).
+		WithMaxRetries(c.cfg.MaxRetries).
 		WithDelayFunc(c.retryDelay).
 		ReturnLastFailure().
 		OnRetryScheduled(c.retryScheduled).
 		Build()
-	c.executor = failsafe.With[*http.Response](retry, limiterPolicy{c}, breakerPolicy{c}, timeout.New[*http.Response](cfg.Timeout))
-	c.base, c.stop = context.WithCancelCause(context.Background())
-	return c, nil
 }
 
 // Name returns "core".
@@ -497,22 +520,9 @@ func (c *Core) post(ctx context.Context, m coreMsg) error {
 	}
 	call := &coreCall{ctx: ctx, key: m.key}
 	cctx := context.WithValue(ctx, callKey{}, call)
-	// The request's own context stays Background: failsafehttp then uses the
-	// execution's context (cctx, with the per-attempt timeout) as is,
-	// without merging two contexts on every attempt.
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, c.url, bytes.NewReader(m.body))
+	req, err := c.request(m)
 	if err != nil {
 		return &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassPermanent, Err: c.sanitize(err)}
-	}
-	h := req.Header
-	h["Content-Type"] = []string{m.ctype}
-	for i := 0; i+1 < len(m.attrs); i += 2 {
-		h[m.attrs[i]] = []string{m.attrs[i+1]}
-	}
-	h["Idempotency-Key"] = []string{m.key}
-	h["User-Agent"] = []string{c.cfg.UserAgent}
-	if c.auth != "" {
-		h["Authorization"] = []string{c.auth}
 	}
 	c.m.observeBatch(m.events)
 	c.posts.Add(1)
@@ -529,6 +539,34 @@ func (c *Core) post(ctx context.Context, m coreMsg) error {
 	if ctx.Err() != nil {
 		return cancelledErr(ctx, m.key, attempts)
 	}
+	return c.failure(outcome, resp, err, attempts)
+}
+
+// request returns the POST that carries m, with its headers. Its own
+// context stays Background: failsafehttp then uses the execution's context
+// (with the per-attempt timeout) as is, without merging two contexts on
+// every attempt.
+func (c *Core) request(m coreMsg) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, c.url, bytes.NewReader(m.body))
+	if err != nil {
+		return nil, err
+	}
+	h := req.Header
+	h["Content-Type"] = []string{m.ctype}
+	for i := 0; i+1 < len(m.attrs); i += 2 {
+		h[m.attrs[i]] = []string{m.attrs[i+1]}
+	}
+	h["Idempotency-Key"] = []string{m.key}
+	h["User-Agent"] = []string{c.cfg.UserAgent}
+	if c.auth != "" {
+		h["Authorization"] = []string{c.auth}
+	}
+	return req, nil
+}
+
+// failure is the *bhiv.SinkError of a delivery that ended with outcome
+// (not a success, not the caller's cancellation) after attempts attempts.
+func (c *Core) failure(outcome coreOutcome, resp *http.Response, err error, attempts int) *bhiv.SinkError {
 	se := &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassRetryableExhausted, Attempts: attempts}
 	switch outcome {
 	case coreUnavailable:
