@@ -38,9 +38,12 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{Dir: "testdata/script"})
 }
 
-// envMap returns a getenv over m.
+// envMap returns the getenv run gets from main when the environment is m.
 func envMap(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
+	return getenvFrom(func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	})
 }
 
 // runBhiv runs the binary in-process and returns its output.
