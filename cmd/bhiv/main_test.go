@@ -273,3 +273,39 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// parseMetrics reads the Prometheus text format into name{labels} → value.
+func parseMetrics(text string) map[string]float64 {
+	m := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		var v float64
+		fmt.Sscan(line[i+1:], &v)
+		m[line[:i]] = v
+	}
+	return m
+}
+
+// waitForLogField waits for a JSON log line with msg and returns its field.
+func waitForLogField(t *testing.T, logs *syncBuffer, msg, field string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
+				if s, ok := rec[field].(string); ok {
+					return s
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no log line %q with %s; logs:\n%s", msg, field, logs.String())
+	return ""
+}
