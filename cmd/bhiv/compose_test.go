@@ -69,19 +69,15 @@ func inRepo(t *testing.T, p *types.Project, path string) string {
 	return filepath.Join(repoRoot, rel)
 }
 
-// environ is a service's environment as the binary reads it (main.go's
-// getenv: empty reads as unset, but an empty BHIV_ADMIN_ADDR is off).
+// environ is a service's environment as the binary reads it (getenvFrom).
 func environ(svc types.ServiceConfig) func(string) string {
-	return func(k string) string {
+	return getenvFrom(func(k string) (string, bool) {
 		v := svc.Environment[k]
 		if v == nil {
-			return ""
+			return "", false
 		}
-		if *v == "" && k == "BHIV_ADMIN_ADDR" {
-			return "off"
-		}
-		return *v
-	}
+		return *v, true
+	})
 }
 
 // healthURL returns the URL a `CMD <binary> healthcheck URL` (or wget) test

@@ -334,7 +334,8 @@ func scrapeRealRun(t *testing.T) map[string]map[string]bool {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		for series := range parseMetrics(httpGet(t, url)) {
+		_, text := get(t, url)
+		for series := range parseMetrics(text) {
 			name, labels, _ := strings.Cut(series, "{")
 			if names[name] == nil {
 				names[name] = map[string]bool{}

@@ -20,6 +20,19 @@ type setting struct {
 	def    string // default, as text
 	help   string
 	secret bool // never printed
+	// emptyMeans is what the setting given as the empty string (variable or
+	// flag) stands for, such as "off". Without it, an empty variable reads
+	// as unset (the default applies) and an empty flag as empty.
+	emptyMeans string
+}
+
+// given returns what v, given for s, stands for: v itself, or, when v is
+// empty, what s says empty means.
+func (s setting) given(v string) string {
+	if v == "" {
+		return s.emptyMeans
+	}
+	return v
 }
 
 // group is a titled list of settings, as in .env.example.
@@ -101,7 +114,7 @@ var (
 		{env: "BHIV_MAX_FAILED_HOLDS", def: "3", help: "holds of one event that may end with its own attempts failed while the sink takes other events (a poison event) before it goes to the failure log"},
 	}}
 	adminSettings = group{"Admin server", []setting{
-		{env: "BHIV_ADMIN_ADDR", def: "127.0.0.1:8081", help: "address of /metrics, /healthz, /readyz (off or empty turns it off)"},
+		{env: "BHIV_ADMIN_ADDR", def: "127.0.0.1:8081", help: "address of /metrics, /healthz, /readyz (off or empty turns it off)", emptyMeans: adminOff},
 		{env: "BHIV_ADMIN_PPROF", def: "false", help: "also serve the Go profiler at /debug/pprof/ on the admin address (keep that address private)"},
 	}}
 	ingestSettings = group{"HTTP ingest (bhiv ingest, bhiv dev)", []setting{
@@ -124,6 +137,31 @@ var (
 
 // allGroups lists every group, in .env.example order.
 var allGroups = []group{natsSettings, coreSettings, bucketSettings, failureSettings, consumerSettings, adminSettings, ingestSettings, stubSettings, logSettings}
+
+// settingsByEnv indexes every setting by its environment variable.
+var settingsByEnv = func() map[string]setting {
+	m := map[string]setting{}
+	for _, g := range allGroups {
+		for _, s := range g.settings {
+			m[s.env] = s
+		}
+	}
+	return m
+}()
+
+// getenvFrom returns the getenv that run reads the environment through, over
+// lookup (os.LookupEnv in main): a variable set to the empty string reads as
+// unset, so that its default applies, unless its setting says what empty
+// means (emptyMeans).
+func getenvFrom(lookup func(string) (string, bool)) func(string) string {
+	return func(key string) string {
+		v, ok := lookup(key)
+		if ok && v == "" {
+			return settingsByEnv[key].given(v)
+		}
+		return v
+	}
+}
 
 // flagName turns an environment name into its flag: BHIV_CORE_URL → core-url,
 // NATS_URL → nats-url.
@@ -172,7 +210,7 @@ func (c *config) lookup(env string) (val, from string) {
 		}
 	})
 	if set {
-		return *c.vals[env], "--" + flagName(env)
+		return s.given(*c.vals[env]), "--" + flagName(env)
 	}
 	if v := c.getenv(env); v != "" {
 		return v, env

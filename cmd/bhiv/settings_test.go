@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files (.env.example)")
+var update = flag.Bool("update", false, "rewrite golden files (.env.example, the files testdata/script compares with)")
 
 // envExample renders .env.example from the settings table.
 func envExample() string {
