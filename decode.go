@@ -234,7 +234,7 @@ func binaryExtensions(h map[string][]string) map[string]json.RawMessage {
 			continue
 		}
 		name := strings.ToLower(k[3:])
-		if binaryAttrs[name] || !validAttrName(name) {
+		if binaryAttrs[name] || !ValidAttrName(name) {
 			continue
 		}
 		q, err := json.Marshal(v[0])
@@ -249,7 +249,10 @@ func binaryExtensions(h map[string][]string) map[string]json.RawMessage {
 	return ext
 }
 
-func validAttrName(name string) bool {
+// ValidAttrName reports whether name is a CloudEvents attribute name:
+// lower-case ASCII letters and digits, at most 20 (the spec's rule, which
+// lets an attribute travel as a ce-<name> header).
+func ValidAttrName(name string) bool {
 	if name == "" || len(name) > 20 {
 		return false
 	}

@@ -46,6 +46,19 @@ func (e *Event) JSON() ([]byte, error) {
 	return e.MarshalJSON()
 }
 
+// ExtensionNames returns the names of the event's extension attributes,
+// sorted: the order they are encoded in.
+func (e *Event) ExtensionNames() []string {
+	names := make([]string, 0, len(e.Extensions))
+	for n := range e.Extensions {
+		if !coreAttrs[n] {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
 // Kind returns the kind named by the event's type, or "" when it is unknown.
 func (e *Event) Kind() Kind {
 	k, err := KindFromType(e.Type)
@@ -100,14 +113,7 @@ func (e *Event) encode(dataCompact bool) ([]byte, error) {
 		str("datacontenttype", e.DataContentType, false)
 	}
 	if len(e.Extensions) > 0 {
-		names := make([]string, 0, len(e.Extensions))
-		for n := range e.Extensions {
-			if !coreAttrs[n] {
-				names = append(names, n)
-			}
-		}
-		sort.Strings(names)
-		for _, n := range names {
+		for _, n := range e.ExtensionNames() {
 			q, _ := json.Marshal(n)
 			b.WriteByte(',')
 			b.Write(q)

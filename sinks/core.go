@@ -3,6 +3,7 @@ package sinks
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"unicode"
 
 	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/adaptivelimiter"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/failsafe-go/failsafe-go/common"
 	"github.com/failsafe-go/failsafe-go/failsafehttp"
@@ -47,7 +49,6 @@ const (
 	DefaultCoreTimeout         = 10 * time.Second
 	DefaultCoreBatchMax        = 1
 	DefaultCoreBatchLinger     = 5 * time.Millisecond
-	DefaultCoreConcurrency     = 64
 	DefaultCoreUserAgent       = "bhiv/dev"
 )
 
@@ -97,9 +98,15 @@ type CoreConfig struct {
 	BatchMax int
 	// BatchLinger is how long a batch waits for more events.
 	BatchLinger time.Duration
-	// Concurrency is how many callers deliver at once; it sizes the idle
-	// connection pool.
+	// Concurrency is how many requests may be in flight to Core at once
+	// (each POST, batches too): 0, the default, lets the adaptive limiter
+	// find it between ConcurrencyMin and ConcurrencyMax (see core_limit.go);
+	// above 0 it is fixed.
 	Concurrency int
+	// ConcurrencyMin and ConcurrencyMax bound the adaptive limit; defaults
+	// DefaultCoreConcurrencyMin and DefaultCoreConcurrencyMax. The maximum
+	// (or the fixed Concurrency) sizes the idle connection pool.
+	ConcurrencyMin, ConcurrencyMax int
 	// UserAgent is sent with every request; default DefaultCoreUserAgent.
 	UserAgent string
 	// Mode is the CloudEvents HTTP content mode of a request carrying one
@@ -145,8 +152,11 @@ func (c CoreConfig) WithDefaults() CoreConfig {
 	if c.BatchLinger == 0 {
 		c.BatchLinger = DefaultCoreBatchLinger
 	}
-	if c.Concurrency == 0 {
-		c.Concurrency = DefaultCoreConcurrency
+	if c.ConcurrencyMin == 0 {
+		c.ConcurrencyMin = DefaultCoreConcurrencyMin
+	}
+	if c.ConcurrencyMax == 0 {
+		c.ConcurrencyMax = max(DefaultCoreConcurrencyMax, c.ConcurrencyMin)
 	}
 	if c.UserAgent == "" {
 		c.UserAgent = DefaultCoreUserAgent
@@ -194,8 +204,12 @@ func (c CoreConfig) Validate() error {
 	if c.BatchMax < 1 {
 		errs = append(errs, fmt.Errorf("core batch max %d: must be at least 1", c.BatchMax))
 	}
-	if c.Concurrency < 1 {
-		errs = append(errs, fmt.Errorf("core concurrency %d: must be at least 1", c.Concurrency))
+	if c.Concurrency < 0 || c.Concurrency > MaxCoreConcurrency {
+		errs = append(errs, fmt.Errorf("core concurrency %d: want 0 (auto) or 1 to %d", c.Concurrency, MaxCoreConcurrency))
+	}
+	if c.ConcurrencyMin < 1 || c.ConcurrencyMax > MaxCoreConcurrency || c.ConcurrencyMax < c.ConcurrencyMin {
+		errs = append(errs, fmt.Errorf("core concurrency min %d, max %d: want 1 <= min <= max <= %d",
+			c.ConcurrencyMin, c.ConcurrencyMax, MaxCoreConcurrency))
 	}
 	if !slices.Contains(CoreModes, c.Mode) {
 		errs = append(errs, fmt.Errorf("core mode %q: want binary or structured", c.Mode))
@@ -207,8 +221,9 @@ func (c CoreConfig) Validate() error {
 }
 
 // Core is the Core sink: it POSTs events to BHIV Core over HTTP through a
-// failsafe-go retry policy, circuit breaker and per-attempt timeout, in that
-// order from the outside in. It is safe for concurrent use.
+// failsafe-go retry policy, concurrency limiter, circuit breaker and
+// per-attempt timeout, in that order from the outside in. It is safe for
+// concurrent use.
 type Core struct {
 	cfg       CoreConfig
 	url       string   // the URL requests go to
@@ -219,8 +234,14 @@ type Core struct {
 	transport *http.Transport
 	client    *http.Client
 	breaker   circuitbreaker.CircuitBreaker[*http.Response]
+	limiter   adaptivelimiter.AdaptiveLimiter[*http.Response]
 	executor  failsafe.Executor[*http.Response]
 	m         *coreMetrics
+
+	// posts counts the POSTs under way (from the first attempt to the
+	// result, backoffs included), atLimiter those waiting for a permit or
+	// holding one; the difference is waiting between attempts.
+	posts, atLimiter atomic.Int64
 
 	// refusedStatus is the status of the refusal (401, 403, 404, 407) that
 	// opened the breaker, until it closes again; 0 when none.
@@ -241,10 +262,10 @@ type Core struct {
 
 // NewCore returns a Core sink for cfg (defaults applied).
 func NewCore(cfg CoreConfig) (*Core, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.WithDefaults()
 	u, _ := url.Parse(cfg.URL) // checked by Validate
 	tlsCfg, err := coreTLSConfig(cfg)
 	if err != nil {
@@ -265,51 +286,78 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 			c.secrets = append(c.secrets, p)
 		}
 	}
+	c.transport, c.client = c.newClient(tlsCfg)
+	c.limiter = c.newLimiter()
+	if c.m, err = newCoreMetrics(cfg.Registerer, c); err != nil {
+		return nil, err
+	}
+	c.breaker = c.newBreaker()
+	c.executor = failsafe.With[*http.Response](c.newRetry(), limiterPolicy{c}, breakerPolicy{c}, timeout.New[*http.Response](cfg.Timeout))
+	c.base, c.stop = context.WithCancelCause(context.Background())
+	return c, nil
+}
+
+// newClient returns the HTTP transport and client of Core: connections
+// pooled for as many requests as the concurrency allows, attempts counted
+// and answers read by coreTransport, redirects not followed (a 3xx is a
+// permanent failure).
+func (c *Core) newClient(tlsCfg *tls.Config) (*http.Transport, *http.Client) {
+	cfg := c.cfg
+	conns := cfg.ConcurrencyMax
+	if cfg.Concurrency > 0 {
+		conns = cfg.Concurrency
+	}
 	dialer := &net.Dialer{Timeout: min(cfg.Timeout, 30*time.Second), KeepAlive: 30 * time.Second}
-	c.transport = &http.Transport{
+	transport := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
 		TLSClientConfig:       tlsCfg,
 		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          max(100, 2*cfg.Concurrency),
-		MaxIdleConnsPerHost:   cfg.Concurrency + cfg.Concurrency/4 + 1,
+		MaxIdleConns:          max(100, conns+conns/4+1),
+		MaxIdleConnsPerHost:   conns + conns/4 + 1,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   min(cfg.Timeout, 10*time.Second),
 		ExpectContinueTimeout: time.Second,
 	}
-	c.client = &http.Client{
-		Transport: &coreTransport{next: c.transport, core: c},
-		// A redirect is a permanent failure (3xx), not something to follow.
+	return transport, &http.Client{
+		Transport:     &coreTransport{next: transport, core: c},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	if c.m, err = newCoreMetrics(cfg.Registerer, c); err != nil {
-		return nil, err
-	}
-	c.breaker = circuitbreaker.NewBuilder[*http.Response]().
+}
+
+// newBreaker returns Core's circuit breaker: it counts retryable and
+// refused attempts as failures (classifyCore), opens after BreakerFailures
+// in a row, and lets one probe through after BreakerDelay (or the
+// Retry-After of the failure that opened it).
+func (c *Core) newBreaker() circuitbreaker.CircuitBreaker[*http.Response] {
+	return circuitbreaker.NewBuilder[*http.Response]().
 		HandleIf(func(resp *http.Response, err error) bool {
 			o := classifyCore(false, resp, err)
 			return o == coreRetry || o == coreRefused
 		}).
-		WithFailureThreshold(uint(cfg.BreakerFailures)).
+		WithFailureThreshold(uint(c.cfg.BreakerFailures)).
 		WithSuccessThreshold(1). // one good probe closes it, one bad one reopens it
 		WithDelayFunc(c.breakerDelay).
-		WithDelay(cfg.BreakerDelay). // when opened by hand (a refusal)
+		WithDelay(c.cfg.BreakerDelay). // when opened by hand (a refusal)
 		OnStateChanged(c.breakerChanged).
 		Build()
-	retry := retrypolicy.NewBuilder[*http.Response]().
+}
+
+// newRetry returns Core's retry policy: retryable attempts (classifyCore)
+// are retried MaxRetries times with backoff and Retry-After; an open
+// breaker or a refusal ends the retries at once.
+func (c *Core) newRetry() retrypolicy.RetryPolicy[*http.Response] {
+	return retrypolicy.NewBuilder[*http.Response]().
 		HandleIf(func(resp *http.Response, err error) bool { return classifyCore(false, resp, err) == coreRetry }).
 		AbortIf(func(resp *http.Response, err error) bool {
 			o := classifyCore(false, resp, err)
 			return o == coreUnavailable || o == coreRefused
 		}).
-		WithMaxRetries(cfg.MaxRetries).
+		WithMaxRetries(c.cfg.MaxRetries).
 		WithDelayFunc(c.retryDelay).
 		ReturnLastFailure().
 		OnRetryScheduled(c.retryScheduled).
 		Build()
-	c.executor = failsafe.With[*http.Response](retry, breakerPolicy{c}, timeout.New[*http.Response](cfg.Timeout))
-	c.base, c.stop = context.WithCancelCause(context.Background())
-	return c, nil
 }
 
 // Name returns "core".
@@ -419,7 +467,8 @@ const (
 // even though it wraps context.DeadlineExceeded. The circuit breaker counts
 // retryable and refused attempts as failures, cancelled ones not at all
 // (an attempt cut short says nothing about Core), and the rest as
-// successes.
+// successes. The concurrency limiter learns Core's latency from 2xx
+// attempts only (core_limit.go has its rows).
 func classifyCore(done bool, resp *http.Response, err error) coreOutcome {
 	if err != nil {
 		switch {
@@ -471,24 +520,13 @@ func (c *Core) post(ctx context.Context, m coreMsg) error {
 	}
 	call := &coreCall{ctx: ctx, key: m.key}
 	cctx := context.WithValue(ctx, callKey{}, call)
-	// The request's own context stays Background: failsafehttp then uses the
-	// execution's context (cctx, with the per-attempt timeout) as is,
-	// without merging two contexts on every attempt.
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, c.url, bytes.NewReader(m.body))
+	req, err := c.request(m)
 	if err != nil {
 		return &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassPermanent, Err: c.sanitize(err)}
 	}
-	h := req.Header
-	h["Content-Type"] = []string{m.ctype}
-	for i := 0; i+1 < len(m.attrs); i += 2 {
-		h[m.attrs[i]] = []string{m.attrs[i+1]}
-	}
-	h["Idempotency-Key"] = []string{m.key}
-	h["User-Agent"] = []string{c.cfg.UserAgent}
-	if c.auth != "" {
-		h["Authorization"] = []string{c.auth}
-	}
 	c.m.observeBatch(m.events)
+	c.posts.Add(1)
+	defer c.posts.Add(-1)
 	resp, err := failsafehttp.NewRequestWithExecutor(req, c.client, c.executor.WithContext(cctx)).Do()
 	if resp != nil {
 		defer resp.Body.Close()
@@ -501,6 +539,34 @@ func (c *Core) post(ctx context.Context, m coreMsg) error {
 	if ctx.Err() != nil {
 		return cancelledErr(ctx, m.key, attempts)
 	}
+	return c.failure(outcome, resp, err, attempts)
+}
+
+// request returns the POST that carries m, with its headers. Its own
+// context stays Background: failsafehttp then uses the execution's context
+// (with the per-attempt timeout) as is, without merging two contexts on
+// every attempt.
+func (c *Core) request(m coreMsg) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, c.url, bytes.NewReader(m.body))
+	if err != nil {
+		return nil, err
+	}
+	h := req.Header
+	h["Content-Type"] = []string{m.ctype}
+	for i := 0; i+1 < len(m.attrs); i += 2 {
+		h[m.attrs[i]] = []string{m.attrs[i+1]}
+	}
+	h["Idempotency-Key"] = []string{m.key}
+	h["User-Agent"] = []string{c.cfg.UserAgent}
+	if c.auth != "" {
+		h["Authorization"] = []string{c.auth}
+	}
+	return req, nil
+}
+
+// failure is the *bhiv.SinkError of a delivery that ended with outcome
+// (not a success, not the caller's cancellation) after attempts attempts.
+func (c *Core) failure(outcome coreOutcome, resp *http.Response, err error, attempts int) *bhiv.SinkError {
 	se := &bhiv.SinkError{Sink: CoreName, Class: bhiv.ClassRetryableExhausted, Attempts: attempts}
 	switch outcome {
 	case coreUnavailable:
@@ -749,40 +815,6 @@ func printable(b []byte) string {
 		}
 		return r
 	}, strings.ToValidUTF8(string(b), ""))
-}
-
-// redactURL returns u as text with its user-info replaced and query values
-// hidden.
-func redactURL(u *url.URL) string {
-	r := *u
-	if r.User != nil {
-		r.User = url.User("REDACTED")
-	}
-	if r.RawQuery != "" {
-		q := r.Query()
-		for k := range q {
-			q[k] = []string{"REDACTED"}
-		}
-		r.RawQuery = q.Encode()
-	}
-	return r.String()
-}
-
-// redactURLString is redactURL for a string that may not parse: everything
-// before the last "@" of the authority is hidden.
-func redactURLString(s string) string {
-	if u, err := url.Parse(s); err == nil {
-		return redactURL(u)
-	}
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok {
-		return "(unparsable URL)"
-	}
-	authority, path, _ := strings.Cut(rest, "/")
-	if i := strings.LastIndex(authority, "@"); i >= 0 {
-		authority = "REDACTED@" + authority[i+1:]
-	}
-	return scheme + "://" + authority + "/" + path
 }
 
 // coreTransport counts attempts and reads each response's body (the first

@@ -14,7 +14,7 @@ type coreMetrics struct {
 	attempts  prometheus.Counter
 	batchSize prometheus.Histogram
 	refusals  *prometheus.CounterVec
-	state     prometheus.Collector // registered by this Core, unregistered by Close
+	gauges    []prometheus.Collector // read this Core: registered by it, unregistered by Close
 }
 
 // newCoreMetrics registers the Core sink's metrics with reg (nil: none).
@@ -45,22 +45,35 @@ func newCoreMetrics(reg prometheus.Registerer, c *Core) (*coreMetrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	state := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "bhiv_core_breaker_state",
-		Help: "State of the Core circuit breaker: 0 closed, 1 half-open, 2 open.",
-	}, func() float64 {
-		switch c.BreakerState() {
-		case "open":
-			return 2
-		case "half-open":
-			return 1
+	m := &coreMetrics{reg: reg, attempts: attempts.WithLabelValues(CoreName), batchSize: size, refusals: refusals}
+	for _, g := range []struct {
+		name, help string
+		fn         func() float64
+	}{
+		{"bhiv_core_breaker_state", "State of the Core circuit breaker: 0 closed, 1 half-open, 2 open.", func() float64 {
+			switch c.BreakerState() {
+			case "open":
+				return 2
+			case "half-open":
+				return 1
+			}
+			return 0
+		}},
+		{"bhiv_core_concurrency_limit", "Most requests in flight to BHIV Core at once, as the adaptive concurrency limiter sets it now (BHIV_CORE_CONCURRENCY when fixed).",
+			func() float64 { return float64(c.limiter.Limit()) }},
+		{"bhiv_core_requests_in_flight", "Requests to BHIV Core in flight now (attempts holding a permit of the concurrency limiter).",
+			func() float64 { return float64(c.limiter.Inflight()) }},
+		{"bhiv_core_requests_queued", "Requests to BHIV Core waiting for a permit of the concurrency limiter now.",
+			func() float64 { return float64(c.limiter.Queued()) }},
+	} {
+		col := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help}, g.fn)
+		if err := reg.Register(col); err != nil {
+			m.unregister()
+			return nil, err
 		}
-		return 0
-	})
-	if err := reg.Register(state); err != nil {
-		return nil, err
+		m.gauges = append(m.gauges, col)
 	}
-	return &coreMetrics{reg: reg, attempts: attempts.WithLabelValues(CoreName), batchSize: size, refusals: refusals, state: state}, nil
+	return m, nil
 }
 
 // register registers col with reg, or returns the collector of the same
@@ -96,9 +109,11 @@ func (m *coreMetrics) refused(status int) {
 	}
 }
 
-// unregister removes the breaker gauge, which reads this Core.
+// unregister removes the gauges, which read this Core.
 func (m *coreMetrics) unregister() {
 	if m != nil {
-		m.reg.Unregister(m.state)
+		for _, g := range m.gauges {
+			m.reg.Unregister(g)
+		}
 	}
 }

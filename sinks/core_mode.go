@@ -3,7 +3,6 @@ package sinks
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -76,14 +75,6 @@ func batchMessage(ids []string, bodies [][]byte) coreMsg {
 	return coreMsg{key: batchKey(ids), body: joinArray(bodies), ctype: ContentTypeCloudEventsBatch, events: len(ids)}
 }
 
-// envelopeAttrs are the attributes that are not extensions: they have
-// their own fields in bhiv.Event (datacontenttype and data travel as
-// Content-Type and body in binary mode).
-var envelopeAttrs = map[string]bool{
-	"specversion": true, "id": true, "source": true, "type": true, "time": true,
-	"subject": true, "datacontenttype": true, "data": true, "data_base64": true,
-}
-
 // binaryAttrs returns the ce- headers of ev in binary mode (§3.1.3): every
 // attribute but datacontenttype and data, extensions included, under its
 // own name prefixed with "ce-" (§3.1.3.1), its value the attribute's
@@ -108,15 +99,8 @@ func binaryAttrs(ev *bhiv.Event) ([]string, error) {
 	if len(ev.Extensions) == 0 {
 		return attrs, nil
 	}
-	names := make([]string, 0, len(ev.Extensions))
-	for n := range ev.Extensions {
-		if !envelopeAttrs[n] {
-			names = append(names, n)
-		}
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		if !attrName(n) {
+	for _, n := range ev.ExtensionNames() {
+		if !bhiv.ValidAttrName(n) {
 			return nil, fmt.Errorf("extension %q is not a CloudEvents attribute name (a-z, 0-9, at most 20): binary mode cannot carry it as a header; use BHIV_CORE_MODE=structured", n)
 		}
 		raw := ev.Extensions[n]
@@ -129,20 +113,6 @@ func binaryAttrs(ev *bhiv.Event) ([]string, error) {
 		attrs = append(attrs, "ce-"+n, pctEncode(v))
 	}
 	return attrs, nil
-}
-
-// attrName reports whether name is a CloudEvents attribute name: lower-case
-// letters and digits, at most 20.
-func attrName(name string) bool {
-	if name == "" || len(name) > 20 {
-		return false
-	}
-	for _, c := range []byte(name) {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // pctEncode percent-encodes s as the HTTP binding's §3.1.3.2 says: space,

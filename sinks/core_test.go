@@ -979,9 +979,12 @@ func TestCoreConfig(t *testing.T) {
 	d := CoreConfig{}.WithDefaults()
 	if d.URL != DefaultCoreURL || d.MaxRetries != 3 || d.Backoff != time.Second || d.BackoffMax != 30*time.Second ||
 		d.BreakerFailures != 5 || d.BreakerDelay != 10*time.Second || d.Timeout != 10*time.Second ||
-		d.BatchMax != 1 || d.BatchLinger != 5*time.Millisecond || d.Concurrency != 64 || d.UserAgent != "bhiv/dev" || d.Logger == nil ||
+		d.BatchMax != 1 || d.BatchLinger != 5*time.Millisecond || d.Concurrency != 0 || d.ConcurrencyMin != 1 || d.ConcurrencyMax != 1024 || d.UserAgent != "bhiv/dev" || d.Logger == nil ||
 		d.Mode != CoreBinary {
 		t.Errorf("defaults %+v", d)
+	}
+	if got := (CoreConfig{ConcurrencyMin: 2000}).WithDefaults().ConcurrencyMax; got != 2000 {
+		t.Errorf("ConcurrencyMin 2000 gives ConcurrencyMax %d, want 2000", got)
 	}
 	if got := (CoreConfig{MaxRetries: -1}).WithDefaults().MaxRetries; got != 0 {
 		t.Errorf("MaxRetries -1 gives %d, want 0 (no retries)", got)
@@ -1002,6 +1005,13 @@ func TestCoreConfig(t *testing.T) {
 		{"breaker", CoreConfig{BreakerFailures: -1}, "breaker failures"},
 		{"batch", CoreConfig{BatchMax: -2}, "batch max"},
 		{"concurrency", CoreConfig{Concurrency: -1}, "concurrency"},
+		{"fixed concurrency", CoreConfig{Concurrency: 10_000}, ""},
+		{"concurrency too high", CoreConfig{Concurrency: 10_001}, "concurrency 10001"},
+		{"concurrency bounds", CoreConfig{ConcurrencyMin: 4, ConcurrencyMax: 64}, ""},
+		{"concurrency min only", CoreConfig{ConcurrencyMin: 2000}, ""},
+		{"concurrency min above max", CoreConfig{ConcurrencyMin: 65, ConcurrencyMax: 64}, "min <= max"},
+		{"concurrency min negative", CoreConfig{ConcurrencyMin: -1}, "concurrency min"},
+		{"concurrency max too high", CoreConfig{ConcurrencyMax: 10_001}, "concurrency min"},
 		{"cert without key", CoreConfig{CertFile: "c.pem"}, "go together"},
 		{"token with newline", CoreConfig{Token: "a\nb"}, "token"},
 		{"structured", CoreConfig{Mode: CoreStructured}, ""},

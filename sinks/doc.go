@@ -32,8 +32,16 @@
 // up with one event is sent as a single event, in Mode.
 //
 // Every attempt goes through failsafe-go policies: a retry policy
-// (exponential backoff with jitter, Retry-After honoured) around a circuit
-// breaker around a per-attempt timeout. One table (classifyCore) decides
+// (exponential backoff with jitter, Retry-After honoured) around an
+// adaptive concurrency limiter around a circuit breaker around a
+// per-attempt timeout. The limiter (core_limit.go) holds the requests in
+// flight to Core at its limit, which follows Core's latency between
+// ConcurrencyMin and ConcurrencyMax (or is fixed, Concurrency): each
+// attempt waits for a permit, in order, until one is free or the caller's
+// context ends, never rejected and never counted by the breaker; a
+// retry's backoff holds none. Core is a consumer.Pacer: MaxInFlight keeps
+// the consumer's deliveries to about the permits, so that waiting events
+// stay in the consumer's queue. One table (classifyCore) decides
 // every answer: 2xx is success; network errors (a dial timeout too),
 // timeouts, 408, 425, 429, 500, 502, 503 and 504 are retried; 401, 403, 407
 // and 404 are refusals of bhiv itself (a rotated token, proxy credentials,

@@ -21,9 +21,13 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
+// adminOff is the admin address that turns the admin server off; an empty
+// BHIV_ADMIN_ADDR means it too (its setting's emptyMeans).
+const adminOff = "off"
+
 // adminConfig is where the admin server listens and what it serves.
 type adminConfig struct {
-	addr  string // "" or "off": no admin server
+	addr  string // adminOff: no admin server
 	pprof bool   // serve /debug/pprof/
 }
 
@@ -61,10 +65,10 @@ func adminHandler(reg *prometheus.Registry, ready func(context.Context) error, w
 	return mux
 }
 
-// listenAdmin opens the admin listener, or returns nil when addr is empty
-// or "off".
+// listenAdmin opens the admin listener, or returns nil when addr is
+// adminOff.
 func listenAdmin(addr string) (net.Listener, error) {
-	if addr == "" || addr == "off" {
+	if addr == adminOff {
 		return nil, nil
 	}
 	ln, err := net.Listen("tcp", addr)

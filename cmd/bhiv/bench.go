@@ -36,7 +36,7 @@ func runBench(ctx context.Context, args []string, e env) error {
 	mix := fs.String("mix", "execution=0.7,reward=0.3", "relative weights of the kinds published")
 	coreLatency := fs.Duration("core-latency", 0, "latency of the embedded core stub (--embedded)")
 	coreJitter := fs.Duration("core-latency-jitter", 0, "vary each latency of the core stub uniformly within ± this (--embedded)")
-	coreCapacity := fs.Int("core-capacity", 0, "requests the core stub serves at once, the others queue (0 = no limit; --embedded)")
+	coreCapacity := fs.Int("core-capacity", 0, "requests the embedded core stub serves at once, the rest queue (--embedded; 0 = no bound)")
 	coreDown := fs.Bool("core-down", false, "the core stub answers 503 to every event (--embedded, with --hold)")
 	preload := fs.Bool("preload", false, "publish every event before the consumer starts: a backlog (--embedded)")
 	hold := fs.Duration("hold", 0, "run the consumer until its intake has stopped for 10s, this long at most, instead of waiting for every ack, and report what it took in (--embedded)")
@@ -294,6 +294,10 @@ func printBench(w io.Writer, r *bench.Result, cfg bench.Config) {
 	if r.OtherMessages > 0 {
 		fmt.Fprintf(tw, "other publishers\t%d messages\t(published by others during the run: latency to ack is approximate)\n", r.OtherMessages)
 	}
+	if r.CoreLimit != nil {
+		fmt.Fprintf(tw, "core concurrency limit\tmean %.0f  min %d  max %d  at the end %d\t(adaptive unless BHIV_CORE_CONCURRENCY is a number)\n",
+			r.CoreLimit.Mean, r.CoreLimit.Min, r.CoreLimit.Max, r.CoreLimit.Last)
+	}
 	if cfg.CoreCapacity > 0 {
 		fmt.Fprintf(tw, "core stub queue\t%d requests at most\t(waiting for one of its %d slots)\n", r.CoreMaxQueued, cfg.CoreCapacity)
 	}
@@ -357,9 +361,9 @@ func printBench(w io.Writer, r *bench.Result, cfg bench.Config) {
 			}
 			fmt.Fprintln(tw)
 		}
-		if cfg.Embedded && cfg.CoreLatency > 0 {
-			bound := float64(cfg.Concurrency) / cfg.CoreLatency.Seconds()
-			fmt.Fprintf(tw, "  concurrency / core latency\t%.0f\t%.2f\n", bound, r.EndToEndRate/bound)
+		if r.CoreLimit != nil && cfg.CoreLatency > 0 {
+			bound := r.CoreLimit.Mean / cfg.CoreLatency.Seconds()
+			fmt.Fprintf(tw, "  core limit (mean) / core latency\t%.0f\t%.2f\n", bound, r.EndToEndRate/bound)
 		}
 	}
 	tw.Flush()

@@ -23,6 +23,7 @@ func TestBenchEmbedded(t *testing.T) {
 		regexp.MustCompile(`(?m)^end-to-end\s+[1-9]\d* events/s`),
 		regexp.MustCompile(`(?m)^latency publish → Core\s+p50 \d+\.\dms  p90 \d+\.\dms  p99 \d+\.\dms  max \d+\.\dms$`),
 		regexp.MustCompile(`(?m)^latency publish → ack\s+p50 \d+\.\dms  p90 \d+\.\dms  p99 \d+\.\dms  max \d+\.\dms`),
+		regexp.MustCompile(`(?m)^core concurrency limit\s+mean [1-9]\d*  min [1-9]\d*  max [1-9]\d*  at the end [1-9]\d*\s+\(adaptive`),
 		regexp.MustCompile(`(?m)^failure-log records\s+0$`),
 		regexp.MustCompile(`(?m)^peak RSS\s+[1-9]\d* MiB`),
 	} {
@@ -41,12 +42,12 @@ func TestBenchEmbedded(t *testing.T) {
 			t.Errorf("table lacks the ceiling %s with its ratio, before and after:\n%s", k, out)
 		}
 	}
-	if strings.Contains(out, "concurrency / core latency") || strings.Contains(out, "CPU bound") {
+	if strings.Contains(out, "/ core latency") || strings.Contains(out, "CPU bound") {
 		t.Errorf("a latency bound without --core-latency:\n%s", out)
 	}
 
 	out, errOut, err = runBhiv(t, context.Background(), map[string]string{"BHIV_CONCURRENCY": "8"}, "bench", "--embedded", "--events", "500",
-		"--mix", "reward=1", "--core-latency", "2ms", "--json", "--dir", t.TempDir())
+		"--mix", "reward=1", "--core-latency", "2ms", "--core-capacity", "4", "--json", "--dir", t.TempDir())
 	if err != nil {
 		t.Fatalf("bench --json: %v\n%s", err, errOut)
 	}
@@ -60,7 +61,8 @@ func TestBenchEmbedded(t *testing.T) {
 			Count              int
 			P50, P90, P99, Max int64
 		}
-		Ceilings map[string]float64 `json:"ceilings"`
+		Ceilings  map[string]float64                      `json:"ceilings"`
+		CoreLimit *struct{ Mean, Min, Max, Last float64 } `json:"core_limit"`
 	}
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("JSON %q: %v", out, err)
@@ -69,6 +71,9 @@ func TestBenchEmbedded(t *testing.T) {
 	json.Unmarshal([]byte(out), &raw)
 	json.Unmarshal(raw["latency_core"], &r.Core)
 	json.Unmarshal(raw["latency_ack"], &r.Ack)
+	if l := r.CoreLimit; l == nil || l.Min < 1 || l.Max < l.Mean || l.Mean < l.Min || l.Last < l.Min || l.Last > l.Max {
+		t.Errorf("core_limit in %s", out)
+	}
 	if r.Events != 500 || r.PublishRate <= 0 || r.EndToEndRate <= 0 || r.FailureRecords == nil || *r.FailureRecords != 0 || r.PeakRSS <= 0 || r.Ceilings != nil {
 		t.Errorf("JSON %s", out)
 	}
@@ -82,6 +87,8 @@ func TestBenchEmbedded(t *testing.T) {
 		{"--embedded", "--mix", "deploy=1"},
 		{"--embedded", "--events", "-1"},
 		{"--core-latency", "20ms"}, // a setting of the embedded stub
+		{"--core-capacity", "8"},   // another
+		{"--embedded", "--core-capacity", "-1"},
 	} {
 		if _, errOut, err := runBhiv(t, context.Background(), nil, append([]string{"bench"}, args...)...); exitCode(err) != 2 {
 			t.Errorf("bench %v: exit %d (%v), want 2\n%s", args, exitCode(err), err, errOut)
@@ -110,6 +117,7 @@ func TestBenchScenario(t *testing.T) {
 		regexp.MustCompile(`(?m)^Core rate\s+[1-9]\d* events/s\s+\(100 accepted`),
 		regexp.MustCompile(`(?m)^latency publish → bucket\s+p50 -?\d+\.\dms .*its ctime, which reads up to \S+ early\)$`),
 		regexp.MustCompile(`(?m)^consumer process\s+CPU \d+\.\d\d s = \d+\.\d µs/event, peak RSS \d+\.\d MiB\s+\(pid \d+, its own process`),
+		regexp.MustCompile(`(?m)^core concurrency limit\s+mean [1-9]\d*  min [1-9]\d*  max [1-9]\d*  at the end [1-9]\d*\s+\(adaptive`),
 		regexp.MustCompile(`(?m)^CPU bound\s+[1-9]\d* events/s\s+\(\d+\.\d\d cores left / \(consumer \d+\.\d \+ NATS, core stub and publisher \d+\.\d µs/event\)`),
 		regexp.MustCompile(`(?m)^peak RSS\s+[1-9]\d* MiB\s+\(this process: NATS, the core stub, the publisher\)$`),
 		regexp.MustCompile(`(?m)^  consume_ack\s+[1-9]\d*\s+\d+\.\d$`),
@@ -166,7 +174,6 @@ func TestBenchScenario(t *testing.T) {
 		{"--scenario", "instant", "--runs", "-1"},
 		{"--embedded", "--consumer-cpuprofile", "cpu"}, // needs the consumer process
 		{"--embedded", "--core-down"},                  // needs a hold
-		{"--core-capacity", "4"},                       // a setting of the embedded stub
 	} {
 		if _, errOut, err := runBhiv(t, context.Background(), nil, append([]string{"bench"}, args...)...); exitCode(err) != 2 {
 			t.Errorf("bench %v: exit %d (%v), want 2\n%s", args, exitCode(err), err, errOut)

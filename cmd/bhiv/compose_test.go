@@ -69,19 +69,15 @@ func inRepo(t *testing.T, p *types.Project, path string) string {
 	return filepath.Join(repoRoot, rel)
 }
 
-// environ is a service's environment as the binary reads it (main.go's
-// getenv: empty reads as unset, but an empty BHIV_ADMIN_ADDR is off).
+// environ is a service's environment as the binary reads it (getenvFrom).
 func environ(svc types.ServiceConfig) func(string) string {
-	return func(k string) string {
+	return getenvFrom(func(k string) (string, bool) {
 		v := svc.Environment[k]
 		if v == nil {
-			return ""
+			return "", false
 		}
-		if *v == "" && k == "BHIV_ADMIN_ADDR" {
-			return "off"
-		}
-		return *v
-	}
+		return *v, true
+	})
 }
 
 // healthURL returns the URL a `CMD <binary> healthcheck URL` (or wget) test
@@ -288,7 +284,8 @@ func TestCompose(t *testing.T) {
 		}
 		newLogger(c, io.Discard)
 		n := readNATS(c)
-		readSinks(c, readConsumer(c, n).Concurrency)
+		readConsumer(c, n)
+		readSinks(c)
 		c.str("BHIV_ADMIN_ADDR")
 		if err := c.err(); err != nil {
 			t.Errorf("bhiv consume would refuse the compose settings: %v", err)
@@ -397,7 +394,7 @@ func TestCompose(t *testing.T) {
 		if err := fs.Parse(nil); err != nil {
 			t.Fatal(err)
 		}
-		sc := readSinks(c, 1)
+		sc := readSinks(c)
 		if err := c.err(); err != nil || sc.s3 == nil || sc.s3.Bucket != bucketName {
 			t.Errorf("bhiv consume reads the s3 set-up as %+v, %v", sc.s3, err)
 		}

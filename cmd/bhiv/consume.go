@@ -23,7 +23,7 @@ func runConsume(ctx context.Context, args []string, e env) error {
 	log := newLogger(c, e.stderr)
 	n := readNATS(c)
 	cc := readConsumer(c, n)
-	sc := readSinks(c, cc.Concurrency)
+	sc := readSinks(c)
 	admin := readAdmin(c)
 	if err := c.err(); err != nil {
 		return usageError{err}

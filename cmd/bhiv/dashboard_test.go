@@ -20,7 +20,7 @@ import (
 
 // dashboardMetrics are the metrics the dashboard must show: throughput,
 // ack decisions, errors by sink, breaker, intake, backlog, in flight,
-// latency, batch size and retention.
+// latency, batch size, retention and Core's concurrency limit.
 var dashboardMetrics = []string{
 	"bhiv_events_received_total",
 	"bhiv_events_acked_total",
@@ -42,6 +42,9 @@ var dashboardMetrics = []string{
 	"bhiv_stream_max_age_seconds",
 	"bhiv_stream_bytes",
 	"bhiv_stream_max_bytes",
+	"bhiv_core_concurrency_limit",
+	"bhiv_core_requests_in_flight",
+	"bhiv_core_requests_queued",
 }
 
 // grafanaPanel is the part of a Grafana panel the tests read. Rows hold
@@ -331,7 +334,8 @@ func scrapeRealRun(t *testing.T) map[string]map[string]bool {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		for series := range parseMetrics(httpGet(t, url)) {
+		_, text := get(t, url)
+		for series := range parseMetrics(text) {
 			name, labels, _ := strings.Cut(series, "{")
 			if names[name] == nil {
 				names[name] = map[string]bool{}

@@ -48,7 +48,7 @@ func runDev(ctx context.Context, args []string, e env) error {
 	// The embedded server has no auth or TLS; the stream is always managed.
 	n = natsConfig{stream: n.stream, manageStream: true, maxEventBytes: n.maxEventBytes}
 	cc := readConsumer(c, n)
-	sc := readSinks(c, cc.Concurrency)
+	sc := readSinks(c)
 	ic, ingestAddr := readIngest(c, n)
 	admin := readAdmin(c)
 	stubAddr := c.str("BHIV_CORE_STUB_ADDR")

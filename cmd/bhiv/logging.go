@@ -1,11 +1,9 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/lmittmann/tint"
@@ -33,23 +31,4 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
-}
-
-// redactURL hides the user-info password (or token) of URLs in s, which may
-// be a comma-separated list.
-func redactURL(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		scheme, rest, ok := strings.Cut(p, "://")
-		if !ok {
-			continue
-		}
-		at := strings.LastIndex(rest, "@")
-		slash := strings.Index(rest, "/")
-		if at < 0 || (slash >= 0 && at > slash) {
-			continue
-		}
-		parts[i] = fmt.Sprintf("%s://<redacted>@%s", scheme, rest[at+1:])
-	}
-	return strings.Join(parts, ",")
 }

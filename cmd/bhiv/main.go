@@ -11,16 +11,6 @@ import (
 	"syscall"
 )
 
-// getenv reads the environment. A variable set to the empty string reads as
-// unset (its default applies), except BHIV_ADMIN_ADDR, where empty means
-// off, as documented.
-func getenv(key string) string {
-	if v, ok := os.LookupEnv(key); ok && v == "" && key == "BHIV_ADMIN_ADDR" {
-		return "off"
-	}
-	return os.Getenv(key)
-}
-
 func main() {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
@@ -33,7 +23,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bhiv: second signal, exiting now")
 		os.Exit(130)
 	}()
-	err := run(ctx, os.Args, getenv, os.Stdout, os.Stderr)
+	err := run(ctx, os.Args, getenvFrom(os.LookupEnv), os.Stdout, os.Stderr)
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bhiv:", err)

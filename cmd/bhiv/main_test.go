@@ -20,27 +20,17 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/internal/corestub"
 	"github.com/hackaverse/bhiv/internal/natstest"
 )
 
-// TestMain makes this test binary double as `bhiv` (on PATH during the
-// tests), so scripts and subprocess tests run the real binary's main.
-func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){"bhiv": main})
-}
-
-// TestScripts runs the CLI scenarios in testdata/script.
-func TestScripts(t *testing.T) {
-	testscript.Run(t, testscript.Params{Dir: "testdata/script"})
-}
-
-// envMap returns a getenv over m.
+// envMap returns the getenv run gets from main when the environment is m.
 func envMap(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
+	return getenvFrom(func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	})
 }
 
 // runBhiv runs the binary in-process and returns its output.
@@ -65,95 +55,6 @@ func streamCount(t *testing.T, js jetstream.JetStream, name string) uint64 {
 	return info.State.Msgs
 }
 
-func TestPublishFlags(t *testing.T) {
-	srv := natstest.Start(t)
-	_, js := srv.Connect()
-	env := map[string]string{"NATS_URL": srv.URL()}
-	ctx := context.Background()
-
-	out, errOut, err := runBhiv(t, ctx, env, "publish", "execution", "--team", "team_42", "--action", "analyze_data", "--status", "ok", "--id", "exec-1")
-	if err != nil {
-		t.Fatalf("publish execution: %v\n%s", err, errOut)
-	}
-	if !strings.Contains(out, "published execution exec-1") {
-		t.Errorf("stdout = %q", out)
-	}
-	out, _, err = runBhiv(t, ctx, env, "publish", "execution", "--team", "team_42", "--action", "analyze_data", "--id", "exec-1")
-	if err != nil || !strings.Contains(out, "duplicate") {
-		t.Errorf("second publish of exec-1: %v %q", err, out)
-	}
-	if _, errOut, err := runBhiv(t, ctx, env, "publish", "reward", "--team", "team_42", "--reward", "10", "--reason", "fast", "--data", `{"bonus":true}`); err != nil {
-		t.Fatalf("publish reward: %v\n%s", err, errOut)
-	}
-	if n := streamCount(t, js, "BHIV"); n != 2 {
-		t.Fatalf("stream holds %d messages, want 2", n)
-	}
-	s, _ := js.Stream(ctx, "BHIV")
-	msg, err := s.GetLastMsgForSubject(ctx, "bhiv.events.reward")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ev bhiv.Event
-	if err := json.Unmarshal(msg.Data, &ev); err != nil {
-		t.Fatal(err)
-	}
-	r, err := ev.Reward()
-	if err != nil || r.Reward != 10 || r.Reason != "fast" || r.Extra["bonus"] != true || ev.Source != "bhiv-cli" {
-		t.Errorf("reward event = %+v (%v), data %+v", ev, err, r)
-	}
-	if msg.Header.Get(bhiv.MsgIDHeader) != ev.ID {
-		t.Errorf("Nats-Msg-Id = %q, want %q", msg.Header.Get(bhiv.MsgIDHeader), ev.ID)
-	}
-}
-
-func TestPublishFile(t *testing.T) {
-	srv := natstest.Start(t)
-	_, js := srv.Connect()
-	dir := t.TempDir()
-	var b strings.Builder
-	const n = 1000
-	for i := 0; i < n; i++ {
-		if i%2 == 0 {
-			ev, err := bhiv.New(bhiv.KindExecution, "test", fmt.Sprintf("file-%d", i), bhiv.Execution{TeamID: "t1", Action: "a", DurationMS: int64(i)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			line, _ := json.Marshal(ev)
-			b.Write(line)
-		} else {
-			fmt.Fprintf(&b, `{"team_id":"t%d","action":"bare","n":%d}`, i, i)
-		}
-		b.WriteByte('\n')
-	}
-	path := filepath.Join(dir, "events.jsonl")
-	os.WriteFile(path, []byte(b.String()), 0o644)
-	env := map[string]string{"NATS_URL": srv.URL()}
-
-	out, errOut, err := runBhiv(t, context.Background(), env, "publish", "--file", path, "--kind", "execution")
-	if err != nil {
-		t.Fatalf("publish --file: %v\n%s", err, errOut)
-	}
-	if !strings.Contains(out, "published 1000, duplicates 0, failed 0") {
-		t.Errorf("summary = %q", out)
-	}
-	if got := streamCount(t, js, "BHIV"); got != n {
-		t.Fatalf("stream holds %d, want %d", got, n)
-	}
-	// Again: the envelopes with ids are duplicates; the bare lines are new events.
-	out, _, err = runBhiv(t, context.Background(), env, "publish", "--file", path, "--kind", "execution")
-	if err != nil || !strings.Contains(out, "published 500, duplicates 500, failed 0") {
-		t.Errorf("second run: %v %q", err, out)
-	}
-
-	// A file with a bad line fails, says which line, and still publishes the rest.
-	bad := filepath.Join(dir, "bad.jsonl")
-	os.WriteFile(bad, []byte("{\"team_id\":\"x\",\"action\":\"y\"}\nnot json\n{\"action\":\"no team\"}\n"), 0o644)
-	out, errOut, err = runBhiv(t, context.Background(), env, "publish", "--file", bad, "--kind", "execution")
-	if err == nil || !strings.Contains(errOut, "line 2") || !strings.Contains(errOut, "line 3") || !strings.Contains(out, "published 1, duplicates 0, failed 2") {
-		t.Errorf("bad file: err %v, stdout %q, stderr %q", err, out, errOut)
-	}
-}
-
 func TestBadSettingsNameTheVariable(t *testing.T) {
 	tests := []struct {
 		env  map[string]string
@@ -163,6 +64,11 @@ func TestBadSettingsNameTheVariable(t *testing.T) {
 		{map[string]string{"BHIV_CONCURRENCY": "many"}, []string{"consume"}, "BHIV_CONCURRENCY"},
 		{map[string]string{"BHIV_CORE_TIMEOUT": "10"}, []string{"consume"}, "BHIV_CORE_TIMEOUT"},
 		{map[string]string{"BHIV_CORE_URL": "ftp://x"}, []string{"consume"}, "BHIV_CORE_URL"},
+		{map[string]string{"BHIV_CORE_CONCURRENCY": "many"}, []string{"consume"}, "BHIV_CORE_CONCURRENCY"},
+		{map[string]string{"BHIV_CORE_CONCURRENCY": "0"}, []string{"consume"}, "BHIV_CORE_CONCURRENCY"},
+		{map[string]string{"BHIV_CORE_CONCURRENCY_MIN": "0"}, []string{"consume"}, "BHIV_CORE_CONCURRENCY_MIN"},
+		{map[string]string{"BHIV_CORE_CONCURRENCY_MIN": "64", "BHIV_CORE_CONCURRENCY_MAX": "32"}, []string{"consume"}, "BHIV_CORE_CONCURRENCY_MAX"},
+		{map[string]string{"BHIV_CORE_CONCURRENCY_MAX": "20000"}, []string{"replay"}, "BHIV_CORE_CONCURRENCY_MAX"},
 		{map[string]string{"LOG_LEVEL": "loud"}, []string{"consume"}, "LOG_LEVEL"},
 		{map[string]string{"BHIV_BUCKET_FSYNC": "maybe"}, []string{"consume"}, "BHIV_BUCKET_FSYNC"},
 		{map[string]string{"BHIV_STREAM": "bad name"}, []string{"publish", "execution", "--team", "t", "--action", "a"}, "BHIV_STREAM"},
@@ -320,7 +226,7 @@ func TestDevSubprocess(t *testing.T) {
 	}
 }
 
-func httptestServer(t *testing.T, h http.Handler) string {
+func httptestServer(t testing.TB, h http.Handler) string {
 	t.Helper()
 	ln, err := listenAdmin("127.0.0.1:0")
 	if err != nil {
@@ -343,7 +249,7 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 	}
 }
 
-func countFiles(t *testing.T, dir string) int {
+func countFiles(t testing.TB, dir string) int {
 	t.Helper()
 	n := 0
 	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
@@ -371,4 +277,40 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// parseMetrics reads the Prometheus text format into name{labels} → value.
+func parseMetrics(text string) map[string]float64 {
+	m := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		var v float64
+		fmt.Sscan(line[i+1:], &v)
+		m[line[:i]] = v
+	}
+	return m
+}
+
+// waitForLogField waits for a JSON log line with msg and returns its field.
+func waitForLogField(t *testing.T, logs *syncBuffer, msg, field string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
+				if s, ok := rec[field].(string); ok {
+					return s
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no log line %q with %s; logs:\n%s", msg, field, logs.String())
+	return ""
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/sinks"
 )
 
 // natsConfig holds the NATS settings.
@@ -94,7 +95,7 @@ func connect(ctx context.Context, n natsConfig, name string, log *slog.Logger) (
 				log.Warn("nats disconnected", tint.Err(err))
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", redactURL(nc.ConnectedUrlRedacted())) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", sinks.RedactURL(nc.ConnectedUrlRedacted())) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats error", tint.Err(err)) }),
 	}
 	auth, err := natsAuth(n)
@@ -118,10 +119,10 @@ func connect(ctx context.Context, n natsConfig, name string, log *slog.Logger) (
 			// A server that refuses the client certificate (or its
 			// absence) may close the connection right after the
 			// handshake, without saying why.
-			return nil, fmt.Errorf("connect to NATS at %s: TLS failed; does the server require a client certificate (NATS_CERT, NATS_KEY)?: %w", redactURL(n.url), r.err)
+			return nil, fmt.Errorf("connect to NATS at %s: TLS failed; does the server require a client certificate (NATS_CERT, NATS_KEY)?: %w", sinks.RedactURL(n.url), r.err)
 		}
 		if r.err != nil {
-			return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(n.url), r.err)
+			return nil, fmt.Errorf("connect to NATS at %s: %w", sinks.RedactURL(n.url), r.err)
 		}
 		return r.nc, nil
 	case <-ctx.Done():
@@ -130,7 +131,7 @@ func connect(ctx context.Context, n natsConfig, name string, log *slog.Logger) (
 				r.nc.Close()
 			}
 		}()
-		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(n.url), ctx.Err())
+		return nil, fmt.Errorf("connect to NATS at %s: %w", sinks.RedactURL(n.url), ctx.Err())
 	}
 }
 

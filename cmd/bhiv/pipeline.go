@@ -2,7 +2,10 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hackaverse/bhiv/consumer"
@@ -26,7 +29,7 @@ func (s sinkConfig) bucketLocation() string {
 }
 
 // readSinks reads and checks the sink and failure-log settings.
-func readSinks(c *config, concurrency int) sinkConfig {
+func readSinks(c *config) sinkConfig {
 	s := sinkConfig{
 		core: sinks.CoreConfig{
 			URL:             c.str("BHIV_CORE_URL"),
@@ -43,7 +46,9 @@ func readSinks(c *config, concurrency int) sinkConfig {
 			KeyFile:         c.str("BHIV_CORE_KEY_FILE"),
 			BatchMax:        c.int("BHIV_CORE_BATCH_MAX", 1),
 			BatchLinger:     c.dur("BHIV_CORE_BATCH_LINGER", 0),
-			Concurrency:     concurrency,
+			Concurrency:     readCoreConcurrency(c),
+			ConcurrencyMin:  c.int("BHIV_CORE_CONCURRENCY_MIN", 1),
+			ConcurrencyMax:  c.int("BHIV_CORE_CONCURRENCY_MAX", 1),
 			UserAgent:       "bhiv/" + Version(),
 		},
 		failed: sinks.FailureLogConfig{
@@ -54,6 +59,11 @@ func readSinks(c *config, concurrency int) sinkConfig {
 	if u, err := url.Parse(s.core.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		c.check("BHIV_CORE_URL", errors.New("not an http(s) URL"))
 	}
+	if s.core.ConcurrencyMax > sinks.MaxCoreConcurrency {
+		c.check("BHIV_CORE_CONCURRENCY_MAX", fmt.Errorf("must be at most %d", sinks.MaxCoreConcurrency))
+	} else if s.core.ConcurrencyMax < s.core.ConcurrencyMin {
+		c.check("BHIV_CORE_CONCURRENCY_MAX", fmt.Errorf("is below BHIV_CORE_CONCURRENCY_MIN (%d)", s.core.ConcurrencyMin))
+	}
 	if (s.core.CertFile == "") != (s.core.KeyFile == "") {
 		c.check("BHIV_CORE_CERT_FILE", errors.New("BHIV_CORE_CERT_FILE and BHIV_CORE_KEY_FILE go together"))
 	}
@@ -62,6 +72,21 @@ func readSinks(c *config, concurrency int) sinkConfig {
 		c.check("BHIV_FAILED_LOG", errors.New("is empty"))
 	}
 	return s
+}
+
+// readCoreConcurrency reads BHIV_CORE_CONCURRENCY: 0 for auto, else the
+// fixed number of requests in flight to Core.
+func readCoreConcurrency(c *config) int {
+	v := c.str("BHIV_CORE_CONCURRENCY")
+	if strings.EqualFold(v, "auto") {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > sinks.MaxCoreConcurrency {
+		c.check("BHIV_CORE_CONCURRENCY", fmt.Errorf("want auto or a whole number from 1 to %d", sinks.MaxCoreConcurrency))
+		return 0
+	}
+	return n
 }
 
 // readConsumer reads the consumer settings.

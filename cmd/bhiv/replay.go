@@ -25,7 +25,7 @@ func runReplay(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	log := newLogger(c, e.stderr)
-	sc := readSinks(c, 16)
+	sc := readSinks(c)
 	cfg := sinks.ReplayConfig{Path: sc.failed.Path, Sink: *sinkName, DryRun: *dryRun, Rate: *ratePerSec, Wait: *wait, Logger: log}
 	if *sinkName != "" && *sinkName != "core" && *sinkName != "bucket" {
 		c.errs = append(c.errs, fmt.Errorf("--sink=%q: want core or bucket", *sinkName))

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hackaverse/bhiv/sinks"
 )
 
 // setting is one configuration value: read from a flag when given, else from
@@ -18,6 +20,19 @@ type setting struct {
 	def    string // default, as text
 	help   string
 	secret bool // never printed
+	// emptyMeans is what the setting given as the empty string (variable or
+	// flag) stands for, such as "off". Without it, an empty variable reads
+	// as unset (the default applies) and an empty flag as empty.
+	emptyMeans string
+}
+
+// given returns what v, given for s, stands for: v itself, or, when v is
+// empty, what s says empty means.
+func (s setting) given(v string) string {
+	if v == "" {
+		return s.emptyMeans
+	}
+	return v
 }
 
 // group is a titled list of settings, as in .env.example.
@@ -61,6 +76,9 @@ var (
 		{env: "BHIV_CORE_KEY_FILE", help: "client key (PEM) for mTLS to Core"},
 		{env: "BHIV_CORE_BATCH_MAX", def: "1", help: "events per POST (1 = one event per POST; above 1, a JSON array)"},
 		{env: "BHIV_CORE_BATCH_LINGER", def: "5ms", help: "how long a partial batch waits for more events"},
+		{env: "BHIV_CORE_CONCURRENCY", def: "auto", help: "requests in flight to Core at once: auto (an adaptive limit that follows Core's latency) or a fixed number"},
+		{env: "BHIV_CORE_CONCURRENCY_MIN", def: "1", help: "lowest adaptive limit (it starts at 8, or here when this is higher)"},
+		{env: "BHIV_CORE_CONCURRENCY_MAX", def: "1024", help: "highest adaptive limit; also sizes the connection pool"},
 	}}
 	bucketSettings = group{"Bucket sink (files on local disk, or S3-compatible object storage)", []setting{
 		{env: "BHIV_BUCKET_DIR", def: "./data/bucket", help: "directory of the event files"},
@@ -96,7 +114,7 @@ var (
 		{env: "BHIV_MAX_FAILED_HOLDS", def: "3", help: "holds of one event that may end with its own attempts failed while the sink takes other events (a poison event) before it goes to the failure log"},
 	}}
 	adminSettings = group{"Admin server", []setting{
-		{env: "BHIV_ADMIN_ADDR", def: "127.0.0.1:8081", help: "address of /metrics, /healthz, /readyz (off or empty turns it off)"},
+		{env: "BHIV_ADMIN_ADDR", def: "127.0.0.1:8081", help: "address of /metrics, /healthz, /readyz (off or empty turns it off)", emptyMeans: adminOff},
 		{env: "BHIV_ADMIN_PPROF", def: "false", help: "also serve the Go profiler at /debug/pprof/ on the admin address (keep that address private)"},
 	}}
 	ingestSettings = group{"HTTP ingest (bhiv ingest, bhiv dev)", []setting{
@@ -119,6 +137,31 @@ var (
 
 // allGroups lists every group, in .env.example order.
 var allGroups = []group{natsSettings, coreSettings, bucketSettings, failureSettings, consumerSettings, adminSettings, ingestSettings, stubSettings, logSettings}
+
+// settingsByEnv indexes every setting by its environment variable.
+var settingsByEnv = func() map[string]setting {
+	m := map[string]setting{}
+	for _, g := range allGroups {
+		for _, s := range g.settings {
+			m[s.env] = s
+		}
+	}
+	return m
+}()
+
+// getenvFrom returns the getenv that run reads the environment through, over
+// lookup (os.LookupEnv in main): a variable set to the empty string reads as
+// unset, so that its default applies, unless its setting says what empty
+// means (emptyMeans).
+func getenvFrom(lookup func(string) (string, bool)) func(string) string {
+	return func(key string) string {
+		v, ok := lookup(key)
+		if ok && v == "" {
+			return settingsByEnv[key].given(v)
+		}
+		return v
+	}
+}
 
 // flagName turns an environment name into its flag: BHIV_CORE_URL → core-url,
 // NATS_URL → nats-url.
@@ -167,7 +210,7 @@ func (c *config) lookup(env string) (val, from string) {
 		}
 	})
 	if set {
-		return *c.vals[env], "--" + flagName(env)
+		return s.given(*c.vals[env]), "--" + flagName(env)
 	}
 	if v := c.getenv(env); v != "" {
 		return v, env
@@ -179,7 +222,7 @@ func (c *config) fail(env, from, val string, err error) {
 	if c.known[env].secret {
 		val = "<redacted>"
 	}
-	val = redactURL(val) // user-info in a URL is a secret too
+	val = sinks.RedactURL(val) // user-info in a URL is a secret too
 	c.errs = append(c.errs, fmt.Errorf("%s=%q: %w", from, val, err))
 }
 
@@ -294,7 +337,7 @@ func (c *config) effective() []any {
 			if v == "" {
 				continue
 			}
-			out = append(out, strings.ToLower(s.env), redactURL(v))
+			out = append(out, strings.ToLower(s.env), sinks.RedactURL(v))
 		}
 	}
 	return out

@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files (.env.example)")
+var update = flag.Bool("update", false, "rewrite golden files (.env.example, the files testdata/script compares with)")
 
 // envExample renders .env.example from the settings table.
 func envExample() string {
@@ -121,5 +121,35 @@ func TestEnvReadsOnlyKnownSettings(t *testing.T) {
 	sort.Strings(unread)
 	if len(unread) > 0 {
 		t.Errorf("settings never read by the code: %v", unread)
+	}
+}
+
+// TestCoreConcurrencySetting reads BHIV_CORE_CONCURRENCY and its bounds
+// as `bhiv consume` does.
+func TestCoreConcurrencySetting(t *testing.T) {
+	tests := []struct {
+		env                 map[string]string
+		concurrency, lo, hi int
+	}{
+		{map[string]string{}, 0, 1, 1024},
+		{map[string]string{"BHIV_CORE_CONCURRENCY": "AUTO", "BHIV_CORE_CONCURRENCY_MIN": "16", "BHIV_CORE_CONCURRENCY_MAX": "256"}, 0, 16, 256},
+		{map[string]string{"BHIV_CORE_CONCURRENCY": "32"}, 32, 1, 1024},
+		{map[string]string{"BHIV_CORE_CONCURRENCY": "10000", "BHIV_CORE_CONCURRENCY_MAX": "10000"}, 10000, 1, 10000},
+	}
+	for _, tt := range tests {
+		fs := flag.NewFlagSet("consume", flag.ContinueOnError)
+		c := newConfig(fs, func(k string) string { return tt.env[k] }, coreSettings, bucketSettings, failureSettings)
+		if err := fs.Parse(nil); err != nil {
+			t.Fatal(err)
+		}
+		got := readSinks(c).core
+		if err := c.err(); err != nil {
+			t.Errorf("%v: %v", tt.env, err)
+			continue
+		}
+		if got.Concurrency != tt.concurrency || got.ConcurrencyMin != tt.lo || got.ConcurrencyMax != tt.hi {
+			t.Errorf("%v: concurrency %d, min %d, max %d; want %d, %d, %d", tt.env,
+				got.Concurrency, got.ConcurrencyMin, got.ConcurrencyMax, tt.concurrency, tt.lo, tt.hi)
+		}
 	}
 }

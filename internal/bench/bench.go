@@ -43,7 +43,7 @@ type Config struct {
 	Rate        float64       // events per second; 0 = as fast as possible
 	Size        int           // approximate bytes of each event's data (default 256)
 	Mix         Mix           // kinds published; zero = 70% executions, 30% rewards
-	Concurrency int           // the consumer's BHIV_CONCURRENCY (embedded; in-process also Core's), default the consumer's
+	Concurrency int           // the embedded consumer's BHIV_CONCURRENCY (the Bucket's deliveries at once), default 256
 	Ceilings    bool          // also measure the ceilings of the parts
 
 	// MaxAckPending is the durable's BHIV_MAX_ACK_PENDING (embedded): how
@@ -54,7 +54,8 @@ type Config struct {
 	// The embedded core stub: the latency of each request (varied
 	// uniformly within ± CoreLatencyJitter), the requests it serves at once
 	// (CoreCapacity, 0 = no limit; the others queue), and CoreDown: it
-	// answers 503 to every event.
+	// answers 503 to every event. Core's own concurrency is adaptive
+	// (BHIV_CORE_CONCURRENCY=auto).
 	CoreLatency       time.Duration
 	CoreLatencyJitter time.Duration
 	CoreCapacity      int
@@ -183,6 +184,10 @@ type Result struct {
 	CoreRate      float64 `json:"core_rate"`
 	CoreBound     float64 `json:"core_bound,omitempty"`
 	CoreMaxQueued int64   `json:"core_max_queued"`
+	// CoreLimit is Core's concurrency limit while the consumer ran,
+	// sampled every 50 ms in-process, every 500 ms from the consumer
+	// process's /metrics (embedded only).
+	CoreLimit *LimitStats `json:"core_limit,omitempty"`
 	// BucketLag is publish → the event's file renamed into the bucket
 	// (embedded; read from the file's ctime after the run), to
 	// BucketLagTick: the kernel takes file times from a coarse clock, so
@@ -493,7 +498,7 @@ func (s *stack) startConsumer(c Config) error {
 	p, err := pipeline.New(js, pipeline.Config{
 		Consumer: consumer.Config{ManageStream: true, Stream: bhiv.StreamConfig{Name: c.Stream}, Durable: c.Durable,
 			Concurrency: c.Concurrency, MaxAckPending: c.MaxAckPending, SummaryInterval: -1},
-		Core:       sinks.CoreConfig{URL: s.url, Concurrency: c.Concurrency},
+		Core:       sinks.CoreConfig{URL: s.url},
 		Bucket:     sinks.BucketConfig{Dir: s.bucketDir()},
 		FailureLog: sinks.FailureLogConfig{Path: s.failureLog()},
 		Logger:     c.Logger,
@@ -510,7 +515,9 @@ func (s *stack) startConsumer(c Config) error {
 
 // consumerEnv is the environment of the consumer process: the embedded
 // stack's addresses and files, every credential and the bucket URL cleared
-// (an empty variable reads as unset), then c.ConsumerEnv.
+// (an empty variable reads as unset), its admin server on adminAddr (the
+// bench reads Core's limit from /metrics there, and the profiles with
+// c.ConsumerProfile), then c.ConsumerEnv.
 func (s *stack) consumerEnv(c Config, adminAddr string) []string {
 	env := []string{
 		"NATS_URL=" + s.ns.ClientURL(), "NATS_CREDS=", "NATS_USER=", "NATS_PASSWORD=", "NATS_TOKEN=", "NATS_NKEY_SEED=",
@@ -519,7 +526,7 @@ func (s *stack) consumerEnv(c Config, adminAddr string) []string {
 		"BHIV_CONSUMER=" + c.Durable, "BHIV_CONCURRENCY=" + strconv.Itoa(c.Concurrency),
 		"BHIV_CORE_URL=" + s.url, "BHIV_CORE_TOKEN=", "BHIV_CORE_CA_FILE=", "BHIV_CORE_CERT_FILE=", "BHIV_CORE_KEY_FILE=",
 		"BHIV_BUCKET_URL=", "BHIV_BUCKET_DIR=" + s.bucketDir(), "BHIV_FAILED_LOG=" + s.failureLog(),
-		"BHIV_ADMIN_ADDR=off",
+		"BHIV_ADMIN_ADDR=" + adminAddr, "BHIV_ADMIN_PPROF=" + strconv.FormatBool(c.ConsumerProfile != ""),
 	}
 	if c.MaxAckPending > 0 {
 		env = append(env, "BHIV_MAX_ACK_PENDING="+strconv.Itoa(c.MaxAckPending))
@@ -529,19 +536,13 @@ func (s *stack) consumerEnv(c Config, adminAddr string) []string {
 		// to wait for.
 		env = append(env, "BHIV_SHUTDOWN_TIMEOUT=1s")
 	}
-	if adminAddr != "" {
-		env = append(env, "BHIV_ADMIN_ADDR="+adminAddr, "BHIV_ADMIN_PPROF=true")
-	}
 	return append(env, c.ConsumerEnv...)
 }
 
 func (s *stack) startConsumerProcess(c Config) error {
-	admin := ""
-	if c.ConsumerProfile != "" {
-		var err error
-		if admin, err = freeAddr(); err != nil {
-			return err
-		}
+	admin, err := freeAddr()
+	if err != nil {
+		return err
 	}
 	p, err := startChild("consumer", c.ConsumerCmd, s.consumerEnv(c, admin), filepath.Join(c.Dir, "consumer.log"), nil)
 	if err != nil {
@@ -549,6 +550,21 @@ func (s *stack) startConsumerProcess(c Config) error {
 	}
 	s.proc = p
 	return nil
+}
+
+// adminURL returns the base URL of the consumer process's admin server
+// (the last BHIV_ADMIN_ADDR of its environment counts), or "" when off.
+func (s *stack) adminURL() string {
+	addr := ""
+	for _, kv := range s.proc.cmd.Env {
+		if v, ok := strings.CutPrefix(kv, "BHIV_ADMIN_ADDR="); ok {
+			addr = v
+		}
+	}
+	if addr == "" || addr == "off" {
+		return ""
+	}
+	return "http://" + addr
 }
 
 // freeAddr returns a loopback address with a port free a moment ago.
@@ -680,22 +696,26 @@ type run struct {
 	res *Result
 
 	w        *watcher
-	sentByID map[string]int64 // publish times, embedded: for the bucket lag
-	ready    time.Time        // the consumer's durable exists
-	cpu0     time.Duration    // the consumer process's CPU time then
-	self0    time.Duration    // this process's
-	busy0    time.Duration    // the machine's (every CPU)
-	kernel0  time.Duration    // kernel threads' and interrupts'
-	profiles func() []string  // stops the consumer's profiles (Config.ConsumerProfile)
+	sentByID map[string]int64   // publish times, embedded: for the bucket lag
+	ready    time.Time          // the consumer's durable exists
+	cpu0     time.Duration      // the consumer process's CPU time then
+	self0    time.Duration      // this process's
+	busy0    time.Duration      // the machine's (every CPU)
+	kernel0  time.Duration      // kernel threads' and interrupts'
+	profiles func() []string    // stops the consumer's profiles (Config.ConsumerProfile)
+	limit    func() *LimitStats // stops sampling Core's limit
 }
 
 func (r *run) run(ctx context.Context) error {
 	c, st, res := r.c, r.st, r.res
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	defer func() {
+	defer func() { // on an early return
 		if r.profiles != nil {
-			r.profiles() // on an early return
+			r.profiles()
+		}
+		if r.limit != nil {
+			r.limit()
 		}
 	}()
 	if !c.Preload {
@@ -769,9 +789,7 @@ func (r *run) run(ctx context.Context) error {
 	if err := r.cpuStats(end); err != nil {
 		return err
 	}
-	if r.profiles != nil {
-		res.Profiles = r.profiles()
-	}
+	res.Profiles, res.CoreLimit = r.profiles(), r.limit()
 	r.w.stop()
 	if c.Progress != nil {
 		c.Progress(n, int(r.w.floor), r.w.total)
@@ -847,7 +865,7 @@ func (r *run) watch(ctx context.Context) error {
 			return err
 		}
 	}
-	r.profiles = r.profile(ctx)
+	r.profiles, r.limit = r.profile(ctx), r.sampleLimit(ctx)
 	r.w.start(ctx, cons)
 	return nil
 }

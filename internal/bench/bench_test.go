@@ -280,7 +280,8 @@ func TestRunEmbedded(t *testing.T) {
 		t.Errorf("%d failure records", r.FailureRecords)
 	}
 	// Core took every event; each file came after its publish.
-	if r.CoreAccepted != 500 || r.CoreRate <= 0 || r.CoreBound != 0 || r.Consumer != nil || r.Parts != nil || r.Hold != nil {
+	if r.CoreAccepted != 500 || r.CoreRate <= 0 || r.CoreBound != 0 || r.Consumer != nil || r.Parts != nil || r.Hold != nil ||
+		r.CoreLimit == nil || r.CoreLimit.Min < 1 {
 		t.Errorf("core accepted %d at %v/s, bound %v; consumer %+v, parts %v, hold %+v", r.CoreAccepted, r.CoreRate, r.CoreBound, r.Consumer, r.Parts, r.Hold)
 	}
 	if l := r.BucketLag; l == nil || l.Count != 500 || l.Max <= 0 || l.P50 > l.P99 || l.P99 > l.Max || r.BucketLagTick <= 0 {

@@ -27,11 +27,10 @@ func (r *run) profile(ctx context.Context) func() []string {
 	if r.c.ConsumerProfile == "" || r.st == nil || r.st.proc == nil {
 		return func() []string { return nil }
 	}
-	addr := ""
-	for _, kv := range r.st.proc.cmd.Env {
-		if v, ok := strings.CutPrefix(kv, "BHIV_ADMIN_ADDR="); ok {
-			addr = v // the last one counts
-		}
+	admin := r.st.adminURL()
+	if admin == "" {
+		r.c.Logger.Warn("consumer profiles: its admin server is off (BHIV_ADMIN_ADDR)")
+		return func() []string { return nil }
 	}
 	stop := make(chan struct{})
 	done := make(chan []string, 1)
@@ -45,7 +44,7 @@ func (r *run) profile(ctx context.Context) func() []string {
 			default:
 			}
 			name := fmt.Sprintf("%s-%02d.pprof", r.c.ConsumerProfile, i)
-			if err := fetchProfile(context.WithoutCancel(ctx), "http://"+addr+"/debug/pprof/profile?seconds="+strconv.Itoa(max(1, int(profileWindow.Seconds()))), name); err != nil {
+			if err := fetchProfile(context.WithoutCancel(ctx), admin+"/debug/pprof/profile?seconds="+strconv.Itoa(max(1, int(profileWindow.Seconds()))), name); err != nil {
 				r.c.Logger.Warn("consumer CPU profile", "file", name, "err", err)
 				select {
 				case <-stop:
@@ -60,7 +59,7 @@ func (r *run) profile(ctx context.Context) func() []string {
 		close(stop)
 		files := <-done
 		name := r.c.ConsumerProfile + "-heap.pprof"
-		if err := fetchProfile(context.WithoutCancel(ctx), "http://"+addr+"/debug/pprof/heap", name); err != nil {
+		if err := fetchProfile(context.WithoutCancel(ctx), admin+"/debug/pprof/heap", name); err != nil {
 			r.c.Logger.Warn("consumer heap profile", "file", name, "err", err)
 			return files
 		}

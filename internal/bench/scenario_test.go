@@ -41,6 +41,10 @@ func TestRunConsumerProcess(t *testing.T) {
 	if r.CoreBound != 800 || r.CoreAccepted != events || r.CoreRate <= 0 || r.CoreRate > 1.2*800 || r.CoreMaxQueued <= 0 {
 		t.Errorf("core: bound %v, accepted %d, rate %v, max queued %d", r.CoreBound, r.CoreAccepted, r.CoreRate, r.CoreMaxQueued)
 	}
+	// Core's limit, read from the consumer process's /metrics.
+	if l := r.CoreLimit; l == nil || l.Min < 1 || l.Mean < float64(l.Min) || l.Mean > float64(l.Max) || l.Last < l.Min || l.Last > l.Max {
+		t.Errorf("core limit %+v", l)
+	}
 	if l := r.CoreLatency; l == nil || l.Count != events || l.P50 < 3*time.Millisecond {
 		t.Errorf("core latency %+v", l)
 	}

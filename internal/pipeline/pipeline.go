@@ -24,6 +24,7 @@ var (
 	_ consumer.Availability = (*sinks.Bucket)(nil)
 	_ consumer.Sink         = (*sinks.S3Bucket)(nil)
 	_ consumer.Availability = (*sinks.S3Bucket)(nil)
+	_ consumer.Pacer        = (*sinks.Core)(nil)
 	_ consumer.FailureLog   = (*sinks.FailureLog)(nil)
 )
 
