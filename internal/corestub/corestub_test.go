@@ -188,6 +188,65 @@ func TestStubFaults(t *testing.T) {
 	}
 }
 
+// TestConfigValidate checks each rule of Config.Validate, row by row, and
+// that PUT /faults refuses what New refuses.
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // substring of the error; "" for valid
+	}{
+		{"zero value", Config{}, ""},
+		{"every fault", Config{Capacity: 4, Faults: Faults{FailRate: 1, Status: 429, Latency: time.Second, LatencyRate: 0.5, LatencyJitter: time.Millisecond}}, ""},
+		{"negative capacity", Config{Capacity: -1}, "capacity -1"},
+		{"fail rate above 1", Config{Faults: Faults{FailRate: 1.5}}, "fail rate 1.5"},
+		{"negative fail rate", Config{Faults: Faults{FailRate: -0.1}}, "fail rate -0.1"},
+		{"latency rate above 1", Config{Faults: Faults{LatencyRate: 2}}, "latency rate 2"},
+		{"negative latency", Config{Faults: Faults{Latency: -time.Second}}, "must not be negative"},
+		{"negative jitter", Config{Faults: Faults{LatencyJitter: -time.Second}}, "must not be negative"},
+		{"status not HTTP", Config{Faults: Faults{Status: 700}}, "status 700"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Validate: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Validate: %v, want an error containing %q", err, tt.want)
+			}
+			if _, err := New(tt.cfg); (err == nil) != (tt.want == "") {
+				t.Fatalf("New: %v, want it to agree with Validate", err)
+			}
+		})
+	}
+	if d := (Config{}).WithDefaults(); d.Faults.Status != http.StatusServiceUnavailable || d.Logger == nil {
+		t.Errorf("defaults %+v", d)
+	}
+
+	s, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	for body, want := range map[string]int{`{"status":700,"fail_rate":1}`: 400, `{"fail_rate":3}`: 400, `{"fail_rate":1}`: 204} {
+		req, _ := http.NewRequest(http.MethodPut, srv.URL+Path+"/faults", strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("PUT faults %s: %d, want %d", body, resp.StatusCode, want)
+		}
+	}
+	// A failure injected with no status set is a 503.
+	if got := send(t, srv.URL, "", binaryHeaders("a", "execution"), data("execution")).StatusCode; got != http.StatusServiceUnavailable {
+		t.Errorf("injected failure without a status: %d, want 503", got)
+	}
+}
+
 // With a capacity of K, at most K requests are served at once and the
 // others wait their turn, first in, first out.
 func TestStubCapacity(t *testing.T) {
