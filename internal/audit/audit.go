@@ -9,10 +9,7 @@ import (
 	"math"
 	"slices"
 	"sort"
-	"strings"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hackaverse/bhiv"
@@ -27,9 +24,6 @@ const (
 	MissingBucket = sinks.BucketName // "bucket"
 	MissingDecode = bhiv.SinkDecode  // "decode": invalid input without its failure record
 )
-
-// fetchBatch is how many stream messages are fetched at a time.
-const fetchBatch = 128
 
 // Config says where to look. JS is required; the other fields may be empty.
 type Config struct {
@@ -92,128 +86,6 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("audit: durable name %q: use letters, digits, - and _ only", c.Durable))
 	}
 	return errors.Join(errs...)
-}
-
-// Lost is a published message that is neither where it belongs nor in the
-// failure log.
-type Lost struct {
-	ID        string    `json:"id,omitempty"` // empty for invalid input without a valid Nats-Msg-Id
-	Kind      bhiv.Kind `json:"kind,omitempty"`
-	StreamSeq uint64    `json:"stream_seq"` // the first message with this id
-	// Missing names what lacks it: MissingCore, MissingBucket, or
-	// MissingDecode for invalid input.
-	Missing []string `json:"missing"`
-}
-
-// ConsumerState is what the durable consumer reported before the check.
-type ConsumerState struct {
-	Durable       string `json:"durable"`
-	Found         bool   `json:"found"`
-	AckFloor      uint64 `json:"ack_floor_stream_seq"`
-	Delivered     uint64 `json:"delivered_stream_seq"`
-	NumPending    uint64 `json:"num_pending"`
-	NumAckPending int    `json:"num_ack_pending"`
-}
-
-// Report is the outcome of a reconciliation.
-type Report struct {
-	Stream         string `json:"stream"`
-	FirstSeq       uint64 `json:"first_seq"`
-	LastSeq        uint64 `json:"last_seq"`
-	StreamMessages int    `json:"stream_messages"`
-	// Published is Events + Invalid: what had to be accounted for.
-	Published int `json:"published"`
-	// Events counts distinct valid event ids; RepeatedIDs the further
-	// messages that carried an id already seen (counted once).
-	Events      int `json:"events"`
-	RepeatedIDs int `json:"repeated_ids"`
-	Invalid     int `json:"invalid_input"` // messages that are not valid events
-	// CoreKnown tells whether AtCore comes from what Core received (true)
-	// or is inferred from the consumer's acks and the bucket (false).
-	CoreKnown      bool `json:"core_known"`
-	AtCore         int  `json:"at_core"`         // events Core has
-	CoreDuplicates int  `json:"core_duplicates"` // receipts beyond the first (allowed)
-	CoreOther      int  `json:"core_unpublished"`
-	InBucket       int  `json:"in_bucket"`
-	// FailureRecords counts the failure log's lines, ByClass them by
-	// "sink/class"; InFailureLog counts the published messages that at least
-	// one record accounts for.
-	FailureRecords int            `json:"failure_records"`
-	ByClass        map[string]int `json:"failure_records_by_sink_class"`
-	InFailureLog   int            `json:"in_failure_log"`
-	Consumer       *ConsumerState `json:"consumer,omitempty"`
-	// Pending counts messages not accounted for yet that the consumer has
-	// not processed (above its ack floor); they are not judged.
-	Pending int    `json:"pending"`
-	Lost    []Lost `json:"lost"`
-	// Unexplained lists bucket keys (files or objects, relative to the
-	// bucket's root) that no message of the stream explains.
-	Unexplained []string `json:"unexplained_bucket_files"`
-}
-
-// OK reports whether nothing is lost.
-func (r *Report) OK() bool { return len(r.Lost) == 0 }
-
-// maxListed is how many lost ids and unexplained files String lists.
-const maxListed = 20
-
-// String renders the report as a table.
-func (r *Report) String() string {
-	var b strings.Builder
-	row := func(name, format string, args ...any) {
-		fmt.Fprintf(&b, "%-16s %s\n", name, fmt.Sprintf(format, args...))
-	}
-	row("stream", "%s seq %d..%d, %d message(s)", r.Stream, r.FirstSeq, r.LastSeq, r.StreamMessages)
-	row("published", "%d (%d events, %d invalid input; %d repeated id(s) counted once)", r.Published, r.Events, r.Invalid, r.RepeatedIDs)
-	if c := r.Consumer; c != nil {
-		if c.Found {
-			row("consumer", "%s: ack floor %d, pending %d, ack pending %d", c.Durable, c.AckFloor, c.NumPending, c.NumAckPending)
-		} else {
-			row("consumer", "%s: not found (every message judged as processed)", c.Durable)
-		}
-	}
-	if r.CoreKnown {
-		row("at Core", "%d (duplicates %d, not in the stream %d)", r.AtCore, r.CoreDuplicates, r.CoreOther)
-	} else {
-		row("at Core", "%d (inferred from acks and the bucket: no Core record given)", r.AtCore)
-	}
-	row("in bucket", "%d", r.InBucket)
-	fl := fmt.Sprintf("%d record(s)", r.FailureRecords)
-	if len(r.ByClass) > 0 {
-		keys := make([]string, 0, len(r.ByClass))
-		for k := range r.ByClass {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		parts := make([]string, len(keys))
-		for i, k := range keys {
-			parts[i] = fmt.Sprintf("%s=%d", k, r.ByClass[k])
-		}
-		fl += " (" + strings.Join(parts, ", ") + ")"
-	}
-	row("failure log", "%s, accounting for %d published", fl, r.InFailureLog)
-	row("pending", "%d", r.Pending)
-	row("unexplained", "%d bucket file(s)", len(r.Unexplained))
-	for i, p := range r.Unexplained {
-		if i == maxListed {
-			fmt.Fprintf(&b, "  … and %d more\n", len(r.Unexplained)-maxListed)
-			break
-		}
-		fmt.Fprintf(&b, "  %s\n", p)
-	}
-	row("lost", "%d", len(r.Lost))
-	for i, l := range r.Lost {
-		if i == maxListed {
-			fmt.Fprintf(&b, "  … and %d more\n", len(r.Lost)-maxListed)
-			break
-		}
-		if l.ID == "" {
-			fmt.Fprintf(&b, "  seq %d invalid input missing from the failure log\n", l.StreamSeq)
-			continue
-		}
-		fmt.Fprintf(&b, "  seq %d id %q missing from %s\n", l.StreamSeq, l.ID, strings.Join(l.Missing, ", "))
-	}
-	return b.String()
 }
 
 // failures indexes the failure log.
@@ -556,107 +428,6 @@ func bucketPath(ev *bhiv.Event) (string, bool) {
 	return key, err == nil
 }
 
-// eachMessage calls fn with every message of the stream, in order, up to the
-// last sequence the stream had when it was called; it sets r's stream range.
-func eachMessage(ctx context.Context, js jetstream.JetStream, stream string, r *Report, fn func(bhiv.Message)) error {
-	s, err := retryTransient(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, stream) })
-	if err != nil {
-		return fmt.Errorf("audit: stream %s: %w", stream, err)
-	}
-	info, err := retryTransient(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) { return s.Info(ctx) })
-	if err != nil {
-		return fmt.Errorf("audit: stream %s: %w", stream, err)
-	}
-	r.FirstSeq, r.LastSeq = info.State.FirstSeq, info.State.LastSeq
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	last := info.State.LastSeq
-	seen := info.State.FirstSeq - 1 // the last sequence handed to fn
-	// open starts an ordered consumer at the sequence after seen; reading
-	// goes on from there after a transient error (a leader election in a
-	// cluster answers "no responders" for a moment).
-	var oc jetstream.Consumer
-	open := func() error {
-		if oc != nil {
-			dropConsumer(ctx, s, oc)
-		}
-		c, err := retryTransient(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
-			return s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{InactiveThreshold: 30 * time.Second,
-				DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seen + 1})
-		})
-		if err != nil {
-			return fmt.Errorf("audit: read stream %s: %w", stream, err)
-		}
-		oc = c
-		return nil
-	}
-	if err := open(); err != nil {
-		return err
-	}
-	defer func() { dropConsumer(ctx, s, oc) }()
-	giveUp := time.Now().Add(transientBudget)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		// Ask for no more than can remain, so that a batch ends as soon as
-		// the stream's tail is read (only gaps make it wait for MaxWait).
-		want := int(min(uint64(fetchBatch), last-seen))
-		n, err := fetchInto(oc, want, last, &seen, stream, fn)
-		if err != nil {
-			if !transient(err) || time.Now().After(giveUp) {
-				return fmt.Errorf("audit: read stream %s: %w", stream, err)
-			}
-			if err := open(); err != nil {
-				return err
-			}
-			continue
-		}
-		if seen >= last || n == 0 {
-			return nil // done, or the tail was removed (limits) while reading
-		}
-	}
-}
-
-// fetchInto fetches up to want messages from oc and hands those up to last
-// to fn, advancing seen; it returns how many messages came.
-func fetchInto(oc jetstream.Consumer, want int, last uint64, seen *uint64, stream string, fn func(bhiv.Message)) (int, error) {
-	batch, err := oc.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for msg := range batch.Messages() {
-		n++
-		md, err := msg.Metadata()
-		if err != nil {
-			return n, err
-		}
-		if md.Sequence.Stream > last {
-			*seen = last // published after the check began: past the end
-			continue
-		}
-		*seen = md.Sequence.Stream
-		fn(bhiv.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(),
-			Stream: stream, Sequence: md.Sequence.Stream, Timestamp: md.Timestamp})
-	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
-		return n, err
-	}
-	return n, nil
-}
-
-// dropConsumer deletes the audit's ordered consumer (the server removes it
-// when inactive anyway).
-func dropConsumer(ctx context.Context, s jetstream.Stream, oc jetstream.Consumer) {
-	if ci := oc.CachedInfo(); ci != nil {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		_ = s.DeleteConsumer(dctx, ci.Name)
-		cancel()
-	}
-}
-
 // ReadCoreRecord reads the core stub's record file into id → receipts. A
 // torn last line is skipped.
 func ReadCoreRecord(path string) (map[string]int, error) {
@@ -665,39 +436,4 @@ func ReadCoreRecord(path string) (map[string]int, error) {
 		return nil, fmt.Errorf("audit: core record: %w", err)
 	}
 	return seen, nil
-}
-
-// transientBudget is how long retryTransient keeps trying: longer than a
-// JetStream leader election, short enough that a server without JetStream
-// gets a clear error.
-var transientBudget = 20 * time.Second
-
-// retryTransient calls fn, with a deadline per attempt, until it succeeds,
-// fails with an error that is not transient, or ctx ends. Transient errors
-// are those of a JetStream cluster electing a leader (a node just died): no
-// responders, timeouts, a temporarily unavailable JetStream API.
-func retryTransient[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
-	wait := 100 * time.Millisecond
-	giveUp := time.Now().Add(transientBudget)
-	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		v, err := fn(actx)
-		cancel()
-		if err == nil || ctx.Err() != nil || !transient(err) || time.Now().After(giveUp) {
-			return v, err
-		}
-		select {
-		case <-ctx.Done():
-			return v, err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
-}
-
-func transient(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, context.DeadlineExceeded) ||
-		errors.As(err, &apiErr) && apiErr.Code == 503
 }
