@@ -53,15 +53,15 @@ type BucketConfig struct {
 	Logger *slog.Logger
 }
 
-// WithDefaults returns c with every zero field set to its default.
+// WithDefaults returns c with every zero field set to its default. A
+// negative Retries stays as it is (none), so that applying the defaults
+// twice changes nothing.
 func (c BucketConfig) WithDefaults() BucketConfig {
 	if c.Dir == "" {
 		c.Dir = DefaultBucketDir
 	}
 	if c.Retries == 0 {
 		c.Retries = DefaultBucketRetries
-	} else if c.Retries < 0 {
-		c.Retries = 0
 	}
 	if c.RetryDelay == 0 {
 		c.RetryDelay = DefaultBucketRetryDelay
@@ -181,7 +181,7 @@ func NewBucket(cfg BucketConfig) (*Bucket, error) {
 	}
 	b.retry = retrypolicy.NewBuilder[any]().
 		HandleIf(func(_ any, err error) bool { return retryableDisk(err) }).
-		WithMaxRetries(cfg.Retries).
+		WithMaxRetries(max(cfg.Retries, 0)).
 		WithDelay(cfg.RetryDelay).
 		ReturnLastFailure().
 		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[any]) {

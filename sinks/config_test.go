@@ -64,8 +64,13 @@ func TestConfigDefaults(t *testing.T) {
 	if b := (BucketConfig{}).WithDefaults(); b.Dir != DefaultBucketDir || b.Retries != DefaultBucketRetries || b.RetryDelay != DefaultBucketRetryDelay || b.Logger == nil {
 		t.Errorf("bucket defaults %+v", b)
 	}
-	if b := (BucketConfig{Retries: -1}).WithDefaults(); b.Retries != 0 {
-		t.Errorf("bucket with Retries -1: %d retries, want none", b.Retries)
+	// Applying the defaults twice changes nothing: a negative Retries (none)
+	// must not become 0 (the default) on the way.
+	if b := (BucketConfig{Retries: -1}).WithDefaults(); b.WithDefaults() != b {
+		t.Errorf("bucket with Retries -1: %+v, then %+v", b, b.WithDefaults())
+	}
+	if s := (S3Config{Bucket: "events", Retries: -1}).WithDefaults(); s.WithDefaults() != s {
+		t.Errorf("s3 with Retries -1: %+v, then %+v", s, s.WithDefaults())
 	}
 	if f := (FailureLogConfig{}).WithDefaults(); f.Path != DefaultFailureLogPath || f.MaxBytes != DefaultFailureLogMaxBytes || f.Logger == nil {
 		t.Errorf("failure log defaults %+v", f)

@@ -109,7 +109,9 @@ type S3Config struct {
 	Logger *slog.Logger
 }
 
-// WithDefaults returns c with every zero field set to its default.
+// WithDefaults returns c with every zero field set to its default. A
+// negative Retries stays as it is (none), so that applying the defaults
+// twice changes nothing.
 func (c S3Config) WithDefaults() S3Config {
 	c.Prefix = strings.Trim(c.Prefix, "/")
 	if c.Endpoint == "" {
@@ -126,8 +128,6 @@ func (c S3Config) WithDefaults() S3Config {
 	}
 	if c.Retries == 0 {
 		c.Retries = DefaultS3Retries
-	} else if c.Retries < 0 {
-		c.Retries = 0
 	}
 	if c.RetryDelay == 0 {
 		c.RetryDelay = DefaultS3RetryDelay
@@ -316,7 +316,7 @@ func (r *S3Reader) retrying(ctx context.Context, fn func(context.Context) error)
 func (r *S3Reader) retryPolicy(log *slog.Logger) retrypolicy.RetryPolicy[any] {
 	b := retrypolicy.NewBuilder[any]().
 		HandleIf(func(_ any, err error) bool { return err != nil && classifyS3(err) == s3Retry }).
-		WithMaxRetries(r.cfg.Retries).
+		WithMaxRetries(max(r.cfg.Retries, 0)).
 		WithBackoff(r.cfg.RetryDelay, r.cfg.RetryDelayMax).
 		WithJitterFactor(0.2).
 		ReturnLastFailure()
