@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -396,5 +397,62 @@ func TestPoisonEvent(t *testing.T) {
 				t.Errorf("Core took %d of the %d other events", core.tookCount(others), len(others))
 			}
 		})
+	}
+}
+
+// TestConfigValidate checks that Validate reports the problems of every
+// part at once, and that New refuses a bad config before it opens or
+// creates anything.
+func TestConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	good := func() Config {
+		return Config{
+			Core:       sinks.CoreConfig{URL: "http://127.0.0.1:1/bhiv/core"},
+			Bucket:     sinks.BucketConfig{Dir: filepath.Join(dir, "bucket")},
+			FailureLog: sinks.FailureLogConfig{Path: filepath.Join(dir, "failed.log")},
+		}
+	}
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   []string // substrings of the error; none for valid
+	}{
+		{"valid", func(*Config) {}, nil},
+		{"consumer", func(c *Config) { c.Consumer.AckWait = time.Millisecond }, []string{"ack wait 1ms"}},
+		{"core", func(c *Config) { c.Core.URL = "ftp://x" }, []string{"scheme must be http or https"}},
+		{"bucket", func(c *Config) { c.Bucket.RetryDelay = -time.Second }, []string{"retry delay"}},
+		{"s3 in place of the bucket", func(c *Config) { c.Bucket.RetryDelay = -time.Second; c.S3 = &sinks.S3Config{} }, []string{"s3 bucket name"}},
+		{"failure log", func(c *Config) { c.FailureLog.Path = dir + "/" }, []string{"names a directory"}},
+		{"every part at once", func(c *Config) {
+			c.Consumer.MaxDeliver = 1
+			c.Core.BatchMax = -1
+			c.FailureLog.Path = "."
+		}, []string{"max deliver 1", "core batch max -1", "names a directory"}},
+	}
+	for _, tt := range tests {
+		cfg := good()
+		tt.change(&cfg)
+		err := cfg.Validate()
+		if len(tt.want) == 0 && err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+		for _, w := range tt.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %v, want an error containing %q", tt.name, err, w)
+			}
+		}
+	}
+
+	// New checks first: a bad consumer setting leaves no bucket directory
+	// and no failure log behind.
+	cfg := good()
+	cfg.Consumer.AckWait = time.Millisecond
+	if _, err := New(nil, cfg); err == nil || !strings.Contains(err.Error(), "ack wait") {
+		t.Fatalf("New with a bad ack wait: %v", err)
+	}
+	for _, p := range []string{cfg.Bucket.Dir, cfg.FailureLog.Path} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("New refused the config but created %s", p)
+		}
 	}
 }
