@@ -302,13 +302,24 @@ func TestStubCapacityClientGone(t *testing.T) {
 	var first sync.WaitGroup
 	defer first.Wait()
 	first.Go(func() { _ = send(t, srv.URL, "", binaryHeaders("first", "execution"), data("execution")) })
-	time.Sleep(50 * time.Millisecond)
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); s.Stats().Serving == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond) // the first request holds the one slot
+	}
+	// The second client goes away once its request is queued behind the
+	// first (waiting for that, rather than for a fixed time, keeps a loaded
+	// machine from cancelling it before it reached the stub).
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go func() {
+		defer cancel()
+		for deadline := time.Now().Add(5 * time.Second); s.Stats().Queued == 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+Path, strings.NewReader(data("execution")))
 	req.Header = binaryHeaders("second", "execution")
 	if _, err := http.DefaultClient.Do(req); err == nil {
-		t.Fatal("the queued request was answered before its deadline")
+		t.Fatal("the queued request was answered before its client went away")
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for s.Stats().Queued != 0 && time.Now().Before(deadline) {
