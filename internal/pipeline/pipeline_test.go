@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,6 +101,8 @@ type stack struct {
 	reg  *prometheus.Registry
 	log  string // the failure log's path
 	cons func() (pending uint64, ackPending int)
+
+	published atomic.Int64 // events steadyTraffic published
 }
 
 func startStack(t *testing.T, core *coreServer, adjust func(*Config)) *stack {
@@ -279,6 +282,7 @@ func TestIntakeResumesAfterAPermanentProbe(t *testing.T) {
 // steadyTraffic publishes an event every 20ms until the returned stop is
 // called (or the test ends); stop returns the ids published.
 func (s *stack) steadyTraffic() (stop func() []string) {
+	s.published.Store(0)
 	done := make(chan struct{})
 	published := make(chan []string, 1)
 	go func() {
@@ -295,6 +299,7 @@ func (s *stack) steadyTraffic() (stop func() []string) {
 			cancel()
 			if err == nil {
 				ids = append(ids, res.ID)
+				s.published.Add(1)
 			}
 		}
 	}()
@@ -374,10 +379,11 @@ func TestPoisonEvent(t *testing.T) {
 				defer core.mu.Unlock()
 				return core.asked[ev.ID] > 0
 			})
-			heldFrom, acked := time.Now(), s.metric("bhiv_events_acked_total")
+			heldFrom, acked, published := time.Now(), s.metric("bhiv_events_acked_total"), s.published.Load()
 			waitFor(t, tc.within, "the poison event in the failure log", func() bool { return len(s.records()) > 0 })
 			ackedWhileHeld := s.metric("bhiv_events_acked_total") - acked
-			t.Logf("poison event given up after %s; %v other events acked meanwhile", time.Since(heldFrom).Round(time.Millisecond), ackedWhileHeld)
+			publishedWhileHeld := float64(s.published.Load() - published)
+			t.Logf("poison event given up after %s; %v other events acked meanwhile, of %v published", time.Since(heldFrom).Round(time.Millisecond), ackedWhileHeld, publishedWhileHeld)
 			others := stop()
 			s.settled(20 * time.Second)
 
@@ -390,8 +396,12 @@ func TestPoisonEvent(t *testing.T) {
 				t.Errorf("record of %s: sink %s class %s error %q; want %s, core, retryable_exhausted, %q",
 					rec.EventID, rec.Sink, rec.ErrorClass, rec.Error, ev.ID, tc.why)
 			}
-			if ackedWhileHeld < tc.minAcks {
-				t.Errorf("%v other events acked while the poison event was held, want at least %v: traffic did not flow", ackedWhileHeld, tc.minAcks)
+			// Traffic flows: most of what was published while the poison
+			// event was held got through (how much was published depends
+			// on the machine's load; at least a few events were).
+			if ackedWhileHeld < min(tc.minAcks, publishedWhileHeld/2) || publishedWhileHeld < 5 {
+				t.Errorf("%v other events acked while the poison event was held, of %v published, want at least %v: traffic did not flow",
+					ackedWhileHeld, publishedWhileHeld, min(tc.minAcks, publishedWhileHeld/2))
 			}
 			if !core.has(others) {
 				t.Errorf("Core took %d of the %d other events", core.tookCount(others), len(others))
