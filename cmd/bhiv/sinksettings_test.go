@@ -28,7 +28,7 @@ func TestRetrySettingsZero(t *testing.T) {
 		if err := c.err(); err != nil {
 			t.Fatalf("%v: %v", tc.env, err)
 		}
-		if got := sc.core.WithDefaults().MaxRetries; got != tc.core {
+		if got := max(sc.core.WithDefaults().MaxRetries, 0); got != tc.core {
 			t.Errorf("%v: Core retries %d, want %d", tc.env, got, tc.core)
 		}
 		if got := max(sc.s3.WithDefaults().Retries, 0); got != tc.s3 {

@@ -42,11 +42,10 @@ type Config struct {
 }
 
 // WithDefaults returns c with every zero field set to its default, its
-// parts' included. Core's are left to sinks.NewCore: CoreConfig.WithDefaults
-// turns a negative MaxRetries (none) into 0, which a second call would make
-// the default.
+// parts' included.
 func (c Config) WithDefaults() Config {
 	c.Consumer = c.Consumer.WithDefaults()
+	c.Core = c.Core.WithDefaults()
 	c.Bucket = c.Bucket.WithDefaults()
 	if c.S3 != nil {
 		s3 := c.S3.WithDefaults()
