@@ -564,11 +564,6 @@ func parseBinary(h http.Header, body []byte) (bhiv.Event, error) {
 	return ev, nil
 }
 
-// HeaderValue decodes a ce- header value as the HTTP binding's §3.1.3.2
-// says; it is cehttp.HeaderValue, the decoding bhiv ingest does too, kept
-// here for the tests that check what Core sends against what the stub reads.
-func HeaderValue(v string) (string, error) { return cehttp.HeaderValue(v) }
-
 // acquire waits for a slot when the stub has a capacity. Goroutines
 // blocked sending on a channel are served in the order they came, so the
 // queue is first-in, first-out. It returns false if the client went away
