@@ -7,8 +7,11 @@ import (
 	"fmt"
 )
 
+// typedFields names the fields of a kind's data whose type is checked.
+type typedFields struct{ numeric, strs []string }
+
 // dataFields names the fields of each kind's data whose type is checked.
-var dataFields = map[Kind]struct{ numeric, strs []string }{
+var dataFields = map[Kind]typedFields{
 	KindExecution: {numeric: []string{"duration_ms"}, strs: []string{"action", "status", "error"}},
 	KindReward:    {numeric: []string{"reward"}, strs: []string{"execution_id", "reason"}},
 }
@@ -16,6 +19,7 @@ var dataFields = map[Kind]struct{ numeric, strs []string }{
 // checkData checks that data is a JSON object whose known fields have the
 // right types, and returns its team_id ("" when absent). It reads the object
 // in one pass without decoding it: publishers call it for every event.
+// valid says that data is known to be valid JSON already.
 func checkData(kind Kind, data json.RawMessage, valid bool) (string, error) {
 	if len(data) == 0 {
 		return "", &DecodeError{Reason: ErrMissingTeam, Detail: "data is missing"}
@@ -24,16 +28,7 @@ func checkData(kind Kind, data json.RawMessage, valid bool) (string, error) {
 		valid, _ = scanJSON(data)
 	}
 	if !valid {
-		if firstNonSpace(data) != '{' {
-			return "", &DecodeError{Reason: ErrNotObject, Detail: "data is not a JSON object"}
-		}
-		var v any
-		err := json.Unmarshal(data, &v)
-		detail := "data: invalid JSON"
-		if err != nil {
-			detail = "data: " + err.Error()
-		}
-		return "", &DecodeError{Reason: ErrNotJSON, Detail: detail}
+		return "", invalidData(data)
 	}
 	if firstNonSpace(data) != '{' {
 		return "", &DecodeError{Reason: ErrNotObject, Detail: "data is not a JSON object"}
@@ -43,40 +38,65 @@ func checkData(kind Kind, data json.RawMessage, valid bool) (string, error) {
 	var err error
 	eachMember(data, func(key, val []byte) bool {
 		if string(key) == "team_id" {
-			team = ""
-			if string(val) != "null" {
-				if val[0] != '"' {
-					err = &DecodeError{Reason: ErrInvalidData, Detail: "data.team_id is not a string"}
-					return false
-				}
-				team = jsonStringValue(val)
-			}
-			return true
+			team, err = teamID(val)
+		} else {
+			err = want.check(key, val)
 		}
-		if string(val) == "null" {
-			return true
-		}
-		for _, name := range want.numeric {
-			if string(key) == name {
-				if !isJSONNumber(val) {
-					err = &DecodeError{Reason: ErrInvalidData, Detail: fmt.Sprintf("data.%s is not a number", name)}
-					return false
-				}
-				return true
-			}
-		}
-		for _, name := range want.strs {
-			if string(key) == name && val[0] != '"' {
-				err = &DecodeError{Reason: ErrInvalidData, Detail: fmt.Sprintf("data.%s is not a string", name)}
-				return false
-			}
-		}
-		return true
+		return err == nil
 	})
 	if err != nil {
 		return "", err
 	}
 	return team, nil
+}
+
+// invalidData is the error for data that is not valid JSON: not an object
+// when it does not start like one, else the JSON decoder's reason.
+func invalidData(data []byte) error {
+	if firstNonSpace(data) != '{' {
+		return &DecodeError{Reason: ErrNotObject, Detail: "data is not a JSON object"}
+	}
+	var v any
+	err := json.Unmarshal(data, &v)
+	detail := "data: invalid JSON"
+	if err != nil {
+		detail = "data: " + err.Error()
+	}
+	return &DecodeError{Reason: ErrNotJSON, Detail: detail}
+}
+
+// teamID returns the value of a team_id member: "" for null, an error when
+// it is not a string.
+func teamID(val []byte) (string, error) {
+	if string(val) == "null" {
+		return "", nil
+	}
+	if val[0] != '"' {
+		return "", &DecodeError{Reason: ErrInvalidData, Detail: "data.team_id is not a string"}
+	}
+	return jsonStringValue(val), nil
+}
+
+// check checks the type of one member of the data, when f names it: a
+// number or a string, or null for either.
+func (f typedFields) check(key, val []byte) error {
+	if string(val) == "null" {
+		return nil
+	}
+	for _, name := range f.numeric {
+		if string(key) == name {
+			if !isJSONNumber(val) {
+				return &DecodeError{Reason: ErrInvalidData, Detail: fmt.Sprintf("data.%s is not a number", name)}
+			}
+			return nil
+		}
+	}
+	for _, name := range f.strs {
+		if string(key) == name && val[0] != '"' {
+			return &DecodeError{Reason: ErrInvalidData, Detail: fmt.Sprintf("data.%s is not a string", name)}
+		}
+	}
+	return nil
 }
 
 // Execution is the data of an execution event. Extra holds any other fields;

@@ -185,39 +185,40 @@ func (c Config) Validate() error {
 	if !bhiv.ValidStreamName(c.Durable) {
 		errs = append(errs, fmt.Errorf("durable name %q: use letters, digits, - and _ only", c.Durable))
 	}
-	if c.AckWait < 100*time.Millisecond {
-		errs = append(errs, fmt.Errorf("ack wait %s: want at least 100ms", c.AckWait))
+	errs = append(errs, c.limitErrs()...)
+	errs = append(errs, c.sinkErrs()...)
+	return errors.Join(errs...)
+}
+
+// limitErrs checks the numbers and durations of c.
+func (c Config) limitErrs() []error {
+	var errs []error
+	for _, r := range []struct {
+		ok      bool
+		problem string
+	}{
+		{c.AckWait >= 100*time.Millisecond, fmt.Sprintf("ack wait %s: want at least 100ms", c.AckWait)},
+		{c.Concurrency >= 1 && c.Concurrency <= 10_000, fmt.Sprintf("concurrency %d: want 1 to 10000", c.Concurrency)},
+		{c.MaxDeliver >= 2, fmt.Sprintf("max deliver %d: want at least 2", c.MaxDeliver)},
+		{c.MaxAckPending >= 1 && c.MaxAckPending <= 1_000_000, fmt.Sprintf("max ack pending %d: want 1 to 1000000", c.MaxAckPending)},
+		{c.MaxInFlight >= 1 && c.MaxInFlight <= c.MaxAckPending, fmt.Sprintf("max in flight %d: want 1 to max ack pending (%d)", c.MaxInFlight, c.MaxAckPending)},
+		{c.ShutdownTimeout > 0, fmt.Sprintf("shutdown timeout %s: want a positive duration", c.ShutdownTimeout)},
+		{c.MaxHold > 0, fmt.Sprintf("max hold %s: want a positive duration", c.MaxHold)},
+		{c.MaxFailedHolds >= 1, fmt.Sprintf("max failed holds %d: want at least 1", c.MaxFailedHolds)},
+		{c.MaxEventBytes >= 1, fmt.Sprintf("max event bytes %d: want at least 1", c.MaxEventBytes)},
+		{c.RememberIDs >= 1, fmt.Sprintf("remember ids %d: want at least 1", c.RememberIDs)},
+		{c.NakDelay >= 0, fmt.Sprintf("nak delay %s: want a positive duration", c.NakDelay)},
+	} {
+		if !r.ok {
+			errs = append(errs, errors.New(r.problem))
+		}
 	}
-	if c.Concurrency < 1 || c.Concurrency > 10_000 {
-		errs = append(errs, fmt.Errorf("concurrency %d: want 1 to 10000", c.Concurrency))
-	}
-	if c.MaxDeliver < 2 {
-		errs = append(errs, fmt.Errorf("max deliver %d: want at least 2", c.MaxDeliver))
-	}
-	if c.MaxAckPending < 1 || c.MaxAckPending > 1_000_000 {
-		errs = append(errs, fmt.Errorf("max ack pending %d: want 1 to 1000000", c.MaxAckPending))
-	}
-	if c.MaxInFlight < 1 || c.MaxInFlight > c.MaxAckPending {
-		errs = append(errs, fmt.Errorf("max in flight %d: want 1 to max ack pending (%d)", c.MaxInFlight, c.MaxAckPending))
-	}
-	if c.ShutdownTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("shutdown timeout %s: want a positive duration", c.ShutdownTimeout))
-	}
-	if c.MaxHold <= 0 {
-		errs = append(errs, fmt.Errorf("max hold %s: want a positive duration", c.MaxHold))
-	}
-	if c.MaxFailedHolds < 1 {
-		errs = append(errs, fmt.Errorf("max failed holds %d: want at least 1", c.MaxFailedHolds))
-	}
-	if c.MaxEventBytes < 1 {
-		errs = append(errs, fmt.Errorf("max event bytes %d: want at least 1", c.MaxEventBytes))
-	}
-	if c.RememberIDs < 1 {
-		errs = append(errs, fmt.Errorf("remember ids %d: want at least 1", c.RememberIDs))
-	}
-	if c.NakDelay < 0 {
-		errs = append(errs, fmt.Errorf("nak delay %s: want a positive duration", c.NakDelay))
-	}
+	return errs
+}
+
+// sinkErrs checks the sinks and the failure log of c.
+func (c Config) sinkErrs() []error {
+	var errs []error
 	if len(c.Sinks) == 0 {
 		errs = append(errs, errors.New("no sinks configured"))
 	}
@@ -237,7 +238,7 @@ func (c Config) Validate() error {
 	if c.FailureLog == nil {
 		errs = append(errs, errors.New("no failure log configured"))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 func sortedNames(m map[string]Sink) []string {

@@ -60,7 +60,7 @@ type Consumer struct {
 	room         chan struct{} // a message was settled (cap 1)
 	reset        chan struct{} // the durable must be re-ensured and Consume restarted (cap 1)
 	availChanged chan struct{} // intake paused or resumed (cap 1)
-	stopWorkers  chan struct{} // closed when shutdown begins
+	halt         chan struct{} // closed when shutdown begins
 	intakeDone   chan struct{} // closed at shutdown once the Consume is drained
 	advisories   chan []byte
 }
@@ -87,7 +87,7 @@ func New(js jetstream.JetStream, cfg Config) (*Consumer, error) {
 		room:         make(chan struct{}, 1),
 		reset:        make(chan struct{}, 1),
 		availChanged: make(chan struct{}, 1),
-		stopWorkers:  make(chan struct{}),
+		halt:         make(chan struct{}),
 		intakeDone:   make(chan struct{}),
 		advisories:   make(chan []byte, 256),
 	}
@@ -189,8 +189,8 @@ func (c *Consumer) shutdown(cur *consumeRun, cancelWork context.CancelFunc, disp
 	c.mu.Lock()
 	c.stopping = true
 	c.mu.Unlock()
-	close(c.stopWorkers) // no delivery starts until intake is drained
-	c.stopConsume(cur)   // what the client had buffered reaches handle, which sets it aside
+	close(c.halt)      // no delivery starts until intake is drained
+	c.stopConsume(cur) // what the client had buffered reaches handle, which sets it aside
 	// Nak only now: a Nak while the pull was draining would bring the
 	// message straight back to it.
 	close(c.intakeDone)
@@ -240,7 +240,7 @@ func (c *Consumer) wakeSinks() {
 // isStopping reports whether shutdown has begun.
 func (c *Consumer) isStopping() bool {
 	select {
-	case <-c.stopWorkers:
+	case <-c.halt:
 		return true
 	default:
 		return false

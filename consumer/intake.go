@@ -35,7 +35,7 @@ func (c *Consumer) handle(run *consumeRun, msg jetstream.Msg) {
 		case <-c.room:
 		case <-run.draining:
 			return
-		case <-c.stopWorkers:
+		case <-c.halt:
 			return
 		}
 		n = c.inFlight()

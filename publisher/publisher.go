@@ -135,10 +135,10 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Publisher, e
 	if js == nil {
 		return nil, errors.New("publisher: jetstream is nil")
 	}
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
-	cfg = cfg.WithDefaults()
 	if cfg.EnsureStream {
 		if _, err := bhiv.EnsureStream(ctx, js, cfg.Stream); err != nil {
 			return nil, fmt.Errorf("publisher: %w", err)
@@ -299,59 +299,76 @@ func (p *Publisher) collect() {
 		}
 	}()
 	for a := range p.queue {
-		var ack *jetstream.PubAck
-		var err error
-		select {
-		case ack = <-a.fut.Ok():
-		case err = <-a.fut.Err():
-		default:
-			// Not settled yet: wait, but not past the ack deadline. Acks
-			// come in order, so waiting on the oldest first costs nothing.
-			d := time.Until(a.deadline)
-			if timer == nil {
-				timer = time.NewTimer(d)
-			} else {
-				timer.Reset(d)
-			}
-			select {
-			case ack = <-a.fut.Ok():
-			case err = <-a.fut.Err():
-			case <-timer.C:
-				err = fmt.Errorf("no ack within %s (the event may still be stored; publishing it again is safe): %w",
-					p.cfg.AckTimeout, jetstream.ErrAsyncPublishTimeout)
-			}
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-		}
+		ack, err := p.awaitAck(a, &timer)
 		<-p.sem
-		p.mu.Lock()
-		switch {
-		case err != nil:
-			p.res.Failed++
-			p.errs = append(p.errs, &PublishError{ID: a.id, Err: err})
-		case ack.Duplicate:
-			p.res.Duplicates++
-		default:
-			p.res.Published++
-		}
-		p.pending--
-		done := p.pending == 0
-		if done {
-			close(p.idle)
-			p.running = false
-		}
-		p.mu.Unlock()
-		if err != nil {
-			p.log.Warn("async publish failed", "id", a.id, "err", err)
-		}
-		if done {
+		if p.settle(a, ack, err) {
 			return
 		}
 	}
+}
+
+// awaitAck waits for the ack of a, but not past its deadline; *timer is
+// made on the first wait and reused after.
+func (p *Publisher) awaitAck(a pendingAck, timer **time.Timer) (*jetstream.PubAck, error) {
+	select {
+	case ack := <-a.fut.Ok():
+		return ack, nil
+	case err := <-a.fut.Err():
+		return nil, err
+	default:
+	}
+	// Not settled yet: wait, but not past the ack deadline. Acks come in
+	// order, so waiting on the oldest first costs nothing.
+	d := time.Until(a.deadline)
+	if *timer == nil {
+		*timer = time.NewTimer(d)
+	} else {
+		(*timer).Reset(d)
+	}
+	t := *timer
+	defer func() {
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+	}()
+	select {
+	case ack := <-a.fut.Ok():
+		return ack, nil
+	case err := <-a.fut.Err():
+		return nil, err
+	case <-t.C:
+		return nil, fmt.Errorf("no ack within %s (the event may still be stored; publishing it again is safe): %w",
+			p.cfg.AckTimeout, jetstream.ErrAsyncPublishTimeout)
+	}
+}
+
+// settle counts how the publish of a ended and reports whether it was the
+// last one pending, which ends the collector.
+func (p *Publisher) settle(a pendingAck, ack *jetstream.PubAck, err error) (last bool) {
+	p.mu.Lock()
+	switch {
+	case err != nil:
+		p.res.Failed++
+		p.errs = append(p.errs, &PublishError{ID: a.id, Err: err})
+	case ack.Duplicate:
+		p.res.Duplicates++
+	default:
+		p.res.Published++
+	}
+	p.pending--
+	last = p.pending == 0
+	if last {
+		close(p.idle)
+		p.running = false
+	}
+	p.mu.Unlock()
+	if err != nil {
+		p.log.Warn("async publish failed", "id", a.id, "err", err)
+	}
+	return last
 }
 
 // Pending returns the number of async publishes whose ack is outstanding.

@@ -53,15 +53,15 @@ type BucketConfig struct {
 	Logger *slog.Logger
 }
 
-// withDefaults returns the config with every zero field set to its default.
-func (c BucketConfig) withDefaults() BucketConfig {
+// WithDefaults returns c with every zero field set to its default. A
+// negative Retries stays as it is (none), so that applying the defaults
+// twice changes nothing.
+func (c BucketConfig) WithDefaults() BucketConfig {
 	if c.Dir == "" {
 		c.Dir = DefaultBucketDir
 	}
 	if c.Retries == 0 {
 		c.Retries = DefaultBucketRetries
-	} else if c.Retries < 0 {
-		c.Retries = 0
 	}
 	if c.RetryDelay == 0 {
 		c.RetryDelay = DefaultBucketRetryDelay
@@ -72,8 +72,9 @@ func (c BucketConfig) withDefaults() BucketConfig {
 	return c
 }
 
-// Validate checks the config.
+// Validate checks c after defaults and returns every problem found.
 func (c BucketConfig) Validate() error {
+	c = c.WithDefaults()
 	if c.RetryDelay < 0 {
 		return fmt.Errorf("bucket: retry delay %s is negative", c.RetryDelay)
 	}
@@ -160,10 +161,10 @@ const fsByDev fsID = 1 << 63
 // NewBucket returns a Bucket writing under cfg.Dir. It creates the directory
 // (0750) when missing and removes the temporary files a crash left there.
 func NewBucket(cfg BucketConfig) (*Bucket, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
 	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("bucket: dir %q: %w", cfg.Dir, err)
@@ -180,7 +181,7 @@ func NewBucket(cfg BucketConfig) (*Bucket, error) {
 	}
 	b.retry = retrypolicy.NewBuilder[any]().
 		HandleIf(func(_ any, err error) bool { return retryableDisk(err) }).
-		WithMaxRetries(cfg.Retries).
+		WithMaxRetries(max(cfg.Retries, 0)).
 		WithDelay(cfg.RetryDelay).
 		ReturnLastFailure().
 		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[any]) {

@@ -120,16 +120,15 @@ type CoreConfig struct {
 	Registerer prometheus.Registerer
 }
 
-// WithDefaults returns the config with every zero field set to its default
-// and a negative MaxRetries set to 0.
+// WithDefaults returns the config with every zero field set to its
+// default. A negative MaxRetries (none) stays negative, so that applying
+// the defaults twice changes nothing.
 func (c CoreConfig) WithDefaults() CoreConfig {
 	if c.URL == "" {
 		c.URL = DefaultCoreURL
 	}
 	if c.MaxRetries == 0 {
 		c.MaxRetries = DefaultCoreMaxRetries
-	} else if c.MaxRetries < 0 {
-		c.MaxRetries = 0
 	}
 	if c.Backoff == 0 {
 		c.Backoff = DefaultCoreBackoff
@@ -353,7 +352,7 @@ func (c *Core) newRetry() retrypolicy.RetryPolicy[*http.Response] {
 			o := classifyCore(false, resp, err)
 			return o == coreUnavailable || o == coreRefused
 		}).
-		WithMaxRetries(c.cfg.MaxRetries).
+		WithMaxRetries(max(c.cfg.MaxRetries, 0)).
 		WithDelayFunc(c.retryDelay).
 		ReturnLastFailure().
 		OnRetryScheduled(c.retryScheduled).

@@ -304,6 +304,9 @@ func TestCoreLimiterCancel(t *testing.T) {
 	first := make(chan error, 1)
 	go func() { first <- c.Deliver(context.Background(), testEvent(t, bhiv.KindReward, "01HOLDER", 0)) }()
 	waitFor(t, "the first delivery holds the permit", func() bool { return c.limiter.Inflight() == 1 })
+	// The permit is taken before the request reaches Core: wait for it
+	// there too, so that the count below is not early on a loaded machine.
+	waitFor(t, "the first request at Core", func() bool { return len(srv.requests()) == 1 })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	second := make(chan error, 1)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hackaverse/bhiv"
+	bhivce "github.com/hackaverse/bhiv/internal/cehttp"
 	"github.com/hackaverse/bhiv/internal/corestub"
 )
 
@@ -59,7 +60,7 @@ func TestCorePctEncode(t *testing.T) {
 				t.Errorf("pctEncode(%q) = %q holds byte %#x, outside printable ASCII", tt.in, got, got[i])
 			}
 		}
-		back, err := corestub.HeaderValue(got)
+		back, err := bhivce.HeaderValue(got)
 		if err != nil || back != tt.in {
 			t.Errorf("decoding %q gives %q, %v; want %q", got, back, err, tt.in)
 		}

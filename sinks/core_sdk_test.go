@@ -19,7 +19,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/types"
 
 	"github.com/hackaverse/bhiv"
-	"github.com/hackaverse/bhiv/internal/corestub"
+	bhivce "github.com/hackaverse/bhiv/internal/cehttp"
 )
 
 // The CloudEvents Go SDK (github.com/cloudevents/sdk-go/v2) plays BHIV Core
@@ -98,7 +98,7 @@ func pctDecodeHeaders(h http.Header) error {
 			continue
 		}
 		for i, v := range vs {
-			d, err := corestub.HeaderValue(v)
+			d, err := bhivce.HeaderValue(v)
 			if err != nil {
 				return fmt.Errorf("%s: %w", k, err)
 			}

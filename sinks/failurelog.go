@@ -51,7 +51,8 @@ type FailureLogConfig struct {
 	Logger *slog.Logger
 }
 
-func (c FailureLogConfig) withDefaults() FailureLogConfig {
+// WithDefaults returns c with every zero field set to its default.
+func (c FailureLogConfig) WithDefaults() FailureLogConfig {
 	if c.Path == "" {
 		c.Path = DefaultFailureLogPath
 	}
@@ -62,6 +63,17 @@ func (c FailureLogConfig) withDefaults() FailureLogConfig {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c
+}
+
+// Validate checks c after defaults: the path must name a file, not a
+// directory.
+func (c FailureLogConfig) Validate() error {
+	c = c.WithDefaults()
+	base := filepath.Base(c.Path)
+	if strings.HasSuffix(c.Path, string(filepath.Separator)) || base == "." || base == ".." || base == string(filepath.Separator) {
+		return fmt.Errorf("failure log %q: names a directory, want a file such as %s", c.Path, DefaultFailureLogPath)
+	}
+	return nil
 }
 
 // FailureLog is the dead-letter file: append-only JSON Lines, one
@@ -115,7 +127,10 @@ type logBatch struct {
 // OpenFailureLog opens the failure log for appending, creating it and its
 // directory (0750) when missing.
 func OpenFailureLog(cfg FailureLogConfig) (*FailureLog, error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	path, err := filepath.Abs(cfg.Path)
 	if err != nil {
 		return nil, fmt.Errorf("failure log %q: %w", cfg.Path, err)

@@ -62,6 +62,36 @@ type ReplayConfig struct {
 	Logger *slog.Logger
 }
 
+// WithDefaults returns c with every zero field set to its default.
+func (c ReplayConfig) WithDefaults() ReplayConfig {
+	if c.Path == "" {
+		c.Path = DefaultFailureLogPath
+	}
+	if c.Wait == 0 {
+		c.Wait = DefaultReplayWait
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate checks c after defaults and returns every problem found.
+func (c ReplayConfig) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	if c.Rate < 0 {
+		errs = append(errs, fmt.Errorf("replay: rate %v: must not be negative", c.Rate))
+	}
+	if c.Kind != "" && !c.Kind.Valid() {
+		errs = append(errs, fmt.Errorf("replay: kind %q: want execution or reward", c.Kind))
+	}
+	if err := (FailureLogConfig{Path: c.Path}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("replay: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
 // ReplayResult counts what Replay did with the records that match the
 // filters.
 type ReplayResult struct {
@@ -109,28 +139,18 @@ type ReplayResult struct {
 // On ctx's end Replay stops sending, rewrites the file it was working on,
 // and returns what it did with ctx.Err().
 func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
-	r := &replayer{cfg: cfg, log: cfg.Logger}
-	if r.cfg.Path == "" {
-		r.cfg.Path = DefaultFailureLogPath
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return ReplayResult{}, err
 	}
-	if r.log == nil {
-		r.log = slog.New(slog.DiscardHandler)
-	}
-	path, err := filepath.Abs(r.cfg.Path)
+	path, err := filepath.Abs(cfg.Path)
 	if err != nil {
 		return ReplayResult{}, fmt.Errorf("replay: %w", err)
 	}
-	r.path = path
+	r := &replayer{cfg: cfg, path: path, log: cfg.Logger, wait: max(cfg.Wait, 0), unavailable: map[string]error{}}
 	if cfg.Rate > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(cfg.Rate), 1)
 	}
-	switch {
-	case cfg.Wait == 0:
-		r.wait = DefaultReplayWait
-	case cfg.Wait > 0:
-		r.wait = cfg.Wait
-	}
-	r.unavailable = map[string]error{}
 	return r.run(ctx)
 }
 
@@ -149,6 +169,9 @@ type replayer struct {
 	progress    int
 }
 
+// run replays the log: it takes the replay lock, hands the live log over
+// (see Replay), replays every rotated file in turn and then forgets the keys
+// of the records sent.
 func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
 	if r.cfg.DryRun {
 		return r.dryRun()
@@ -157,40 +180,17 @@ func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return r.res, nil // no log, nothing to do
 	}
-	// One replay at a time.
-	rlock, err := openLockFile(r.path + ".replay.lock")
+	unlock, err := r.lock()
 	if err != nil {
-		return r.res, fmt.Errorf("replay: %w", err)
+		return r.res, err
 	}
-	defer rlock.Close()
-	if err := unix.Flock(int(rlock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return r.res, fmt.Errorf("replay %s: %w", r.path, ErrReplayRunning)
-		}
-		return r.res, fmt.Errorf("replay: %w", diskErr("lock", rlock.Name(), err))
-	}
-	defer func() { _ = unix.Flock(int(rlock.Fd()), unix.LOCK_UN) }()
-
+	defer unlock()
 	r.removeStaleTemps()
 	if err := r.loadDone(); err != nil {
 		return r.res, err
 	}
-	// Hand-over: the live log becomes a rotated file.
-	lock, err := openLockFile(r.path + ".lock")
-	if err != nil {
-		return r.res, fmt.Errorf("replay: %w", err)
-	}
-	err = withFlock(lock, unix.LOCK_EX, func() error {
-		fi, err := os.Stat(r.path)
-		if err != nil || fi.Size() == 0 {
-			return nil
-		}
-		_, err = rotateLocked(r.path)
-		return err
-	})
-	_ = lock.Close()
-	if err != nil {
-		return r.res, fmt.Errorf("replay: hand-over: %w", err)
+	if err := r.handOver(); err != nil {
+		return r.res, err
 	}
 	files, err := rotatedFiles(r.path)
 	if err != nil {
@@ -209,14 +209,65 @@ func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
 			return r.res, ctx.Err()
 		}
 	}
-	// Every file is rewritten: the keys are no longer needed.
-	if err := r.closeDone(); err != nil {
+	if err := r.forgetDone(); err != nil {
 		return r.res, err
 	}
-	if err := os.Remove(r.donePath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return r.res, fmt.Errorf("replay: %w", diskErr("remove", r.donePath(), err))
-	}
 	return r.res, r.outageErr()
+}
+
+// lock takes the replay lock (flock on <path>.replay.lock), so that one
+// replay runs at a time, and returns the function that releases it.
+func (r *replayer) lock() (unlock func(), err error) {
+	rlock, err := openLockFile(r.path + ".replay.lock")
+	if err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	if err := unix.Flock(int(rlock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		_ = rlock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("replay %s: %w", r.path, ErrReplayRunning)
+		}
+		return nil, fmt.Errorf("replay: %w", diskErr("lock", rlock.Name(), err))
+	}
+	return func() {
+		_ = unix.Flock(int(rlock.Fd()), unix.LOCK_UN)
+		_ = rlock.Close()
+	}, nil
+}
+
+// handOver makes the live log a rotated file, under the log's lock, so that
+// appenders go on in a new file and the replay works on files nobody
+// appends to.
+func (r *replayer) handOver() error {
+	lock, err := openLockFile(r.path + ".lock")
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	err = withFlock(lock, unix.LOCK_EX, func() error {
+		fi, err := os.Stat(r.path)
+		if err != nil || fi.Size() == 0 {
+			return nil
+		}
+		_, err = rotateLocked(r.path)
+		return err
+	})
+	_ = lock.Close()
+	if err != nil {
+		return fmt.Errorf("replay: hand-over: %w", err)
+	}
+	return nil
+}
+
+// forgetDone removes the keys of the records sent, once every file is
+// rewritten without them.
+func (r *replayer) forgetDone() error {
+	if err := r.closeDone(); err != nil {
+		return err
+	}
+	if err := os.Remove(r.donePath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("replay: %w", diskErr("remove", r.donePath(), err))
+	}
+	return nil
 }
 
 // outageErr says which sinks were given up as unavailable, if any.
@@ -282,25 +333,36 @@ func (r *replayer) awaitSink(ctx context.Context, d bhiv.Sink, pause time.Durati
 
 func (r *replayer) donePath() string { return r.path + ".replay-done" }
 
+// readDone reads the keys a killed replay left, if any.
+func (r *replayer) readDone() error {
+	r.done = map[string]bool{}
+	f, err := os.Open(r.donePath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("replay: %w", diskErr("open", r.donePath(), err))
+	}
+	defer f.Close()
+	err = scanLines(f, func(line []byte, _ int, torn bool) error {
+		if !torn {
+			r.done[string(line)] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	return nil
+}
+
 // loadDone reads the keys a killed replay left and opens the file for more.
 func (r *replayer) loadDone() error {
-	r.done = map[string]bool{}
-	if f, err := os.Open(r.donePath()); err == nil {
-		err = scanLines(f, func(line []byte, _ int, torn bool) error {
-			if !torn {
-				r.done[string(line)] = true
-			}
-			return nil
-		})
-		_ = f.Close()
-		if err != nil {
-			return fmt.Errorf("replay: %w", err)
-		}
-		if len(r.done) > 0 {
-			r.log.Info("replay: resuming after an interrupted replay", "sent_before", len(r.done))
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("replay: %w", diskErr("open", r.donePath(), err))
+	if err := r.readDone(); err != nil {
+		return err
+	}
+	if len(r.done) > 0 {
+		r.log.Info("replay: resuming after an interrupted replay", "sent_before", len(r.done))
 	}
 	f, err := openAppend(r.donePath())
 	if err != nil {
@@ -408,112 +470,156 @@ func (r *replayer) replayFile(ctx context.Context, name string) error {
 		return fmt.Errorf("replay: %w", diskErr("open", name, err))
 	}
 	defer in.Close()
-	dir, base := filepath.Split(name)
-	tmp, err := os.CreateTemp(dir, "."+base+replayTmpMark+"*")
+	w, err := newRewriter(name)
 	if err != nil {
-		return fmt.Errorf("replay: %w", diskErr("create temp file in", dir, err))
+		return err
 	}
-	defer func() {
-		_ = tmp.Close()
-		_ = os.Remove(tmp.Name())
-	}()
-	out := bufio.NewWriterSize(tmp, 64<<10)
-	kept := 0
-	keep := func(line []byte) error {
-		kept++
-		_, _ = out.Write(line)
-		return out.WriteByte('\n')
-	}
+	defer w.discard()
 	err = scanLines(in, func(line []byte, n int, torn bool) error {
-		if ctx.Err() != nil {
-			return keep(line) // stopped: the rest stays as it is
+		if stays := r.replayLine(ctx, name, line, n, torn); stays != nil {
+			return w.keep(stays)
 		}
-		rec, err := parseRecord(line)
-		if err != nil {
-			warnBadLine(r.log, name, n, torn, err)
-			return keep(line)
-		}
-		key := lineKey(line)
-		if r.done[key] {
-			return nil // sent by an interrupted replay
-		}
-		if !r.matches(&rec) {
-			return keep(line)
-		}
-		defer r.step()
-		if r.unavailable[rec.Sink] != nil {
-			r.res.Unavailable++
-			return keep(line) // its sink was given up as unavailable: as it is
-		}
-		deliverer := r.cfg.Sinks[rec.Sink]
-		if deliverer == nil {
-			r.res.Skipped++
-			r.log.Warn("replay: no such sink, record stays", "sink", rec.Sink, "event_id", rec.EventID)
-			return keep(line)
-		}
-		ev, err := rec.DecodeEvent()
-		if err != nil {
-			r.res.Skipped++ // invalid input cannot be replayed
-			return keep(line)
-		}
-		if r.limiter != nil {
-			if err := r.limiter.Wait(ctx); err != nil {
-				return keep(line)
-			}
-		}
-		derr := r.deliver(ctx, rec.Sink, deliverer, &ev)
-		if derr == nil {
-			r.res.Sent++
-			if err := r.markDone(key); err != nil {
-				// Cannot record it: keep it, to be sent again.
-				r.log.Error("replay: cannot record a sent record; it stays and will be sent again", tint.Err(err))
-				return keep(line)
-			}
-			return nil
-		}
-		if ctx.Err() != nil {
-			return keep(line) // in flight when stopped: unchanged
-		}
-		if errors.Is(derr, bhiv.ErrUnavailable) {
-			r.res.Unavailable++
-			r.unavailable[rec.Sink] = derr
-			r.log.Warn("replay: sink still unavailable; its records stay as they are", "sink", rec.Sink, tint.Err(derr))
-			return keep(line)
-		}
-		r.res.Failed++
-		r.log.Warn("replay: failed again", "sink", rec.Sink, "event_id", rec.EventID, tint.Err(derr))
-		raiseAttempts(&rec, derr)
-		b, err := json.Marshal(&rec)
-		if err != nil {
-			return keep(line)
-		}
-		return keep(b)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
-	if err := out.Flush(); err != nil {
-		return fmt.Errorf("replay: %w", diskErr("write", tmp.Name(), err))
+	return w.commit()
+}
+
+// replayLine replays the record on one line of the file name, when it
+// matches the filters, and returns what stays in the file in its place: the
+// line as it is, the record with its failed replay counted, or nil when it
+// went through (or had already, in a replay that was killed).
+func (r *replayer) replayLine(ctx context.Context, name string, line []byte, n int, torn bool) []byte {
+	if ctx.Err() != nil {
+		return line // stopped: the rest stays as it is
 	}
-	if kept == 0 {
-		if err := os.Remove(name); err != nil {
-			return fmt.Errorf("replay: %w", diskErr("remove", name, err))
+	rec, err := parseRecord(line)
+	if err != nil {
+		warnBadLine(r.log, name, n, torn, err)
+		return line
+	}
+	key := lineKey(line)
+	if r.done[key] {
+		return nil // sent by an interrupted replay
+	}
+	if !r.matches(&rec) {
+		return line
+	}
+	defer r.step()
+	if r.unavailable[rec.Sink] != nil {
+		r.res.Unavailable++
+		return line // its sink was given up as unavailable: as it is
+	}
+	sink := r.cfg.Sinks[rec.Sink]
+	if sink == nil {
+		r.res.Skipped++
+		r.log.Warn("replay: no such sink, record stays", "sink", rec.Sink, "event_id", rec.EventID)
+		return line
+	}
+	ev, err := rec.DecodeEvent()
+	if err != nil {
+		r.res.Skipped++ // invalid input cannot be replayed
+		return line
+	}
+	if r.limiter != nil {
+		if err := r.limiter.Wait(ctx); err != nil {
+			return line
+		}
+	}
+	return r.settle(ctx, &rec, line, key, r.deliver(ctx, rec.Sink, sink, &ev))
+}
+
+// settle counts how the replay of rec (on line, with key) ended, derr being
+// its sink's last answer, and returns what stays in the file in its place.
+func (r *replayer) settle(ctx context.Context, rec *bhiv.FailureRecord, line []byte, key string, derr error) []byte {
+	switch {
+	case derr == nil:
+		r.res.Sent++
+		if err := r.markDone(key); err != nil {
+			// Cannot record it: keep it, to be sent again.
+			r.log.Error("replay: cannot record a sent record; it stays and will be sent again", tint.Err(err))
+			return line
+		}
+		return nil
+	case ctx.Err() != nil:
+		return line // in flight when stopped: unchanged
+	case errors.Is(derr, bhiv.ErrUnavailable):
+		r.res.Unavailable++
+		r.unavailable[rec.Sink] = derr
+		r.log.Warn("replay: sink still unavailable; its records stay as they are", "sink", rec.Sink, tint.Err(derr))
+		return line
+	}
+	r.res.Failed++
+	r.log.Warn("replay: failed again", "sink", rec.Sink, "event_id", rec.EventID, tint.Err(derr))
+	raiseAttempts(rec, derr)
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return line
+	}
+	return b
+}
+
+// rewriter writes the lines that stay in a rotated file to a temporary file
+// beside it, which then replaces it atomically.
+type rewriter struct {
+	name string // the rotated file
+	tmp  *os.File
+	out  *bufio.Writer
+	kept int
+}
+
+// newRewriter starts the rewrite of the rotated file name.
+func newRewriter(name string) (*rewriter, error) {
+	dir, base := filepath.Split(name)
+	tmp, err := os.CreateTemp(dir, "."+base+replayTmpMark+"*")
+	if err != nil {
+		return nil, fmt.Errorf("replay: %w", diskErr("create temp file in", dir, err))
+	}
+	return &rewriter{name: name, tmp: tmp, out: bufio.NewWriterSize(tmp, 64<<10)}, nil
+}
+
+// keep writes one line that stays.
+func (w *rewriter) keep(line []byte) error {
+	w.kept++
+	_, _ = w.out.Write(line)
+	return w.out.WriteByte('\n')
+}
+
+// commit puts the lines kept in place of the file, durably, or removes the
+// file when none was kept.
+func (w *rewriter) commit() error {
+	if err := w.out.Flush(); err != nil {
+		return fmt.Errorf("replay: %w", diskErr("write", w.tmp.Name(), err))
+	}
+	if w.kept == 0 {
+		if err := os.Remove(w.name); err != nil {
+			return fmt.Errorf("replay: %w", diskErr("remove", w.name, err))
 		}
 	} else {
-		if err := tmp.Chmod(logFilePerm); err != nil {
-			return fmt.Errorf("replay: %w", diskErr("chmod", tmp.Name(), err))
+		if err := w.tmp.Chmod(logFilePerm); err != nil {
+			return fmt.Errorf("replay: %w", diskErr("chmod", w.tmp.Name(), err))
 		}
-		if err := tmp.Sync(); err != nil {
-			return fmt.Errorf("replay: %w", diskErr("sync", tmp.Name(), err))
+		if err := w.tmp.Sync(); err != nil {
+			return fmt.Errorf("replay: %w", diskErr("sync", w.tmp.Name(), err))
 		}
-		if err := os.Rename(tmp.Name(), name); err != nil {
-			return fmt.Errorf("replay: %w", diskErr("rename", name, err))
+		if err := os.Rename(w.tmp.Name(), w.name); err != nil {
+			return fmt.Errorf("replay: %w", diskErr("rename", w.name, err))
 		}
 	}
+	dir := filepath.Dir(w.name)
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("replay: %w", diskErr("sync directory", dir, err))
 	}
 	return nil
+}
+
+// discard closes the temporary file and removes it, unless commit renamed
+// it into place.
+func (w *rewriter) discard() {
+	_ = w.tmp.Close()
+	_ = os.Remove(w.tmp.Name())
 }
 
 // raiseAttempts records another failed replay of rec: its attempts, the
@@ -538,16 +644,7 @@ func raiseAttempts(rec *bhiv.FailureRecord, err error) {
 // dryRun counts what a replay would do, changing nothing.
 func (r *replayer) dryRun() (ReplayResult, error) {
 	// Keys of an interrupted replay: those records are as good as gone.
-	r.done = map[string]bool{}
-	if f, err := os.Open(r.donePath()); err == nil {
-		_ = scanLines(f, func(line []byte, _ int, torn bool) error {
-			if !torn {
-				r.done[string(line)] = true
-			}
-			return nil
-		})
-		_ = f.Close()
-	}
+	_ = r.readDone()
 	files, err := openLogFiles(r.path)
 	if err != nil {
 		return r.res, fmt.Errorf("replay: %w", err)

@@ -109,8 +109,10 @@ type S3Config struct {
 	Logger *slog.Logger
 }
 
-// withDefaults returns the config with every zero field set to its default.
-func (c S3Config) withDefaults() S3Config {
+// WithDefaults returns c with every zero field set to its default. A
+// negative Retries stays as it is (none), so that applying the defaults
+// twice changes nothing.
+func (c S3Config) WithDefaults() S3Config {
 	c.Prefix = strings.Trim(c.Prefix, "/")
 	if c.Endpoint == "" {
 		c.Endpoint = DefaultS3Endpoint
@@ -126,8 +128,6 @@ func (c S3Config) withDefaults() S3Config {
 	}
 	if c.Retries == 0 {
 		c.Retries = DefaultS3Retries
-	} else if c.Retries < 0 {
-		c.Retries = 0
 	}
 	if c.RetryDelay == 0 {
 		c.RetryDelay = DefaultS3RetryDelay
@@ -144,34 +144,34 @@ func (c S3Config) withDefaults() S3Config {
 	return c
 }
 
-// Validate checks the config.
+// Validate checks c after defaults and returns every problem found.
 func (c S3Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
 	if err := s3utils.CheckValidBucketNameStrict(c.Bucket); err != nil {
-		return fmt.Errorf("bucket: s3 bucket name %q: %w", c.Bucket, err)
+		errs = append(errs, fmt.Errorf("bucket: s3 bucket name %q: %w", c.Bucket, err))
 	}
-	if c.Endpoint != "" {
-		u, err := url.Parse(c.Endpoint)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			return fmt.Errorf("bucket: s3 endpoint %q: want http(s)://host[:port]", c.Endpoint)
-		}
+	u, err := url.Parse(c.Endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		errs = append(errs, fmt.Errorf("bucket: s3 endpoint %q: want http(s)://host[:port]", c.Endpoint))
 	}
 	switch c.Lookup {
-	case "", S3LookupAuto, S3LookupPath, S3LookupHost:
+	case S3LookupAuto, S3LookupPath, S3LookupHost:
 	default:
-		return fmt.Errorf("bucket: s3 lookup %q: want auto, path or host", c.Lookup)
+		errs = append(errs, fmt.Errorf("bucket: s3 lookup %q: want auto, path or host", c.Lookup))
 	}
 	switch c.Conditional {
-	case "", ConditionalAuto, ConditionalOn, ConditionalOff:
+	case ConditionalAuto, ConditionalOn, ConditionalOff:
 	default:
-		return fmt.Errorf("bucket: s3 conditional writes %q: want auto, on or off", c.Conditional)
+		errs = append(errs, fmt.Errorf("bucket: s3 conditional writes %q: want auto, on or off", c.Conditional))
 	}
 	if (c.AccessKeyID == "") != (c.SecretAccessKey == "") {
-		return errors.New("bucket: s3 access key id and secret access key go together")
+		errs = append(errs, errors.New("bucket: s3 access key id and secret access key go together"))
 	}
 	if c.Timeout < 0 || c.RetryDelay < 0 || c.RetryDelayMax < 0 {
-		return errors.New("bucket: s3 timeout and retry delays must not be negative")
+		errs = append(errs, errors.New("bucket: s3 timeout and retry delays must not be negative"))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Location returns the bucket as a URL, s3://<bucket>/<prefix>.
@@ -191,10 +191,10 @@ type S3Reader struct {
 // answered that the bucket exists and may be read. A bad credential, a
 // refused access or a missing bucket is a clear error.
 func NewS3Reader(ctx context.Context, cfg S3Config) (*S3Reader, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
 	r := &S3Reader{cfg: cfg}
 	if cfg.Prefix != "" {
 		r.prefix = cfg.Prefix + "/"
@@ -316,7 +316,7 @@ func (r *S3Reader) retrying(ctx context.Context, fn func(context.Context) error)
 func (r *S3Reader) retryPolicy(log *slog.Logger) retrypolicy.RetryPolicy[any] {
 	b := retrypolicy.NewBuilder[any]().
 		HandleIf(func(_ any, err error) bool { return err != nil && classifyS3(err) == s3Retry }).
-		WithMaxRetries(r.cfg.Retries).
+		WithMaxRetries(max(r.cfg.Retries, 0)).
 		WithBackoff(r.cfg.RetryDelay, r.cfg.RetryDelayMax).
 		WithJitterFactor(0.2).
 		ReturnLastFailure()

@@ -35,7 +35,7 @@ func BenchmarkS3Bucket(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer sink.Close()
-	client, tr, err := newS3Client(cfg.withDefaults())
+	client, tr, err := newS3Client(cfg.WithDefaults())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -32,8 +33,9 @@ func runAudit(ctx context.Context, args []string, e env) error {
 	log := newLogger(c, e.stderr)
 	n := readNATS(c)
 	bucketCfg, s3Cfg := readBucket(c)
-	failedLog := c.str("BHIV_FAILED_LOG")
-	durable := c.str("BHIV_CONSUMER")
+	cfg := audit.Config{Stream: n.stream.Name, Durable: c.str("BHIV_CONSUMER"),
+		Decode:     bhiv.DecodeOptions{SubjectPrefix: n.stream.SubjectPrefix, MaxBytes: n.maxEventBytes},
+		FailureLog: c.str("BHIV_FAILED_LOG"), CoreRecord: *coreRecord, Logger: log}
 	if err := c.err(); err != nil {
 		return usageError{err}
 	}
@@ -47,45 +49,64 @@ func runAudit(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
+	if cfg.JS, err = jetstream.New(nc); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	var bucket sinks.BucketReader = sinks.NewDirReader(bucketCfg.Dir)
-	if s3Cfg != nil {
-		cfg := *s3Cfg
-		cfg.Logger = log
-		r, err := sinks.NewS3Reader(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		bucket = r
-	}
-	settled := true
-	if *wait > 0 {
-		settled = waitIdle(ctx, js, n.stream.Name, durable, *wait, log)
-	}
-	r, err := audit.Check(ctx, audit.Config{JS: js, Stream: n.stream.Name, Durable: durable,
-		Decode: bhiv.DecodeOptions{SubjectPrefix: n.stream.SubjectPrefix, MaxBytes: n.maxEventBytes},
-		Bucket: bucket, FailureLog: failedLog, CoreRecord: *coreRecord, Logger: log})
+	bucket, closeBucket, err := openBucketReader(ctx, bucketCfg, s3Cfg, log)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
-			return fmt.Errorf("audit: write report: %w", err)
-		}
-	} else {
-		fmt.Fprint(e.stdout, r.String())
+	defer closeBucket()
+	cfg.Bucket = bucket
+	settled := *wait == 0 || waitIdle(ctx, cfg.JS, cfg.Stream, cfg.Durable, *wait, log)
+	r, err := audit.Check(ctx, cfg)
+	if err != nil {
+		return err
 	}
+	if err := printReport(e.stdout, r, *asJSON); err != nil {
+		return err
+	}
+	return verdict(r, *wait, settled, log)
+}
+
+// openBucketReader opens a reader of the bucket the settings name, on
+// local disk or S3, and returns it with the function that closes it.
+func openBucketReader(ctx context.Context, dir sinks.BucketConfig, s3 *sinks.S3Config, log *slog.Logger) (sinks.BucketReader, func(), error) {
+	if s3 == nil {
+		return sinks.NewDirReader(dir.Dir), func() {}, nil
+	}
+	cfg := *s3
+	cfg.Logger = log
+	r, err := sinks.NewS3Reader(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, func() { r.Close() }, nil
+}
+
+// printReport writes the audit's report to w, as a table or as JSON.
+func printReport(w io.Writer, r *audit.Report, asJSON bool) error {
+	if !asJSON {
+		fmt.Fprint(w, r.String())
+		return nil
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		return fmt.Errorf("audit: write report: %w", err)
+	}
+	return nil
+}
+
+// verdict fails the audit when an event is lost, or when events were still
+// pending after --wait (settled says whether the consumer caught up);
+// pending events without --wait only earn a warning.
+func verdict(r *audit.Report, wait time.Duration, settled bool, log *slog.Logger) error {
 	switch {
 	case !r.OK():
 		return fmt.Errorf("audit: %d event(s) lost", len(r.Lost))
-	case r.Pending > 0 && *wait > 0 && !settled:
-		return fmt.Errorf("audit: the consumer still had events pending after --wait %s (%d not judged)", *wait, r.Pending)
+	case r.Pending > 0 && wait > 0 && !settled:
+		return fmt.Errorf("audit: the consumer still had events pending after --wait %s (%d not judged)", wait, r.Pending)
 	case r.Pending > 0:
 		log.Warn("audit: events the consumer has not processed yet were not judged; run again later or with --wait", "pending", r.Pending)
 	}

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,57 +13,28 @@ import (
 	"github.com/hackaverse/bhiv/internal/corestub"
 )
 
+// runCoreStub runs the Core stand-in on its own, with the faults the flags
+// inject, until ctx ends.
 func runCoreStub(ctx context.Context, args []string, e env) error {
 	fs := newFlagSet("core-stub", e)
 	c := newConfig(fs, e.getenv, logSettings)
 	addr := fs.String("addr", "", "listen address (env BHIV_CORE_STUB_ADDR, default 127.0.0.1:9000)")
-	token := fs.String("token", "", "bearer token required from clients (env BHIV_CORE_TOKEN)")
-	failRate := fs.Float64("fail-rate", 0, "share of requests that fail (0..1)")
-	status := fs.Int("status", 503, "status of failed requests")
-	retryAfter := fs.String("retry-after", "", "Retry-After header sent with failures (seconds or an HTTP date)")
-	latency := fs.Duration("latency", 0, "delay added to requests")
-	latencyRate := fs.Float64("latency-rate", 0, "share of requests delayed (0 = all, when --latency is set)")
-	jitter := fs.Duration("latency-jitter", 0, "vary each delay uniformly within --latency ± this (never below 0)")
-	capacity := fs.Int("capacity", 0, "serve at most this many requests at once, the others wait in a first-in, first-out queue (0 = no limit)")
-	record := fs.String("record", "", "append the id of every accepted event to this JSON Lines file (kept across restarts)")
+	stubFlags := readStubFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	log := newLogger(c, e.stderr)
-	if *addr == "" {
-		*addr = e.getenv("BHIV_CORE_STUB_ADDR")
-	}
-	if *addr == "" {
-		*addr = "127.0.0.1:9000"
-	}
-	if *token == "" {
-		*token = e.getenv("BHIV_CORE_TOKEN")
-	}
-	if *failRate < 0 || *failRate > 1 || *latencyRate < 0 || *latencyRate > 1 {
-		c.errs = append(c.errs, errors.New("--fail-rate and --latency-rate must be within 0..1"))
-	}
-	if *latency < 0 || *jitter < 0 {
-		c.errs = append(c.errs, errors.New("--latency and --latency-jitter must not be negative"))
-	}
-	if *capacity < 0 {
-		c.errs = append(c.errs, fmt.Errorf("--capacity %d: must be 0 (no limit) or more", *capacity))
-	}
-	if *status < 100 || *status > 599 {
-		c.errs = append(c.errs, fmt.Errorf("--status %d is not an HTTP status", *status))
+	*addr = cmp.Or(*addr, e.getenv("BHIV_CORE_STUB_ADDR"), "127.0.0.1:9000")
+	cfg := stubFlags()
+	cfg.Token = cmp.Or(cfg.Token, e.getenv("BHIV_CORE_TOKEN"))
+	cfg.Logger = log
+	if err := cfg.Validate(); err != nil {
+		c.errs = append(c.errs, err)
 	}
 	if err := c.err(); err != nil {
 		return usageError{err}
 	}
-	stub, err := corestub.New(corestub.Config{
-		Token:      *token,
-		Capacity:   *capacity,
-		RecordPath: *record,
-		Logger:     log,
-		Faults: corestub.Faults{
-			FailRate: *failRate, Status: *status, RetryAfter: *retryAfter,
-			Latency: *latency, LatencyRate: *latencyRate, LatencyJitter: *jitter,
-		},
-	})
+	stub, err := corestub.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -71,8 +44,31 @@ func runCoreStub(ctx context.Context, args []string, e env) error {
 		return fmt.Errorf("core stub: listen: %w", err)
 	}
 	log.Info("core stub listening", "url", "http://"+ln.Addr().String()+corestub.Path,
-		"stats", "http://"+ln.Addr().String()+corestub.Path+"/stats", "token", *token != "", "capacity", *capacity)
+		"stats", "http://"+ln.Addr().String()+corestub.Path+"/stats", "token", cfg.Token != "", "capacity", cfg.Capacity)
 	return serveUntil(ctx, ln, stub, 5*time.Second)
+}
+
+// readStubFlags defines the flags of the stub's own settings on fs and
+// returns a function that gives the config they make, once fs is parsed.
+func readStubFlags(fs *flag.FlagSet) func() corestub.Config {
+	token := fs.String("token", "", "bearer token required from clients (env BHIV_CORE_TOKEN)")
+	failRate := fs.Float64("fail-rate", 0, "share of requests that fail (0..1)")
+	status := fs.Int("status", 503, "status of failed requests")
+	retryAfter := fs.String("retry-after", "", "Retry-After header sent with failures (seconds or an HTTP date)")
+	latency := fs.Duration("latency", 0, "delay added to requests")
+	latencyRate := fs.Float64("latency-rate", 0, "share of requests delayed (0 = all, when --latency is set)")
+	jitter := fs.Duration("latency-jitter", 0, "vary each delay uniformly within --latency ± this (never below 0)")
+	capacity := fs.Int("capacity", 0, "serve at most this many requests at once, the others wait in a first-in, first-out queue (0 = no limit)")
+	record := fs.String("record", "", "append the id of every accepted event to this JSON Lines file (kept across restarts)")
+	return func() corestub.Config {
+		return corestub.Config{
+			Token: *token, Capacity: *capacity, RecordPath: *record,
+			Faults: corestub.Faults{
+				FailRate: *failRate, Status: *status, RetryAfter: *retryAfter,
+				Latency: *latency, LatencyRate: *latencyRate, LatencyJitter: *jitter,
+			},
+		}
+	}
 }
 
 // serveUntil serves h on ln until ctx ends, then shuts the server down

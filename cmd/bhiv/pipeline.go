@@ -56,6 +56,9 @@ func readSinks(c *config) sinkConfig {
 			MaxBytes: int64(c.int("BHIV_FAILED_LOG_MAX_MB", 1)) << 20,
 		},
 	}
+	if s.core.MaxRetries == 0 {
+		s.core.MaxRetries = -1 // none (0 would mean the default)
+	}
 	if u, err := url.Parse(s.core.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		c.check("BHIV_CORE_URL", errors.New("not an http(s) URL"))
 	}

@@ -1,21 +1,15 @@
 package audit
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"math"
-	"os"
 	"slices"
 	"sort"
-	"strings"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hackaverse/bhiv"
@@ -30,9 +24,6 @@ const (
 	MissingBucket = sinks.BucketName // "bucket"
 	MissingDecode = bhiv.SinkDecode  // "decode": invalid input without its failure record
 )
-
-// fetchBatch is how many stream messages are fetched at a time.
-const fetchBatch = 128
 
 // Config says where to look. JS is required; the other fields may be empty.
 type Config struct {
@@ -69,134 +60,32 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Validate reports whether the config can be used.
+// WithDefaults returns c with every zero field set to its default: the
+// stream bhiv.DefaultStreamName, a logger that discards.
+func (c Config) WithDefaults() Config {
+	if c.Stream == "" {
+		c.Stream = bhiv.DefaultStreamName
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate checks c after defaults and returns every problem found.
 func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
 	if c.JS == nil {
-		return errors.New("audit: no JetStream context")
+		errs = append(errs, errors.New("audit: no JetStream context"))
 	}
-	return nil
-}
-
-// Lost is a published message that is neither where it belongs nor in the
-// failure log.
-type Lost struct {
-	ID        string    `json:"id,omitempty"` // empty for invalid input without a valid Nats-Msg-Id
-	Kind      bhiv.Kind `json:"kind,omitempty"`
-	StreamSeq uint64    `json:"stream_seq"` // the first message with this id
-	// Missing names what lacks it: MissingCore, MissingBucket, or
-	// MissingDecode for invalid input.
-	Missing []string `json:"missing"`
-}
-
-// ConsumerState is what the durable consumer reported before the check.
-type ConsumerState struct {
-	Durable       string `json:"durable"`
-	Found         bool   `json:"found"`
-	AckFloor      uint64 `json:"ack_floor_stream_seq"`
-	Delivered     uint64 `json:"delivered_stream_seq"`
-	NumPending    uint64 `json:"num_pending"`
-	NumAckPending int    `json:"num_ack_pending"`
-}
-
-// Report is the outcome of a reconciliation.
-type Report struct {
-	Stream         string `json:"stream"`
-	FirstSeq       uint64 `json:"first_seq"`
-	LastSeq        uint64 `json:"last_seq"`
-	StreamMessages int    `json:"stream_messages"`
-	// Published is Events + Invalid: what had to be accounted for.
-	Published int `json:"published"`
-	// Events counts distinct valid event ids; RepeatedIDs the further
-	// messages that carried an id already seen (counted once).
-	Events      int `json:"events"`
-	RepeatedIDs int `json:"repeated_ids"`
-	Invalid     int `json:"invalid_input"` // messages that are not valid events
-	// CoreKnown tells whether AtCore comes from what Core received (true)
-	// or is inferred from the consumer's acks and the bucket (false).
-	CoreKnown      bool `json:"core_known"`
-	AtCore         int  `json:"at_core"`         // events Core has
-	CoreDuplicates int  `json:"core_duplicates"` // receipts beyond the first (allowed)
-	CoreOther      int  `json:"core_unpublished"`
-	InBucket       int  `json:"in_bucket"`
-	// FailureRecords counts the failure log's lines, ByClass them by
-	// "sink/class"; InFailureLog counts the published messages that at least
-	// one record accounts for.
-	FailureRecords int            `json:"failure_records"`
-	ByClass        map[string]int `json:"failure_records_by_sink_class"`
-	InFailureLog   int            `json:"in_failure_log"`
-	Consumer       *ConsumerState `json:"consumer,omitempty"`
-	// Pending counts messages not accounted for yet that the consumer has
-	// not processed (above its ack floor); they are not judged.
-	Pending int    `json:"pending"`
-	Lost    []Lost `json:"lost"`
-	// Unexplained lists bucket keys (files or objects, relative to the
-	// bucket's root) that no message of the stream explains.
-	Unexplained []string `json:"unexplained_bucket_files"`
-}
-
-// OK reports whether nothing is lost.
-func (r *Report) OK() bool { return len(r.Lost) == 0 }
-
-// maxListed is how many lost ids and unexplained files String lists.
-const maxListed = 20
-
-// String renders the report as a table.
-func (r *Report) String() string {
-	var b strings.Builder
-	row := func(name, format string, args ...any) {
-		fmt.Fprintf(&b, "%-16s %s\n", name, fmt.Sprintf(format, args...))
+	if !bhiv.ValidStreamName(c.Stream) {
+		errs = append(errs, fmt.Errorf("audit: stream name %q: use letters, digits, - and _ only", c.Stream))
 	}
-	row("stream", "%s seq %d..%d, %d message(s)", r.Stream, r.FirstSeq, r.LastSeq, r.StreamMessages)
-	row("published", "%d (%d events, %d invalid input; %d repeated id(s) counted once)", r.Published, r.Events, r.Invalid, r.RepeatedIDs)
-	if c := r.Consumer; c != nil {
-		if c.Found {
-			row("consumer", "%s: ack floor %d, pending %d, ack pending %d", c.Durable, c.AckFloor, c.NumPending, c.NumAckPending)
-		} else {
-			row("consumer", "%s: not found (every message judged as processed)", c.Durable)
-		}
+	if c.Durable != "" && !bhiv.ValidStreamName(c.Durable) {
+		errs = append(errs, fmt.Errorf("audit: durable name %q: use letters, digits, - and _ only", c.Durable))
 	}
-	if r.CoreKnown {
-		row("at Core", "%d (duplicates %d, not in the stream %d)", r.AtCore, r.CoreDuplicates, r.CoreOther)
-	} else {
-		row("at Core", "%d (inferred from acks and the bucket: no Core record given)", r.AtCore)
-	}
-	row("in bucket", "%d", r.InBucket)
-	fl := fmt.Sprintf("%d record(s)", r.FailureRecords)
-	if len(r.ByClass) > 0 {
-		keys := make([]string, 0, len(r.ByClass))
-		for k := range r.ByClass {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		parts := make([]string, len(keys))
-		for i, k := range keys {
-			parts[i] = fmt.Sprintf("%s=%d", k, r.ByClass[k])
-		}
-		fl += " (" + strings.Join(parts, ", ") + ")"
-	}
-	row("failure log", "%s, accounting for %d published", fl, r.InFailureLog)
-	row("pending", "%d", r.Pending)
-	row("unexplained", "%d bucket file(s)", len(r.Unexplained))
-	for i, p := range r.Unexplained {
-		if i == maxListed {
-			fmt.Fprintf(&b, "  … and %d more\n", len(r.Unexplained)-maxListed)
-			break
-		}
-		fmt.Fprintf(&b, "  %s\n", p)
-	}
-	row("lost", "%d", len(r.Lost))
-	for i, l := range r.Lost {
-		if i == maxListed {
-			fmt.Fprintf(&b, "  … and %d more\n", len(r.Lost)-maxListed)
-			break
-		}
-		if l.ID == "" {
-			fmt.Fprintf(&b, "  seq %d invalid input missing from the failure log\n", l.StreamSeq)
-			continue
-		}
-		fmt.Fprintf(&b, "  seq %d id %q missing from %s\n", l.StreamSeq, l.ID, strings.Join(l.Missing, ", "))
-	}
-	return b.String()
+	return errors.Join(errs...)
 }
 
 // failures indexes the failure log.
@@ -259,6 +148,37 @@ type event struct {
 	pending bool     // a message with this id is above the ack floor
 }
 
+// horizon tells, from the durable's state, which messages the consumer may
+// not have processed yet.
+type horizon struct {
+	floor     uint64 // the durable's ack floor,
+	haveFloor bool   // when it still has work pending or ack-pending
+	delivered uint64 // above it, never delivered yet
+}
+
+// pending reports whether the message at seq may still be pending: above
+// the ack floor while the durable still has work, or not delivered yet at
+// all (the durable may also be a moment behind a publish that just
+// happened).
+func (h horizon) pending(seq uint64) bool {
+	return h.haveFloor && seq > h.floor || seq > h.delivered
+}
+
+// checker is one reconciliation: what Check has read so far, and the report
+// it fills in.
+type checker struct {
+	cfg      Config
+	r        *Report
+	horizon  horizon
+	failures *failures
+	coreSeen map[string]int  // event id → receipts at Core; nil when unknown
+	bucket   map[string]bool // the bucket's keys
+
+	events    map[string]*event // by id
+	order     []*event          // in stream order
+	explained map[string]bool   // bucket keys some message makes
+}
+
 // Check reconciles the stream with Core, the bucket and the failure log.
 //
 // It reads, in this order, the durable's ack floor, the failure log, what
@@ -266,154 +186,192 @@ type event struct {
 // that time, so that on a live system whatever the consumer had acked when
 // the check began is found where it belongs.
 func Check(ctx context.Context, cfg Config) (*Report, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Stream == "" {
-		cfg.Stream = bhiv.DefaultStreamName
+	c := &checker{
+		cfg:       cfg,
+		r:         &Report{Stream: cfg.Stream, ByClass: map[string]int{}, Lost: []Lost{}, Unexplained: []string{}},
+		horizon:   horizon{delivered: math.MaxUint64},
+		failures:  &failures{byID: map[string]map[string]bool{}, bySeq: map[string]map[uint64]bool{}},
+		bucket:    map[string]bool{},
+		events:    map[string]*event{},
+		explained: map[string]bool{},
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	r := &Report{Stream: cfg.Stream, ByClass: map[string]int{}, Lost: []Lost{}, Unexplained: []string{}}
-
-	// 1. The durable's ack floor: above it, an unaccounted message may just
-	// be pending.
-	var floor uint64
-	haveFloor := false
-	delivered := uint64(math.MaxUint64) // above it, never delivered yet
-	if cfg.Durable != "" {
-		st := &ConsumerState{Durable: cfg.Durable}
-		r.Consumer = st
-		cons, err := retryTransient(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
-			return cfg.JS.Consumer(ctx, cfg.Stream, cfg.Durable)
-		})
-		switch {
-		case errors.Is(err, jetstream.ErrConsumerNotFound):
-			log.Warn("audit: durable consumer not found; judging every message as processed", "stream", cfg.Stream, "durable", cfg.Durable)
-		case err != nil:
-			return nil, fmt.Errorf("audit: stream %s, durable %s: %w", cfg.Stream, cfg.Durable, err)
-		default:
-			info, err := retryTransient(ctx, cons.Info)
-			if err != nil {
-				return nil, fmt.Errorf("audit: stream %s, durable %s: %w", cfg.Stream, cfg.Durable, err)
-			}
-			st.Found, st.AckFloor, st.NumPending, st.NumAckPending = true, info.AckFloor.Stream, info.NumPending, info.NumAckPending
-			st.Delivered, delivered = info.Delivered.Stream, info.Delivered.Stream
-			// With nothing pending or ack-pending, every message was settled
-			// (acked, terminated, or given up at max deliveries, which can
-			// leave the ack floor behind): judge them all.
-			floor, haveFloor = info.AckFloor.Stream, info.NumPending > 0 || info.NumAckPending > 0
-		}
-	}
-
-	// 2. The failure log.
-	fl := &failures{byID: map[string]map[string]bool{}, bySeq: map[string]map[uint64]bool{}}
-	if cfg.FailureLog != "" {
-		err := sinks.ReadFailureLog(cfg.FailureLog, log, func(rec bhiv.FailureRecord) error {
-			r.FailureRecords++
-			r.ByClass[rec.Sink+"/"+string(rec.ErrorClass)]++
-			fl.add(rec.Sink, rec.EventID, rec.StreamSeq)
-			return nil
-		})
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("audit: failure log: %w", err)
-		}
-	}
-
-	// 3. What Core received.
-	coreSeen := cfg.CoreSeen
-	if cfg.CoreRecord != "" {
-		var err error
-		if coreSeen, err = ReadCoreRecord(cfg.CoreRecord); err != nil {
+	for _, step := range []func(context.Context) error{c.readConsumer, c.readFailureLog, c.readCore, c.readBucket, c.readStream} {
+		if err := step(ctx); err != nil {
 			return nil, err
 		}
 	}
-	r.CoreKnown = coreSeen != nil
+	c.judgeEvents()
+	c.countCore()
+	c.findUnexplained()
+	return c.r, nil
+}
 
-	// 4. The bucket: the keys of its events.
-	bucket := map[string]bool{}
-	reader := cfg.Bucket
-	if reader == nil && cfg.BucketDir != "" {
-		reader = sinks.NewDirReader(cfg.BucketDir)
+// readConsumer reads the durable's state: above its ack floor, an
+// unaccounted message may just be pending. A missing durable judges every
+// message as processed.
+func (c *checker) readConsumer(ctx context.Context) error {
+	if c.cfg.Durable == "" {
+		return nil
 	}
-	if reader != nil {
-		err := reader.List(ctx, func(key string) error {
-			bucket[key] = true
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("audit: bucket: %w", err)
-		}
+	stream, durable := c.cfg.Stream, c.cfg.Durable
+	st := &ConsumerState{Durable: durable}
+	c.r.Consumer = st
+	cons, err := retryTransient(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+		return c.cfg.JS.Consumer(ctx, stream, durable)
+	})
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		c.cfg.Logger.Warn("audit: durable consumer not found; judging every message as processed", "stream", stream, "durable", durable)
+		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("audit: stream %s, durable %s: %w", stream, durable, err)
+	}
+	info, err := retryTransient(ctx, cons.Info)
+	if err != nil {
+		return fmt.Errorf("audit: stream %s, durable %s: %w", stream, durable, err)
+	}
+	st.Found, st.AckFloor, st.NumPending, st.NumAckPending = true, info.AckFloor.Stream, info.NumPending, info.NumAckPending
+	st.Delivered = info.Delivered.Stream
+	// With nothing pending or ack-pending, every message was settled
+	// (acked, terminated, or given up at max deliveries, which can leave
+	// the ack floor behind): judge them all.
+	c.horizon = horizon{floor: info.AckFloor.Stream, haveFloor: info.NumPending > 0 || info.NumAckPending > 0,
+		delivered: info.Delivered.Stream}
+	return nil
+}
 
-	// 5. Every message of the stream.
-	events := map[string]*event{}
-	var order []*event
-	explained := map[string]bool{}
-	err := eachMessage(ctx, cfg.JS, cfg.Stream, r, func(m bhiv.Message) {
-		r.StreamMessages++
-		// Pending: above the ack floor while the durable still has work,
-		// or not delivered yet at all (the durable may also be a moment
-		// behind a publish that just happened).
-		above := haveFloor && m.Sequence > floor || m.Sequence > delivered
-		ev, derr := bhiv.Decode(m, cfg.Decode)
-		if derr != nil {
-			r.Invalid++
-			switch {
-			case fl.anySeq(m.Sequence):
-				r.InFailureLog++
-			case above:
-				r.Pending++
-			default:
-				l := Lost{StreamSeq: m.Sequence, Missing: []string{MissingDecode}}
-				if id := bhiv.HeaderValue(m.Header, bhiv.MsgIDHeader); bhiv.ValidID(id) {
-					l.ID = id
-				}
-				if k, err := bhiv.KindFromSubject(cfg.Decode.SubjectPrefix, m.Subject); err == nil {
-					l.Kind = k
-				}
-				r.Lost = append(r.Lost, l)
-			}
-			return
+// readFailureLog indexes the failure log's records and counts them by sink
+// and class; a missing log is an empty one.
+func (c *checker) readFailureLog(context.Context) error {
+	if c.cfg.FailureLog == "" {
+		return nil
+	}
+	err := sinks.ReadFailureLog(c.cfg.FailureLog, c.cfg.Logger, func(rec bhiv.FailureRecord) error {
+		c.r.FailureRecords++
+		c.r.ByClass[rec.Sink+"/"+string(rec.ErrorClass)]++
+		c.failures.add(rec.Sink, rec.EventID, rec.StreamSeq)
+		return nil
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("audit: failure log: %w", err)
+	}
+	return nil
+}
+
+// readCore learns what Core received, from the core stub's record or
+// CoreSeen; with neither, it stays unknown (and is inferred).
+func (c *checker) readCore(context.Context) error {
+	c.coreSeen = c.cfg.CoreSeen
+	if c.cfg.CoreRecord != "" {
+		var err error
+		if c.coreSeen, err = ReadCoreRecord(c.cfg.CoreRecord); err != nil {
+			return err
 		}
-		e := events[ev.ID]
-		if e == nil {
-			e = &event{id: ev.ID, kind: ev.Kind()}
-			events[ev.ID] = e
-			order = append(order, e)
-		} else {
-			r.RepeatedIDs++
-		}
-		e.seqs = append(e.seqs, m.Sequence)
-		e.pending = e.pending || above
-		if p, ok := bucketPath(&ev); ok {
-			e.paths = append(e.paths, p)
-			explained[p] = true
-		}
+	}
+	c.r.CoreKnown = c.coreSeen != nil
+	return nil
+}
+
+// readBucket lists the keys of the bucket's events.
+func (c *checker) readBucket(ctx context.Context) error {
+	reader := c.cfg.Bucket
+	if reader == nil && c.cfg.BucketDir != "" {
+		reader = sinks.NewDirReader(c.cfg.BucketDir)
+	}
+	if reader == nil {
+		return nil
+	}
+	err := reader.List(ctx, func(key string) error {
+		c.bucket[key] = true
+		return nil
 	})
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("audit: bucket: %w", err)
 	}
-	r.Events = len(order)
-	r.Published = r.Events + r.Invalid
+	return nil
+}
 
-	for _, e := range order {
+// readStream reads every message of the stream: invalid input is judged at
+// once, valid events are gathered by id to be judged by judgeEvents.
+func (c *checker) readStream(ctx context.Context) error {
+	if err := eachMessage(ctx, c.cfg.JS, c.cfg.Stream, c.r, c.message); err != nil {
+		return err
+	}
+	c.r.Events = len(c.order)
+	c.r.Published = c.r.Events + c.r.Invalid
+	return nil
+}
+
+// message takes one message of the stream.
+func (c *checker) message(m bhiv.Message) {
+	c.r.StreamMessages++
+	pending := c.horizon.pending(m.Sequence)
+	ev, err := bhiv.Decode(m, c.cfg.Decode)
+	if err != nil {
+		c.judgeInvalid(m, pending)
+		return
+	}
+	e := c.events[ev.ID]
+	if e == nil {
+		e = &event{id: ev.ID, kind: ev.Kind()}
+		c.events[ev.ID] = e
+		c.order = append(c.order, e)
+	} else {
+		c.r.RepeatedIDs++
+	}
+	e.seqs = append(e.seqs, m.Sequence)
+	e.pending = e.pending || pending
+	if p, ok := bucketPath(&ev); ok {
+		e.paths = append(e.paths, p)
+		c.explained[p] = true
+	}
+}
+
+// judgeInvalid judges a message that is not a valid event: a failure
+// record must name its sequence, unless it may still be pending.
+func (c *checker) judgeInvalid(m bhiv.Message, pending bool) {
+	c.r.Invalid++
+	switch {
+	case c.failures.anySeq(m.Sequence):
+		c.r.InFailureLog++
+	case pending:
+		c.r.Pending++
+	default:
+		l := Lost{StreamSeq: m.Sequence, Missing: []string{MissingDecode}}
+		if id := bhiv.HeaderValue(m.Header, bhiv.MsgIDHeader); bhiv.ValidID(id) {
+			l.ID = id
+		}
+		if k, err := bhiv.KindFromSubject(c.cfg.Decode.SubjectPrefix, m.Subject); err == nil {
+			l.Kind = k
+		}
+		c.r.Lost = append(c.r.Lost, l)
+	}
+}
+
+// judgeEvents judges every valid event: it must be at Core and in the
+// bucket, or have a failure record for the sink it is missing from, unless
+// it may still be pending. The lost come out in stream order.
+func (c *checker) judgeEvents() {
+	r, fl := c.r, c.failures
+	for _, e := range c.order {
 		whole := fl.whole(e.seqs)
 		coreRec := fl.has(MissingCore, e.id, e.seqs)
 		bucketRec := fl.has(MissingBucket, e.id, e.seqs)
 		if whole || coreRec || bucketRec {
 			r.InFailureLog++
 		}
-		inBucket := slices.ContainsFunc(e.paths, func(p string) bool { return bucket[p] })
+		inBucket := slices.ContainsFunc(e.paths, func(p string) bool { return c.bucket[p] })
 		if inBucket {
 			r.InBucket++
 		}
 		bucketOK := inBucket || bucketRec || whole
 		var missing []string
-		if coreSeen != nil {
-			if coreSeen[e.id] > 0 {
+		if c.coreSeen != nil {
+			if c.coreSeen[e.id] > 0 {
 				r.AtCore++
 			} else if !coreRec && !whole {
 				missing = append(missing, MissingCore)
@@ -424,37 +382,43 @@ func Check(ctx context.Context, cfg Config) (*Report, error) {
 		if !bucketOK {
 			missing = append(missing, MissingBucket)
 		}
-		if len(missing) == 0 {
-			continue
-		}
-		if e.pending {
+		switch {
+		case len(missing) == 0:
+		case e.pending:
 			r.Pending++
-			continue
+		default:
+			r.Lost = append(r.Lost, Lost{ID: e.id, Kind: e.kind, StreamSeq: e.seqs[0], Missing: missing})
 		}
-		r.Lost = append(r.Lost, Lost{ID: e.id, Kind: e.kind, StreamSeq: e.seqs[0], Missing: missing})
 	}
 	sort.Slice(r.Lost, func(i, j int) bool { return r.Lost[i].StreamSeq < r.Lost[j].StreamSeq })
+}
 
-	for id, n := range coreSeen {
+// countCore counts Core's repeated receipts, and the events it received
+// that the stream does not hold.
+func (c *checker) countCore() {
+	for id, n := range c.coreSeen {
 		if n <= 0 {
 			continue
 		}
-		r.CoreDuplicates += n - 1
-		if events[id] == nil {
-			r.CoreOther++
+		c.r.CoreDuplicates += n - 1
+		if c.events[id] == nil {
+			c.r.CoreOther++
 		}
 	}
-	for p := range bucket {
-		if !explained[p] {
-			r.Unexplained = append(r.Unexplained, p)
+}
+
+// findUnexplained lists the bucket keys no message of the stream explains.
+func (c *checker) findUnexplained() {
+	for p := range c.bucket {
+		if !c.explained[p] {
+			c.r.Unexplained = append(c.r.Unexplained, p)
 		}
 	}
-	sort.Strings(r.Unexplained)
-	if len(r.Unexplained) > 0 && r.FirstSeq > 1 {
-		log.Warn("audit: the stream no longer holds its first messages; bucket files of events that aged out count as unexplained",
-			"first_seq", r.FirstSeq, "unexplained", len(r.Unexplained))
+	sort.Strings(c.r.Unexplained)
+	if len(c.r.Unexplained) > 0 && c.r.FirstSeq > 1 {
+		c.cfg.Logger.Warn("audit: the stream no longer holds its first messages; bucket files of events that aged out count as unexplained",
+			"first_seq", c.r.FirstSeq, "unexplained", len(c.r.Unexplained))
 	}
-	return r, nil
 }
 
 // bucketPath is where the Bucket sink keeps ev, relative to the bucket's
@@ -464,161 +428,12 @@ func bucketPath(ev *bhiv.Event) (string, bool) {
 	return key, err == nil
 }
 
-// eachMessage calls fn with every message of the stream, in order, up to the
-// last sequence the stream had when it was called; it sets r's stream range.
-func eachMessage(ctx context.Context, js jetstream.JetStream, stream string, r *Report, fn func(bhiv.Message)) error {
-	s, err := retryTransient(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, stream) })
-	if err != nil {
-		return fmt.Errorf("audit: stream %s: %w", stream, err)
-	}
-	info, err := retryTransient(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) { return s.Info(ctx) })
-	if err != nil {
-		return fmt.Errorf("audit: stream %s: %w", stream, err)
-	}
-	r.FirstSeq, r.LastSeq = info.State.FirstSeq, info.State.LastSeq
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	last := info.State.LastSeq
-	seen := info.State.FirstSeq - 1 // the last sequence handed to fn
-	// open starts an ordered consumer at the sequence after seen; reading
-	// goes on from there after a transient error (a leader election in a
-	// cluster answers "no responders" for a moment).
-	var oc jetstream.Consumer
-	open := func() error {
-		if oc != nil {
-			dropConsumer(ctx, s, oc)
-		}
-		c, err := retryTransient(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
-			return s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{InactiveThreshold: 30 * time.Second,
-				DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seen + 1})
-		})
-		if err != nil {
-			return fmt.Errorf("audit: read stream %s: %w", stream, err)
-		}
-		oc = c
-		return nil
-	}
-	if err := open(); err != nil {
-		return err
-	}
-	defer func() { dropConsumer(ctx, s, oc) }()
-	giveUp := time.Now().Add(transientBudget)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		// Ask for no more than can remain, so that a batch ends as soon as
-		// the stream's tail is read (only gaps make it wait for MaxWait).
-		want := int(min(uint64(fetchBatch), last-seen))
-		n, err := fetchInto(oc, want, last, &seen, stream, fn)
-		if err != nil {
-			if !transient(err) || time.Now().After(giveUp) {
-				return fmt.Errorf("audit: read stream %s: %w", stream, err)
-			}
-			if err := open(); err != nil {
-				return err
-			}
-			continue
-		}
-		if seen >= last || n == 0 {
-			return nil // done, or the tail was removed (limits) while reading
-		}
-	}
-}
-
-// fetchInto fetches up to want messages from oc and hands those up to last
-// to fn, advancing seen; it returns how many messages came.
-func fetchInto(oc jetstream.Consumer, want int, last uint64, seen *uint64, stream string, fn func(bhiv.Message)) (int, error) {
-	batch, err := oc.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for msg := range batch.Messages() {
-		n++
-		md, err := msg.Metadata()
-		if err != nil {
-			return n, err
-		}
-		if md.Sequence.Stream > last {
-			*seen = last // published after the check began: past the end
-			continue
-		}
-		*seen = md.Sequence.Stream
-		fn(bhiv.Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(),
-			Stream: stream, Sequence: md.Sequence.Stream, Timestamp: md.Timestamp})
-	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
-		return n, err
-	}
-	return n, nil
-}
-
-// dropConsumer deletes the audit's ordered consumer (the server removes it
-// when inactive anyway).
-func dropConsumer(ctx context.Context, s jetstream.Stream, oc jetstream.Consumer) {
-	if ci := oc.CachedInfo(); ci != nil {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		_ = s.DeleteConsumer(dctx, ci.Name)
-		cancel()
-	}
-}
-
 // ReadCoreRecord reads the core stub's record file into id → receipts. A
 // torn last line is skipped.
 func ReadCoreRecord(path string) (map[string]int, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("audit: core record: %w", err)
-	}
-	defer f.Close()
 	seen := map[string]int{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var rec corestub.Record
-		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.ID != "" {
-			seen[rec.ID]++
-		}
-	}
-	if err := sc.Err(); err != nil {
+	if err := corestub.ReadRecords(path, func(r corestub.Record) { seen[r.ID]++ }); err != nil {
 		return nil, fmt.Errorf("audit: core record: %w", err)
 	}
 	return seen, nil
-}
-
-// transientBudget is how long retryTransient keeps trying: longer than a
-// JetStream leader election, short enough that a server without JetStream
-// gets a clear error.
-var transientBudget = 20 * time.Second
-
-// retryTransient calls fn, with a deadline per attempt, until it succeeds,
-// fails with an error that is not transient, or ctx ends. Transient errors
-// are those of a JetStream cluster electing a leader (a node just died): no
-// responders, timeouts, a temporarily unavailable JetStream API.
-func retryTransient[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
-	wait := 100 * time.Millisecond
-	giveUp := time.Now().Add(transientBudget)
-	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		v, err := fn(actx)
-		cancel()
-		if err == nil || ctx.Err() != nil || !transient(err) || time.Now().After(giveUp) {
-			return v, err
-		}
-		select {
-		case <-ctx.Done():
-			return v, err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
-}
-
-func transient(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, context.DeadlineExceeded) ||
-		errors.As(err, &apiErr) && apiErr.Code == 503
 }

@@ -550,6 +550,35 @@ func TestEmptyAndErrors(t *testing.T) {
 	}
 }
 
+// TestConfigValidate checks each rule of Config.Validate, row by row.
+func TestConfigValidate(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // substring of the error; "" for valid
+	}{
+		{"defaults", Config{JS: js}, ""},
+		{"durable", Config{JS: js, Stream: "EVENTS", Durable: "bhiv-sinks"}, ""},
+		{"no JetStream", Config{}, "no JetStream context"},
+		{"stream with a dot", Config{JS: js, Stream: "a.b"}, `stream name "a.b"`},
+		{"durable with a space", Config{JS: js, Durable: "a b"}, `durable name "a b"`},
+	}
+	for _, tt := range tests {
+		err := tt.cfg.Validate()
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: %v, want an error containing %q", tt.name, err, tt.want)
+		}
+	}
+	if d := (Config{}).WithDefaults(); d.Stream != bhiv.DefaultStreamName || d.Logger == nil {
+		t.Errorf("defaults %+v", d)
+	}
+}
+
 // A server without JetStream answers no JetStream request: the audit
 // retries as through a leader election, then gives up with the reason.
 func TestNoJetStreamGivesUp(t *testing.T) {

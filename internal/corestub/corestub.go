@@ -14,19 +14,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"mime"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/cehttp"
 )
 
 // Path is where the stub takes events; Path+"/stats" reports what it has
@@ -61,9 +61,58 @@ type Config struct {
 	// KeepEvents keeps every accepted event in memory, for Received
 	// (tests).
 	KeepEvents bool
-	Logger     *slog.Logger
-	// Now, if set, replaces time.Now (tests).
-	Now func() time.Time
+	// Logger receives the fault changes; nil discards.
+	Logger *slog.Logger
+}
+
+// WithDefaults returns f with every zero field set to its default: Status
+// 503.
+func (f Faults) WithDefaults() Faults {
+	if f.Status == 0 {
+		f.Status = http.StatusServiceUnavailable
+	}
+	return f
+}
+
+// Validate checks f after defaults and returns every problem found.
+func (f Faults) Validate() error {
+	f = f.WithDefaults()
+	var errs []error
+	if f.FailRate < 0 || f.FailRate > 1 {
+		errs = append(errs, fmt.Errorf("fail rate %v: want 0 to 1", f.FailRate))
+	}
+	if f.LatencyRate < 0 || f.LatencyRate > 1 {
+		errs = append(errs, fmt.Errorf("latency rate %v: want 0 to 1", f.LatencyRate))
+	}
+	if f.Latency < 0 || f.LatencyJitter < 0 {
+		errs = append(errs, fmt.Errorf("latency %s and latency jitter %s: must not be negative", f.Latency, f.LatencyJitter))
+	}
+	if f.Status < 100 || f.Status > 599 {
+		errs = append(errs, fmt.Errorf("status %d: not an HTTP status", f.Status))
+	}
+	return errors.Join(errs...)
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	c.Faults = c.Faults.WithDefaults()
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate checks c after defaults and returns every problem found.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	if c.Capacity < 0 {
+		errs = append(errs, fmt.Errorf("capacity %d: want 0 (no limit) or more", c.Capacity))
+	}
+	if err := c.Faults.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // Stats is what GET /bhiv/core/stats returns.
@@ -102,12 +151,13 @@ type Stub struct {
 	slots  chan struct{} // one per request served at once (Capacity), nil when unlimited
 }
 
-// New returns a Stub.
+// New returns a Stub, with what cfg.RecordPath holds already counted.
 func New(cfg Config) (*Stub, error) {
-	s := &Stub{cfg: cfg, log: cfg.Logger, faults: cfg.Faults, seen: make(map[string]int)}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("core stub: %w", err)
 	}
+	s := &Stub{cfg: cfg, log: cfg.Logger, faults: cfg.Faults, seen: make(map[string]int)}
 	s.stats.ByKind = map[string]int64{}
 	s.stats.ByMode = map[string]int64{}
 	if cfg.Capacity > 0 {
@@ -142,13 +192,12 @@ type Record struct {
 	Event json.RawMessage `json:"event,omitempty"`
 }
 
-func (s *Stub) loadRecord(path string) error {
+// ReadRecords calls fn with every record of the record file at path, in
+// order; a line that is not a record (a torn last line) is skipped.
+func ReadRecords(path string, fn func(Record)) error {
 	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return nil
-	}
 	if err != nil {
-		return fmt.Errorf("core stub: read record: %w", err)
+		return err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -156,25 +205,43 @@ func (s *Stub) loadRecord(path string) error {
 	for sc.Scan() {
 		var r Record
 		if json.Unmarshal(sc.Bytes(), &r) != nil || r.ID == "" {
-			continue // a torn last line
+			continue
 		}
-		s.seen[r.ID]++
-		s.stats.Events++
-		if s.seen[r.ID] == 1 {
-			s.stats.Unique++
-			s.stats.ByKind[r.Kind]++
-		} else {
-			s.stats.Duplicates++
-		}
+		fn(r)
 	}
 	return sc.Err()
+}
+
+// loadRecord counts the events the record file at path holds, as if they
+// had just been received; a missing file holds none.
+func (s *Stub) loadRecord(path string) error {
+	err := ReadRecords(path, func(r Record) { s.note(r) })
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("core stub: read record: %w", err)
+	}
+	return nil
+}
+
+// note counts one received event and reports whether its id was seen
+// before. The caller holds s.mu (or has s to itself).
+func (s *Stub) note(r Record) (dup bool) {
+	s.seen[r.ID]++
+	s.stats.Events++
+	if s.seen[r.ID] > 1 {
+		s.stats.Duplicates++
+		return true
+	}
+	s.stats.Unique++
+	s.stats.ByKind[r.Kind]++
+	return false
 }
 
 // ServeHTTP serves the stub's routes.
 func (s *Stub) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// SetFaults replaces the injected faults.
+// SetFaults replaces the injected faults (with their defaults).
 func (s *Stub) SetFaults(f Faults) {
+	f = f.WithDefaults()
 	s.mu.Lock()
 	s.faults = f
 	s.mu.Unlock()
@@ -230,10 +297,11 @@ func (s *Stub) Close() error {
 	return err
 }
 
+// handleEvents takes the events of one request: it checks the token,
+// injects the faults, parses the body in whichever content mode it comes,
+// then counts and records the events and answers with what it accepted.
 func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.stats.Requests++
-	s.mu.Unlock()
+	s.count(func(st *Stats) { st.Requests++ })
 	if !s.acquire(r) {
 		return // the client went away while queued
 	}
@@ -241,40 +309,80 @@ func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	f := s.faults
 	s.mu.Unlock()
-
-	if s.cfg.Token != "" {
-		want := "Bearer " + s.cfg.Token
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
-			s.count(func(st *Stats) { st.Unauthorized++ })
-			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
-			return
-		}
-	}
-	if d := f.delay(); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
-	}
-	if f.FailRate > 0 && rand.Float64() < f.FailRate {
-		status := f.Status
-		if status == 0 {
-			status = http.StatusServiceUnavailable
-		}
-		if f.RetryAfter != "" {
-			w.Header().Set("Retry-After", f.RetryAfter)
-		}
-		s.count(func(st *Stats) { st.Injected++ })
-		http.Error(w, "injected failure", status)
+	if !s.authorized(w, r) || !hold(r, f) || s.injectFailure(w, f) {
 		return
 	}
+	mode, recs, ok := s.readEvents(w, r)
+	if !ok {
+		return
+	}
+	dups, err := s.store(mode, recs)
+	if err != nil {
+		http.Error(w, "record: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if dups > 0 {
+		w.Header().Set("X-Duplicates", strconv.Itoa(dups))
+	}
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, `{"accepted":%d,"duplicates":%d,"mode":%q}`+"\n", len(recs), dups, mode)
+}
+
+// authorized checks the bearer token, when the stub has one, and answers
+// 401 when it is missing or wrong.
+func (s *Stub) authorized(w http.ResponseWriter, r *http.Request) bool {
+	if s.cfg.Token == "" {
+		return true
+	}
+	want := "Bearer " + s.cfg.Token
+	if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) == 1 {
+		return true
+	}
+	s.count(func(st *Stats) { st.Unauthorized++ })
+	http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
+	return false
+}
+
+// hold delays the request as f says; it returns false when the client went
+// away meanwhile.
+func hold(r *http.Request, f Faults) bool {
+	d := f.delay()
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+// injectFailure answers the share f.FailRate of requests with f.Status and
+// reports whether it answered.
+func (s *Stub) injectFailure(w http.ResponseWriter, f Faults) bool {
+	if f.FailRate <= 0 || rand.Float64() >= f.FailRate {
+		return false
+	}
+	if f.RetryAfter != "" {
+		w.Header().Set("Retry-After", f.RetryAfter)
+	}
+	s.count(func(st *Stats) { st.Injected++ })
+	http.Error(w, "injected failure", f.Status)
+	return true
+}
+
+// readEvents reads and parses the request's events, each as the record it
+// makes; on a bad request it answers 400 (415 for a media type the stub does
+// not take) and returns false.
+func (s *Stub) readEvents(w http.ResponseWriter, r *http.Request) (mode string, recs []Record, ok bool) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
 	if err != nil {
 		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
-		return
+		return "", nil, false
 	}
 	mode, events, err := Parse(r.Header, body)
 	if err != nil {
@@ -285,29 +393,30 @@ func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusUnsupportedMediaType
 		}
 		http.Error(w, err.Error(), status)
-		return
+		return "", nil, false
 	}
-	recs := make([]Record, len(events))
+	recs = make([]Record, len(events))
 	for i := range events {
 		env, err := events[i].MarshalJSON()
 		if err != nil {
 			s.count(func(st *Stats) { st.BadRequests++ })
 			http.Error(w, fmt.Sprintf("event %s: %v", events[i].ID, err), http.StatusBadRequest)
-			return
+			return "", nil, false
 		}
 		recs[i] = Record{ID: events[i].ID, Kind: events[i].Type, Mode: mode, Event: env}
 	}
-	dups := 0
+	return mode, recs, true
+}
+
+// store counts the records of one request, keeps them when asked to and
+// appends them to the record file, flushed; it returns how many were
+// duplicates.
+func (s *Stub) store(mode string, recs []Record) (dups int, err error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.stats.ByMode[mode]++
 	for _, rec := range recs {
-		s.seen[rec.ID]++
-		s.stats.Events++
-		if s.seen[rec.ID] == 1 {
-			s.stats.Unique++
-			s.stats.ByKind[rec.Kind]++
-		} else {
-			s.stats.Duplicates++
+		if s.note(rec) {
 			dups++
 		}
 		if s.cfg.KeepEvents {
@@ -319,21 +428,10 @@ func (s *Stub) handleEvents(w http.ResponseWriter, r *http.Request) {
 			s.recBuf.WriteByte('\n')
 		}
 	}
-	var recErr error
 	if s.recBuf != nil {
-		recErr = s.recBuf.Flush()
+		err = s.recBuf.Flush()
 	}
-	s.mu.Unlock()
-	if recErr != nil {
-		http.Error(w, "record: "+recErr.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	if dups > 0 {
-		w.Header().Set("X-Duplicates", strconv.Itoa(dups))
-	}
-	w.WriteHeader(http.StatusOK)
-	fmt.Fprintf(w, `{"accepted":%d,"duplicates":%d,"mode":%q}`+"\n", len(events), dups, mode)
+	return dups, err
 }
 
 // The content modes, as Parse names them.
@@ -423,7 +521,7 @@ func parseBinary(h http.Header, body []byte) (bhiv.Event, error) {
 			continue
 		}
 		name := strings.ToLower(k[3:])
-		v, err := HeaderValue(vs[0])
+		v, err := cehttp.HeaderValue(vs[0])
 		if err != nil {
 			return bhiv.Event{}, fmt.Errorf("header %s: %w", k, err)
 		}
@@ -464,31 +562,6 @@ func parseBinary(h http.Header, body []byte) (bhiv.Event, error) {
 		return bhiv.Event{}, err
 	}
 	return ev, nil
-}
-
-// HeaderValue decodes a ce- header value as the HTTP binding's §3.1.3.2
-// says: a double-quoted string is unquoted (backslash escapes processed),
-// then one round of percent-decoding is done (lower-case hex accepted);
-// a decoded value that is not valid UTF-8 is rejected.
-func HeaderValue(v string) (string, error) {
-	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-		var b strings.Builder
-		for i := 1; i < len(v)-1; i++ {
-			if v[i] == '\\' && i+1 < len(v)-1 {
-				i++
-			}
-			b.WriteByte(v[i])
-		}
-		v = b.String()
-	}
-	d, err := url.PathUnescape(v)
-	if err != nil {
-		return "", fmt.Errorf("bad percent-encoding: %w", err)
-	}
-	if !utf8.ValidString(d) {
-		return "", fmt.Errorf("%q decodes to invalid UTF-8", v)
-	}
-	return d, nil
 }
 
 // acquire waits for a slot when the stub has a capacity. Goroutines
@@ -570,12 +643,9 @@ func (s *Stub) handlePutFaults(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "faults: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if f.FailRate < 0 || f.FailRate > 1 || f.LatencyRate < 0 || f.LatencyRate > 1 {
-		http.Error(w, "faults: rates must be within 0..1", http.StatusBadRequest)
-		return
-	}
-	if f.Latency < 0 || f.LatencyJitter < 0 {
-		http.Error(w, "faults: latency and latency_jitter must not be negative", http.StatusBadRequest)
+	f = f.WithDefaults()
+	if err := f.Validate(); err != nil {
+		http.Error(w, "faults: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	s.SetFaults(f)

@@ -154,30 +154,6 @@ func TestStub(t *testing.T) {
 	}
 }
 
-func TestHeaderValue(t *testing.T) {
-	tests := []struct {
-		in, want string
-		ok       bool
-	}{
-		{"plain", "plain", true},
-		{"Euro%20%E2%82%AC%20%F0%9F%98%80", "Euro € 😀", true},
-		{"caf%c3%a9", "café", true},      // lower-case hex
-		{"%41%42", "AB", true},           // needlessly encoded
-		{`"a b \"q\""`, `a b "q"`, true}, // an older sender's quoted string
-		{`"50%25"`, "50%", true},         // quoted, then percent-decoded
-		{"%C0%A0", "", false},            // overlong: invalid UTF-8
-		{"%FF", "", false},               // invalid UTF-8
-		{"100%", "", false},              // a bare percent
-		{"%G1", "", false},               // not hex
-	}
-	for _, tt := range tests {
-		got, err := HeaderValue(tt.in)
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("HeaderValue(%q) = %q, %v; want %q, ok %v", tt.in, got, err, tt.want, tt.ok)
-		}
-	}
-}
-
 func TestStubFaults(t *testing.T) {
 	s, err := New(Config{Faults: Faults{FailRate: 1, Status: 429, RetryAfter: "2"}})
 	if err != nil {
@@ -209,6 +185,65 @@ func TestStubFaults(t *testing.T) {
 	}
 	if st := s.Stats(); st.Injected != 1 || st.Unique != 1 {
 		t.Errorf("stats = %+v", st)
+	}
+}
+
+// TestConfigValidate checks each rule of Config.Validate, row by row, and
+// that PUT /faults refuses what New refuses.
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // substring of the error; "" for valid
+	}{
+		{"zero value", Config{}, ""},
+		{"every fault", Config{Capacity: 4, Faults: Faults{FailRate: 1, Status: 429, Latency: time.Second, LatencyRate: 0.5, LatencyJitter: time.Millisecond}}, ""},
+		{"negative capacity", Config{Capacity: -1}, "capacity -1"},
+		{"fail rate above 1", Config{Faults: Faults{FailRate: 1.5}}, "fail rate 1.5"},
+		{"negative fail rate", Config{Faults: Faults{FailRate: -0.1}}, "fail rate -0.1"},
+		{"latency rate above 1", Config{Faults: Faults{LatencyRate: 2}}, "latency rate 2"},
+		{"negative latency", Config{Faults: Faults{Latency: -time.Second}}, "must not be negative"},
+		{"negative jitter", Config{Faults: Faults{LatencyJitter: -time.Second}}, "must not be negative"},
+		{"status not HTTP", Config{Faults: Faults{Status: 700}}, "status 700"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Validate: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Validate: %v, want an error containing %q", err, tt.want)
+			}
+			if _, err := New(tt.cfg); (err == nil) != (tt.want == "") {
+				t.Fatalf("New: %v, want it to agree with Validate", err)
+			}
+		})
+	}
+	if d := (Config{}).WithDefaults(); d.Faults.Status != http.StatusServiceUnavailable || d.Logger == nil {
+		t.Errorf("defaults %+v", d)
+	}
+
+	s, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	for body, want := range map[string]int{`{"status":700,"fail_rate":1}`: 400, `{"fail_rate":3}`: 400, `{"fail_rate":1}`: 204} {
+		req, _ := http.NewRequest(http.MethodPut, srv.URL+Path+"/faults", strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("PUT faults %s: %d, want %d", body, resp.StatusCode, want)
+		}
+	}
+	// A failure injected with no status set is a 503.
+	if got := send(t, srv.URL, "", binaryHeaders("a", "execution"), data("execution")).StatusCode; got != http.StatusServiceUnavailable {
+		t.Errorf("injected failure without a status: %d, want 503", got)
 	}
 }
 
@@ -267,13 +302,24 @@ func TestStubCapacityClientGone(t *testing.T) {
 	var first sync.WaitGroup
 	defer first.Wait()
 	first.Go(func() { _ = send(t, srv.URL, "", binaryHeaders("first", "execution"), data("execution")) })
-	time.Sleep(50 * time.Millisecond)
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); s.Stats().Serving == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond) // the first request holds the one slot
+	}
+	// The second client goes away once its request is queued behind the
+	// first (waiting for that, rather than for a fixed time, keeps a loaded
+	// machine from cancelling it before it reached the stub).
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go func() {
+		defer cancel()
+		for deadline := time.Now().Add(5 * time.Second); s.Stats().Queued == 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+Path, strings.NewReader(data("execution")))
 	req.Header = binaryHeaders("second", "execution")
 	if _, err := http.DefaultClient.Do(req); err == nil {
-		t.Fatal("the queued request was answered before its deadline")
+		t.Fatal("the queued request was answered before its client went away")
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for s.Stats().Queued != 0 && time.Now().Before(deadline) {

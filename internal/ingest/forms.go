@@ -5,11 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/cehttp"
 )
 
 // mode is the content mode of a request.
@@ -141,7 +140,7 @@ func ceHeaders(h http.Header) (map[string]string, *problem) {
 		if len(vals) != 1 {
 			return nil, badRequest(bhiv.ErrInvalidEnvelope.Error(), "header %s is given %d times", name, len(vals))
 		}
-		v, err := decodeHeaderValue(vals[0])
+		v, err := cehttp.HeaderValue(vals[0])
 		if err != nil {
 			return nil, badRequest(bhiv.ErrInvalidEnvelope.Error(), "header %s: %v", name, err)
 		}
@@ -152,30 +151,6 @@ func ceHeaders(h http.Header) (map[string]string, *problem) {
 			"header ce-datacontenttype: in binary mode Content-Type carries the data content type (HTTP binding §3.1.1)")
 	}
 	return out, nil
-}
-
-// decodeHeaderValue decodes a ce-* header value (HTTP binding §3.1.3.2).
-func decodeHeaderValue(v string) (string, error) {
-	v = strings.TrimSpace(v)
-	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-		var b strings.Builder
-		for i := 1; i < len(v)-1; i++ {
-			if v[i] == '\\' && i+1 < len(v)-1 {
-				i++
-			}
-			b.WriteByte(v[i])
-		}
-		v = b.String()
-	}
-	// PathUnescape decodes %XX (either case) and leaves '+' alone.
-	s, err := url.PathUnescape(v)
-	if err != nil {
-		return "", fmt.Errorf("bad percent-encoding: %w", err)
-	}
-	if !utf8.ValidString(s) {
-		return "", errors.New("not UTF-8 once percent-decoded")
-	}
-	return s, nil
 }
 
 // idempotencyKey returns the Idempotency-Key header, unquoted (the IETF

@@ -81,10 +81,10 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	if nc == nil {
 		return nil, errors.New("ingest: nats connection is nil")
 	}
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	cfg = cfg.WithDefaults()
 	// Async publishes let a batch go out at once; every one of them settles
 	// (acked, refused or timed out) within PublishTimeout.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))

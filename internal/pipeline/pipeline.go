@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/consumer"
 	"github.com/hackaverse/bhiv/sinks"
 )
@@ -29,7 +30,7 @@ var (
 )
 
 // Config configures a Pipeline. Sinks, FailureLog, Logger and Registerer of
-// Consumer are filled in by New.
+// Consumer, and the Logger of each sink, are filled in by New.
 type Config struct {
 	Consumer   consumer.Config
 	Core       sinks.CoreConfig
@@ -40,6 +41,55 @@ type Config struct {
 	Registerer prometheus.Registerer // optional
 }
 
+// WithDefaults returns c with every zero field set to its default, its
+// parts' included.
+func (c Config) WithDefaults() Config {
+	c.Consumer = c.Consumer.WithDefaults()
+	c.Core = c.Core.WithDefaults()
+	c.Bucket = c.Bucket.WithDefaults()
+	if c.S3 != nil {
+		s3 := c.S3.WithDefaults()
+		c.S3 = &s3
+	}
+	c.FailureLog = c.FailureLog.WithDefaults()
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate checks c after defaults and returns every problem found in any
+// of its parts, before New opens anything.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	errs := []error{c.Core.Validate(), c.FailureLog.Validate(),
+		c.consumerConfig(unopened{}, unopened{}, unopened{}).Validate()}
+	if c.S3 != nil {
+		errs = append(errs, c.S3.Validate())
+	} else {
+		errs = append(errs, c.Bucket.Validate())
+	}
+	return errors.Join(errs...)
+}
+
+// consumerConfig is the consumer's config, with the sinks and the failure
+// log New opened.
+func (c Config) consumerConfig(core, bucket consumer.Sink, fl consumer.FailureLog) consumer.Config {
+	cc := c.Consumer
+	cc.Sinks = map[string]consumer.Sink{sinks.CoreName: core, sinks.BucketName: bucket}
+	cc.FailureLog = fl
+	cc.Logger = c.Logger
+	cc.Registerer = c.Registerer
+	return cc
+}
+
+// unopened stands in, for Validate, for the sinks and the failure log that
+// New opens.
+type unopened struct{}
+
+func (unopened) Deliver(context.Context, *bhiv.Event) error          { return errors.New("not opened") }
+func (unopened) Append(context.Context, ...bhiv.FailureRecord) error { return errors.New("not opened") }
+
 // Pipeline is the consumer with its sinks and failure log.
 type Pipeline struct {
 	Consumer   *consumer.Consumer
@@ -49,12 +99,14 @@ type Pipeline struct {
 	FailureLog *sinks.FailureLog
 }
 
-// New opens the sinks and the failure log and builds the consumer on js.
+// New checks cfg, then opens the sinks and the failure log and builds the
+// consumer on js.
 func New(js jetstream.JetStream, cfg Config) (*Pipeline, error) {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	log := cfg.Logger
 	p := &Pipeline{}
 	var err error
 	cfg.Core.Logger, cfg.Core.Registerer = log.With("sink", "core"), cfg.Registerer
@@ -83,12 +135,7 @@ func New(js jetstream.JetStream, cfg Config) (*Pipeline, error) {
 		p.Close()
 		return nil, err
 	}
-	cc := cfg.Consumer
-	cc.Sinks = map[string]consumer.Sink{sinks.CoreName: p.Core, sinks.BucketName: bucket}
-	cc.FailureLog = p.FailureLog
-	cc.Logger = log
-	cc.Registerer = cfg.Registerer
-	if p.Consumer, err = consumer.New(js, cc); err != nil {
+	if p.Consumer, err = consumer.New(js, cfg.consumerConfig(p.Core, bucket, p.FailureLog)); err != nil {
 		p.Close()
 		return nil, err
 	}

@@ -6,9 +6,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,6 +101,8 @@ type stack struct {
 	reg  *prometheus.Registry
 	log  string // the failure log's path
 	cons func() (pending uint64, ackPending int)
+
+	published atomic.Int64 // events steadyTraffic published
 }
 
 func startStack(t *testing.T, core *coreServer, adjust func(*Config)) *stack {
@@ -278,6 +282,7 @@ func TestIntakeResumesAfterAPermanentProbe(t *testing.T) {
 // steadyTraffic publishes an event every 20ms until the returned stop is
 // called (or the test ends); stop returns the ids published.
 func (s *stack) steadyTraffic() (stop func() []string) {
+	s.published.Store(0)
 	done := make(chan struct{})
 	published := make(chan []string, 1)
 	go func() {
@@ -294,6 +299,7 @@ func (s *stack) steadyTraffic() (stop func() []string) {
 			cancel()
 			if err == nil {
 				ids = append(ids, res.ID)
+				s.published.Add(1)
 			}
 		}
 	}()
@@ -373,10 +379,11 @@ func TestPoisonEvent(t *testing.T) {
 				defer core.mu.Unlock()
 				return core.asked[ev.ID] > 0
 			})
-			heldFrom, acked := time.Now(), s.metric("bhiv_events_acked_total")
+			heldFrom, acked, published := time.Now(), s.metric("bhiv_events_acked_total"), s.published.Load()
 			waitFor(t, tc.within, "the poison event in the failure log", func() bool { return len(s.records()) > 0 })
 			ackedWhileHeld := s.metric("bhiv_events_acked_total") - acked
-			t.Logf("poison event given up after %s; %v other events acked meanwhile", time.Since(heldFrom).Round(time.Millisecond), ackedWhileHeld)
+			publishedWhileHeld := float64(s.published.Load() - published)
+			t.Logf("poison event given up after %s; %v other events acked meanwhile, of %v published", time.Since(heldFrom).Round(time.Millisecond), ackedWhileHeld, publishedWhileHeld)
 			others := stop()
 			s.settled(20 * time.Second)
 
@@ -389,12 +396,73 @@ func TestPoisonEvent(t *testing.T) {
 				t.Errorf("record of %s: sink %s class %s error %q; want %s, core, retryable_exhausted, %q",
 					rec.EventID, rec.Sink, rec.ErrorClass, rec.Error, ev.ID, tc.why)
 			}
-			if ackedWhileHeld < tc.minAcks {
-				t.Errorf("%v other events acked while the poison event was held, want at least %v: traffic did not flow", ackedWhileHeld, tc.minAcks)
+			// Traffic flows: most of what was published while the poison
+			// event was held got through (how much was published depends
+			// on the machine's load; at least a few events were).
+			if ackedWhileHeld < min(tc.minAcks, publishedWhileHeld/2) || publishedWhileHeld < 5 {
+				t.Errorf("%v other events acked while the poison event was held, of %v published, want at least %v: traffic did not flow",
+					ackedWhileHeld, publishedWhileHeld, min(tc.minAcks, publishedWhileHeld/2))
 			}
 			if !core.has(others) {
 				t.Errorf("Core took %d of the %d other events", core.tookCount(others), len(others))
 			}
 		})
+	}
+}
+
+// TestConfigValidate checks that Validate reports the problems of every
+// part at once, and that New refuses a bad config before it opens or
+// creates anything.
+func TestConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	good := func() Config {
+		return Config{
+			Core:       sinks.CoreConfig{URL: "http://127.0.0.1:1/bhiv/core"},
+			Bucket:     sinks.BucketConfig{Dir: filepath.Join(dir, "bucket")},
+			FailureLog: sinks.FailureLogConfig{Path: filepath.Join(dir, "failed.log")},
+		}
+	}
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   []string // substrings of the error; none for valid
+	}{
+		{"valid", func(*Config) {}, nil},
+		{"consumer", func(c *Config) { c.Consumer.AckWait = time.Millisecond }, []string{"ack wait 1ms"}},
+		{"core", func(c *Config) { c.Core.URL = "ftp://x" }, []string{"scheme must be http or https"}},
+		{"bucket", func(c *Config) { c.Bucket.RetryDelay = -time.Second }, []string{"retry delay"}},
+		{"s3 in place of the bucket", func(c *Config) { c.Bucket.RetryDelay = -time.Second; c.S3 = &sinks.S3Config{} }, []string{"s3 bucket name"}},
+		{"failure log", func(c *Config) { c.FailureLog.Path = dir + "/" }, []string{"names a directory"}},
+		{"every part at once", func(c *Config) {
+			c.Consumer.MaxDeliver = 1
+			c.Core.BatchMax = -1
+			c.FailureLog.Path = "."
+		}, []string{"max deliver 1", "core batch max -1", "names a directory"}},
+	}
+	for _, tt := range tests {
+		cfg := good()
+		tt.change(&cfg)
+		err := cfg.Validate()
+		if len(tt.want) == 0 && err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+		for _, w := range tt.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %v, want an error containing %q", tt.name, err, w)
+			}
+		}
+	}
+
+	// New checks first: a bad consumer setting leaves no bucket directory
+	// and no failure log behind.
+	cfg := good()
+	cfg.Consumer.AckWait = time.Millisecond
+	if _, err := New(nil, cfg); err == nil || !strings.Contains(err.Error(), "ack wait") {
+		t.Fatalf("New with a bad ack wait: %v", err)
+	}
+	for _, p := range []string{cfg.Bucket.Dir, cfg.FailureLog.Path} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("New refused the config but created %s", p)
+		}
 	}
 }
