@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -41,7 +42,7 @@ func TestBenchEmbedded(t *testing.T) {
 			t.Errorf("table lacks the ceiling %s with its ratio, before and after:\n%s", k, out)
 		}
 	}
-	if strings.Contains(out, "/ core latency") {
+	if strings.Contains(out, "/ core latency") || strings.Contains(out, "CPU bound") {
 		t.Errorf("a latency bound without --core-latency:\n%s", out)
 	}
 
@@ -92,5 +93,95 @@ func TestBenchEmbedded(t *testing.T) {
 		if _, errOut, err := runBhiv(t, context.Background(), nil, append([]string{"bench"}, args...)...); exitCode(err) != 2 {
 			t.Errorf("bench %v: exit %d (%v), want 2\n%s", args, exitCode(err), err, errOut)
 		}
+	}
+}
+
+// TestBenchScenario runs `bhiv bench --scenario` as a subprocess (the real
+// binary, so that its consumer is `bhiv consume` and its parts `bhiv bench
+// --part`, each its own process) at tiny sizes, and checks the tables and
+// the verdicts it prints, then the JSON of the memory scenario.
+func TestBenchScenario(t *testing.T) {
+	bin, err := exec.LookPath("bhiv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "bench", "--scenario", "instant", "--runs", "2", "--events", "100", "--concurrency", "16",
+		"--dir", t.TempDir()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench --scenario instant: %v\n%s", err, out)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^== run 1 of 2$`),
+		regexp.MustCompile(`(?m)^== run 2 of 2$`),
+		regexp.MustCompile(`(?m)^load average\s+\d+\.\d\d\s+\(at the start; while the consumer ran the machine's \d+ cores were \d+% busy, \d+\.\d\d cores of it outside the bench and the consumer: kernel threads and interrupts \d+\.\d\d, other processes -?\d+\.\d\d`),
+		regexp.MustCompile(`(?m)^Core rate\s+[1-9]\d* events/s\s+\(100 accepted`),
+		regexp.MustCompile(`(?m)^latency publish → bucket\s+p50 -?\d+\.\dms .*its ctime, which reads up to \S+ early\)$`),
+		regexp.MustCompile(`(?m)^consumer process\s+CPU \d+\.\d\d s = \d+\.\d µs/event, peak RSS \d+\.\d MiB\s+\(pid \d+, its own process`),
+		regexp.MustCompile(`(?m)^core concurrency limit\s+mean [1-9]\d*  min [1-9]\d*  max [1-9]\d*  at the end [1-9]\d*\s+\(adaptive`),
+		regexp.MustCompile(`(?m)^CPU bound\s+[1-9]\d* events/s\s+\(\d+\.\d\d cores left / \(consumer \d+\.\d \+ NATS, core stub and publisher \d+\.\d µs/event\)`),
+		regexp.MustCompile(`(?m)^peak RSS\s+[1-9]\d* MiB\s+\(this process: NATS, the core stub, the publisher\)$`),
+		regexp.MustCompile(`(?m)^  consume_ack\s+[1-9]\d*\s+\d+\.\d$`),
+		regexp.MustCompile(`(?m)^  http_post\s+[1-9]\d*\s+\d+\.\d$`),
+		regexp.MustCompile(`(?m)^  file_temp_rename_grouped_syncfs\s+[1-9]\d*\s+\d+\.\d$`),
+		regexp.MustCompile(`(?m)^  consumer / sum\s+\d+\.\d\d\s+\(target ≤ 1\.3\)$`),
+		regexp.MustCompile(`(?m)^  file_temp_rename_grouped_syncfs\s+[1-9]\d*\s+\d+\.\d\d\s+\(mean of`),
+		regexp.MustCompile(`(?m)^scenario instant: .*\n2 run\(s\), load average at their start \d+\.\d, \d+\.\d, cores used by other processes during them -?\d+\.\d\d, -?\d+\.\d\d$`),
+		regexp.MustCompile(`(?m)^end-to-end / grouped-sync bucket ceiling\s+\d+\.\d\d \d+\.\d\d\s+\d+\.\d\d\s+≥ 0\.8\s+(met|MISSED)$`),
+		regexp.MustCompile(`(?m)^consumer CPU per event / sum of the parts'\s+\d+\.\d\d \d+\.\d\d\s+\d+\.\d\d\s+≤ 1\.3\s+(met|MISSED)$`),
+	} {
+		if !want.Match(out) {
+			t.Errorf("output lacks %s:\n%s", want, out)
+		}
+	}
+
+	// The memory scenario, shortened: a backlog, Core down, the consumer
+	// held (for 1s: less than the quiet time that ends a hold early);
+	// --max-ack-pending bounds what it takes in.
+	out, err = exec.Command(bin, "bench", "--scenario", "memory", "--runs", "1", "--events", "300", "--hold", "1s",
+		"--max-ack-pending", "40", "--json", "--dir", t.TempDir()).Output()
+	if err != nil {
+		t.Fatalf("bench --scenario memory: %v\n%s", err, out)
+	}
+	var r struct {
+		Scenario string
+		Runs     []struct {
+			Events int
+			Hold   struct {
+				TakenIn int `json:"taken_in"`
+			}
+			Consumer struct {
+				PeakRSSBytes int64 `json:"peak_rss_bytes"`
+			}
+		}
+		Verdicts []struct {
+			Target string
+			Values []float64
+			Met    bool
+		}
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("JSON %s: %v", out, err)
+	}
+	if r.Scenario != "memory" || len(r.Runs) != 1 || r.Runs[0].Events != 300 || r.Runs[0].Hold.TakenIn <= 0 || r.Runs[0].Hold.TakenIn > 40 ||
+		r.Runs[0].Consumer.PeakRSSBytes <= 0 ||
+		len(r.Verdicts) != 2 || r.Verdicts[0].Target != "consumer peak RSS, MiB" || len(r.Verdicts[0].Values) != 1 ||
+		r.Verdicts[1].Met || len(r.Verdicts[1].Values) != 1 {
+		t.Errorf("JSON %s", out)
+	}
+
+	for _, args := range [][]string{
+		{"--scenario", "nope"},
+		{"--scenario", "instant", "--runs", "-1"},
+		{"--embedded", "--consumer-cpuprofile", "cpu"}, // needs the consumer process
+		{"--embedded", "--core-down"},                  // needs a hold
+	} {
+		if _, errOut, err := runBhiv(t, context.Background(), nil, append([]string{"bench"}, args...)...); exitCode(err) != 2 {
+			t.Errorf("bench %v: exit %d (%v), want 2\n%s", args, exitCode(err), err, errOut)
+		}
+	}
+	// In-process, the binary is a test binary, which must not be run as
+	// `bhiv consume`.
+	if _, _, err := runBhiv(t, context.Background(), nil, "bench", "--embedded", "--consumer-process", "--events", "10"); err == nil || !strings.Contains(err.Error(), "test binary") {
+		t.Errorf("consumer process from a test binary: %v", err)
 	}
 }

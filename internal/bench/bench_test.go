@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,10 +33,22 @@ func benchDir(b *testing.B) string {
 	return d
 }
 
+// TestMain also makes this test binary a part process (PartEnv set): the
+// parts' command in the tests is the test binary itself.
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(PartEnv); spec != "" {
+		if err := RunPart(context.Background(), spec, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	code := m.Run()
 	for _, d := range benchRoots {
 		_ = os.RemoveAll(d)
+	}
+	if bhivDir != "" {
+		_ = os.RemoveAll(bhivDir)
 	}
 	if code == 0 {
 		if err := goleak.Find(
@@ -48,6 +62,48 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+var (
+	bhivOnce sync.Once
+	bhivBin  string // the bhiv binary, built once
+	bhivDir  string // its directory, removed at the end
+	bhivErr  error
+)
+
+// consumerCmd returns the command of a consumer process: `bhiv consume` of
+// a bhiv binary built from this tree once per test binary (or the one in
+// BHIV_BENCH_BIN).
+func consumerCmd(tb testing.TB) []string {
+	tb.Helper()
+	bhivOnce.Do(func() {
+		if bhivBin = os.Getenv("BHIV_BENCH_BIN"); bhivBin != "" {
+			return
+		}
+		if bhivDir, bhivErr = os.MkdirTemp("", "bhiv-bench-bin-"); bhivErr != nil {
+			return
+		}
+		bhivBin = filepath.Join(bhivDir, "bhiv")
+		out, err := exec.Command("go", "build", "-o", bhivBin, "github.com/hackaverse/bhiv/cmd/bhiv").CombinedOutput()
+		if err != nil {
+			bhivErr = fmt.Errorf("build bhiv: %w\n%s", err, out)
+		}
+	})
+	if bhivErr != nil {
+		tb.Fatal(bhivErr)
+	}
+	return []string{bhivBin, "consume"}
+}
+
+// partCmd returns the command of a part process: this test binary (see
+// TestMain).
+func partCmd(tb testing.TB) []string {
+	tb.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return []string{exe}
 }
 
 // BenchmarkEndToEnd measures publish → acked by the consumer (Core and a
@@ -121,6 +177,80 @@ func BenchmarkEndToEnd(b *testing.B) {
 	}
 }
 
+// BenchmarkScenario runs issue 13's scenarios (Scenarios), the consumer as
+// its own process, each BHIV_BENCH_RUNS times (default 3), and reports the
+// median of each figure with the verdict on each target:
+//
+//	go test -run '^$' -bench 'Scenario/instant' -benchtime 1x ./internal/bench/
+//	go test -run '^$' -bench 'Scenario/core-20ms' -benchtime 1x ./internal/bench/
+//	go test -run '^$' -bench 'Scenario/slow-core' -benchtime 1x ./internal/bench/
+//	go test -run '^$' -bench 'Scenario/memory' -benchtime 1x ./internal/bench/
+//
+// Files go under TMPDIR: on ext4, point it at a new directory far from
+// recent mass deletions (see docs/benchmarks.md). BHIV_BENCH_PROFILE=PREFIX
+// takes CPU profiles of the consumer process (PREFIX-runN-NN.pprof).
+func BenchmarkScenario(b *testing.B) {
+	runs := 3
+	if v, err := strconv.Atoi(os.Getenv("BHIV_BENCH_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
+	for _, sc := range Scenarios {
+		b.Run(sc.Name, func(b *testing.B) {
+			c := sc.Config
+			c.Dir, c.ConsumerCmd, c.PartCmd, c.ConsumerProfile = benchDir(b), consumerCmd(b), partCmd(b), os.Getenv("BHIV_BENCH_PROFILE")
+			var rs []*Result
+			for range b.N {
+				var err error
+				if rs, err = RunN(context.Background(), c, runs, func(i int, r *Result) {
+					b.Logf("run %d of %d: load %.1f, machine %.0f%% busy, other processes %.2f cores; end-to-end %.0f/s, grouped-sync ceiling %.0f/s, Core %.0f/s, consumer %+v, hold %+v",
+						i+1, runs, r.LoadAverage, 100*r.MachineBusy, r.OtherCPU-r.KernelCPU, r.EndToEndRate, r.Ceiling(CeilingFilesSyncfs), r.CoreRate, r.Consumer, r.Hold)
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(0, "ns/op")
+			med := func(f func(*Result) float64) float64 {
+				var v []float64
+				for _, r := range rs {
+					v = append(v, f(r))
+				}
+				return median(v)
+			}
+			b.ReportMetric(med(func(r *Result) float64 { return r.LoadAverage }), "load")
+			b.ReportMetric(med(func(r *Result) float64 { return r.OtherCPU - r.KernelCPU }), "other-processes-cores")
+			if c.Hold == 0 {
+				b.ReportMetric(med(func(r *Result) float64 { return r.EndToEndRate }), "events/s")
+				b.ReportMetric(med(func(r *Result) float64 { return r.CoreRate }), "core-events/s")
+			}
+			if c.Ceilings {
+				b.ReportMetric(med(func(r *Result) float64 { return r.Ceiling(CeilingFilesSyncfs) }), "ceil-grouped-syncfs/s")
+			}
+			b.ReportMetric(med(func(r *Result) float64 { return r.Consumer.CPUPerEvent }), "consumer-cpu-us/event")
+			b.ReportMetric(med(func(r *Result) float64 { return float64(r.Consumer.PeakRSSBytes) / (1 << 20) }), "consumer-peak-MiB")
+			if c.Parts {
+				b.ReportMetric(med(func(r *Result) float64 { return r.PartsCPUPerEvent() }), "parts-cpu-us/event")
+			}
+			if rs[0].BucketLag != nil {
+				b.ReportMetric(med(func(r *Result) float64 { return ms(r.BucketLag.P50) }), "p50-bucket-ms")
+				b.ReportMetric(med(func(r *Result) float64 { return ms(r.BucketLag.P99) }), "p99-bucket-ms")
+			}
+			if rs[0].CoreLatency != nil {
+				b.ReportMetric(med(func(r *Result) float64 { return ms(r.CoreLatency.P50) }), "p50-core-ms")
+				b.ReportMetric(med(func(r *Result) float64 { return ms(r.CoreLatency.P99) }), "p99-core-ms")
+			}
+			b.ReportMetric(med(func(r *Result) float64 { return float64(r.FailureRecords) }), "failure-records")
+			for i, v := range Verdicts(sc.Targets, rs) {
+				verdict := "MISSED"
+				if v.Met {
+					verdict = "met"
+				}
+				b.ReportMetric(v.Median, fmt.Sprintf("target%d", i+1))
+				b.Logf("target%d %s: per run %.2f, median %.2f, want %s: %s", i+1, v.Target, v.Values, v.Median, v.Want, verdict)
+			}
+		})
+	}
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // TestRunEmbedded runs a small embedded benchmark and checks what it reports.
@@ -148,6 +278,14 @@ func TestRunEmbedded(t *testing.T) {
 	}
 	if r.FailureRecords != 0 {
 		t.Errorf("%d failure records", r.FailureRecords)
+	}
+	// Core took every event; each file came after its publish.
+	if r.CoreAccepted != 500 || r.CoreRate <= 0 || r.CoreBound != 0 || r.Consumer != nil || r.Parts != nil || r.Hold != nil ||
+		r.CoreLimit == nil || r.CoreLimit.Min < 1 {
+		t.Errorf("core accepted %d at %v/s, bound %v; consumer %+v, parts %v, hold %+v", r.CoreAccepted, r.CoreRate, r.CoreBound, r.Consumer, r.Parts, r.Hold)
+	}
+	if l := r.BucketLag; l == nil || l.Count != 500 || l.Max <= 0 || l.P50 > l.P99 || l.P99 > l.Max || r.BucketLagTick <= 0 {
+		t.Errorf("bucket lag %+v, tick %v", l, r.BucketLagTick)
 	}
 	if calls == 0 || lastPublished != 500 || lastAcked != 500 {
 		t.Errorf("progress: %d calls, last %d published, %d acked", calls, lastPublished, lastAcked)

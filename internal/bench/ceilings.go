@@ -1,16 +1,12 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"maps"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,14 +26,16 @@ const ceilingStream = "BHIV_BENCH_CEILING"
 // Bucket's group commit (a shared syncfs after the write and after the
 // rename).
 func ceilings(ctx context.Context, c Config, js jetstream.JetStream, st *stack) (map[string]float64, error) {
-	n, payload := ceilingSize(c)
+	n, payload := ceilingEvents(c), envelope(c.Size).file()
 	out := map[string]float64{}
 	var err error
 	if out[CeilingPublish], out[CeilingConsume], err = jetStreamCeilings(ctx, js, n, payload); err != nil {
 		return nil, err
 	}
 	if st != nil {
-		out[CeilingHTTP] = httpCeiling(st.url, n, c.Concurrency, c.Size)
+		if out[CeilingHTTP], err = httpCeiling(st.url, n, c.Concurrency, c.Size); err != nil {
+			return nil, err
+		}
 	}
 	files, err := fileCeilings(c)
 	if err != nil {
@@ -47,14 +45,13 @@ func ceilings(ctx context.Context, c Config, js jetstream.JetStream, st *stack) 
 	return out, nil
 }
 
-// ceilingSize returns how many messages, requests or files each ceiling
-// takes, and the payload of each.
-func ceilingSize(c Config) (int, []byte) {
-	n := c.Events
-	if n == 0 || n > 20_000 {
-		n = 20_000
+// ceilingEvents returns how many messages, requests or files each ceiling
+// and each part takes: the run's events, at most 20,000.
+func ceilingEvents(c Config) int {
+	if c.Events == 0 || c.Events > 20_000 {
+		return 20_000
 	}
-	return n, []byte(`{"specversion":"1.0","type":"bhiv.execution","data":{"pad":"` + strings.Repeat("x", c.Size) + `"}}` + "\n")
+	return c.Events
 }
 
 // fileCeilings measures the three file ceilings. A run measures them before
@@ -64,7 +61,7 @@ func ceilingSize(c Config) (int, []byte) {
 // slow it down for a while), and a ceiling measured once, before, can be
 // far from what the pipeline met.
 func fileCeilings(c Config) (map[string]float64, error) {
-	n, payload := ceilingSize(c)
+	n, payload := ceilingEvents(c), envelope(c.Size).file()
 	out := map[string]float64{}
 	for _, mode := range []string{CeilingFiles, CeilingFilesFsync, CeilingFilesSyncfs} {
 		var err error
@@ -125,34 +122,14 @@ func jetStreamCeilings(ctx context.Context, js jetstream.JetStream, n int, paylo
 	return pub, float64(n) / time.Since(start).Seconds(), nil
 }
 
-// httpCeiling posts n event-sized bodies to url from concurrency workers,
-// each with a keep-alive connection.
-func httpCeiling(url string, n, concurrency, size int) float64 {
-	tr := &http.Transport{MaxIdleConnsPerHost: concurrency, MaxIdleConns: concurrency}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
-	pad := strings.Repeat("x", size)
-	var next atomic.Int64
-	var wg sync.WaitGroup
+// httpCeiling posts n events to url from concurrency workers, each with a
+// keep-alive connection, and returns the requests per second.
+func httpCeiling(url string, n, concurrency, size int) (float64, error) {
 	start := time.Now()
-	for range concurrency {
-		wg.Go(func() {
-			for {
-				i := next.Add(1)
-				if i > int64(n) {
-					return
-				}
-				body := []byte(`{"specversion":"1.0","id":"ceiling-` + strconv.FormatInt(i, 10) + `","type":"bhiv.execution","data":{"pad":"` + pad + `"}}`)
-				resp, err := client.Post(url, "application/json", bytes.NewReader(body))
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}
-		})
+	if err := httpPosts(url, n, concurrency, size); err != nil {
+		return 0, err
 	}
-	wg.Wait()
-	return float64(n) / time.Since(start).Seconds()
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // fileCeiling writes n files of payload into a fresh directory under dir
