@@ -8,30 +8,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
 
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/failsafe-go/failsafe-go/adaptivelimiter"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
-	"github.com/failsafe-go/failsafe-go/common"
 	"github.com/failsafe-go/failsafe-go/failsafehttp"
-	"github.com/failsafe-go/failsafe-go/policy"
-	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/failsafe-go/failsafe-go/timeout"
-	"github.com/lmittmann/tint"
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/hackaverse/bhiv"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // CoreName is the name of the Core sink, as found in SinkError.Sink and in
@@ -58,10 +50,6 @@ const maxBodyExcerpt = 1 << 10
 // maxDrain is how much of a response body is read (and discarded) so that
 // its connection can be reused; a longer body costs the connection.
 const maxDrain = 256 << 10
-
-// backoffJitter is the share by which a backoff delay is varied at random
-// (±), so that callers that failed together do not retry together.
-const backoffJitter = 0.2
 
 // CoreConfig configures the Core sink. The zero value is valid: events go
 // to DefaultCoreURL with the default policies.
@@ -324,41 +312,6 @@ func (c *Core) newClient(tlsCfg *tls.Config) (*http.Transport, *http.Client) {
 	}
 }
 
-// newBreaker returns Core's circuit breaker: it counts retryable and
-// refused attempts as failures (classifyCore), opens after BreakerFailures
-// in a row, and lets one probe through after BreakerDelay (or the
-// Retry-After of the failure that opened it).
-func (c *Core) newBreaker() circuitbreaker.CircuitBreaker[*http.Response] {
-	return circuitbreaker.NewBuilder[*http.Response]().
-		HandleIf(func(resp *http.Response, err error) bool {
-			o := classifyCore(false, resp, err)
-			return o == coreRetry || o == coreRefused
-		}).
-		WithFailureThreshold(uint(c.cfg.BreakerFailures)).
-		WithSuccessThreshold(1). // one good probe closes it, one bad one reopens it
-		WithDelayFunc(c.breakerDelay).
-		WithDelay(c.cfg.BreakerDelay). // when opened by hand (a refusal)
-		OnStateChanged(c.breakerChanged).
-		Build()
-}
-
-// newRetry returns Core's retry policy: retryable attempts (classifyCore)
-// are retried MaxRetries times with backoff and Retry-After; an open
-// breaker or a refusal ends the retries at once.
-func (c *Core) newRetry() retrypolicy.RetryPolicy[*http.Response] {
-	return retrypolicy.NewBuilder[*http.Response]().
-		HandleIf(func(resp *http.Response, err error) bool { return classifyCore(false, resp, err) == coreRetry }).
-		AbortIf(func(resp *http.Response, err error) bool {
-			o := classifyCore(false, resp, err)
-			return o == coreUnavailable || o == coreRefused
-		}).
-		WithMaxRetries(max(c.cfg.MaxRetries, 0)).
-		WithDelayFunc(c.retryDelay).
-		ReturnLastFailure().
-		OnRetryScheduled(c.retryScheduled).
-		Build()
-}
-
 // Name returns "core".
 func (c *Core) Name() string { return CoreName }
 
@@ -593,17 +546,6 @@ func (c *Core) failure(outcome coreOutcome, resp *http.Response, err error, atte
 	return se
 }
 
-// refusedHint says what a refusing status means for the operator.
-func refusedHint(status int) string {
-	switch status {
-	case http.StatusUnauthorized, http.StatusForbidden:
-		return "a configuration problem: check BHIV_CORE_TOKEN (or the URL's credentials); events are held until Core accepts them"
-	case http.StatusProxyAuthRequired:
-		return "a configuration problem: check the proxy credentials (HTTPS_PROXY); events are held until Core accepts them"
-	}
-	return "a configuration problem: check BHIV_CORE_URL; events are held until Core accepts them"
-}
-
 // fillStatus records the status and body excerpt of resp in se.
 func (c *Core) fillStatus(se *bhiv.SinkError, resp *http.Response) {
 	se.Status = resp.StatusCode
@@ -624,196 +566,6 @@ func cancelledErr(ctx context.Context, key string, attempts int) error {
 		return fmt.Errorf("core: delivery of %s stopped after %d attempt(s): %w: %w", key, attempts, cause, err)
 	}
 	return fmt.Errorf("core: delivery of %s stopped after %d attempt(s): %w", key, attempts, err)
-}
-
-// retryDelay is the wait before the next attempt: the response's Retry-After
-// when it has one, else the exponential backoff with jitter; never more
-// than BackoffMax.
-func (c *Core) retryDelay(exec failsafe.ExecutionAttempt[*http.Response]) time.Duration {
-	if d, ok := retryAfter(exec.LastResult(), time.Now()); ok {
-		return min(d, c.cfg.BackoffMax)
-	}
-	d := c.cfg.Backoff
-	for i := 1; i < exec.Attempts() && d < c.cfg.BackoffMax; i++ {
-		d *= 2
-	}
-	d = time.Duration(float64(d) * (1 - backoffJitter + 2*backoffJitter*rand.Float64()))
-	return min(d, c.cfg.BackoffMax)
-}
-
-// breakerDelay is how long the breaker stays open: the Retry-After of the
-// failure that opened it, when it has one, capped at max(BreakerDelay,
-// BackoffMax), else BreakerDelay.
-func (c *Core) breakerDelay(exec failsafe.ExecutionAttempt[*http.Response]) time.Duration {
-	if exec != nil {
-		if d, ok := retryAfter(exec.LastResult(), time.Now()); ok {
-			return min(d, max(c.cfg.BreakerDelay, c.cfg.BackoffMax))
-		}
-	}
-	return c.cfg.BreakerDelay
-}
-
-// retryAfter reads the Retry-After header of resp, in delta-seconds or
-// HTTP-date form.
-func retryAfter(resp *http.Response, now time.Time) (time.Duration, bool) {
-	if resp == nil {
-		return 0, false
-	}
-	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs < 0 {
-			return 0, false
-		}
-		return time.Duration(min(secs, int64(24*time.Hour/time.Second))) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(0, t.Sub(now)), true
-	}
-	return 0, false
-}
-
-// retryScheduled releases the failed attempt's response and logs the retry.
-func (c *Core) retryScheduled(e failsafe.ExecutionScheduledEvent[*http.Response]) {
-	resp, err := e.LastResult(), e.LastError()
-	if resp != nil {
-		_ = resp.Body.Close()
-	}
-	if !c.log.Enabled(context.Background(), slog.LevelDebug) {
-		return
-	}
-	key := ""
-	if call, ok := e.Context().Value(callKey{}).(*coreCall); ok {
-		key = call.key
-	}
-	attrs := []any{"key", key, "attempt", e.Attempts(), "delay", e.Delay}
-	if resp != nil {
-		attrs = append(attrs, "status", resp.StatusCode)
-	}
-	if err != nil {
-		attrs = append(attrs, tint.Err(c.sanitize(err)))
-	}
-	c.log.Debug("core attempt failed; retrying", attrs...)
-}
-
-// breakerChanged logs the breaker's state changes.
-func (c *Core) breakerChanged(e circuitbreaker.StateChangedEvent) {
-	if c.quiet.Load() {
-		return
-	}
-	switch e.NewState {
-	case circuitbreaker.OpenState:
-		c.log.Warn("core circuit breaker open: holding events", "url", c.safeURL, "retry_in", c.breaker.RemainingDelay().Round(time.Millisecond))
-	case circuitbreaker.HalfOpenState:
-		c.log.Info("core circuit breaker half-open: probing", "url", c.safeURL)
-	case circuitbreaker.ClosedState:
-		if st := c.refusedStatus.Swap(0); st != 0 {
-			c.log.Info("core accepts bhiv's requests again", "url", c.safeURL, "refused_with", st)
-		}
-		c.log.Info("core circuit breaker closed: Core is back", "url", c.safeURL)
-	}
-}
-
-// breakerPolicy is the circuit breaker as the middle failsafe-go policy. It
-// runs each attempt through the breaker's own executor (a permit first,
-// then the result recorded as a success or a failure, Retry-After taken
-// into the open delay), with two exceptions: an attempt that got no answer
-// because the caller's context ended is recorded as neither, and a refusal
-// opens the breaker at once.
-type breakerPolicy struct{ c *Core }
-
-// ToExecutor returns the policy itself: it is its own executor.
-func (p breakerPolicy) ToExecutor(_ *http.Response) any { return p }
-
-// Apply wraps one attempt (inner) in the breaker.
-func (p breakerPolicy) Apply(inner func(failsafe.Execution[*http.Response]) *common.PolicyResult[*http.Response]) func(failsafe.Execution[*http.Response]) *common.PolicyResult[*http.Response] {
-	pe := p.c.breaker.ToExecutor(nil).(policy.Executor[*http.Response])
-	return func(exec failsafe.Execution[*http.Response]) *common.PolicyResult[*http.Response] {
-		ei := exec.(policy.ExecutionInternal[*http.Response])
-		if r := pe.PreExecute(ei); r != nil {
-			return r
-		}
-		r := inner(exec)
-		call := callOf(exec.Context())
-		switch classifyCore(call != nil && call.ctx.Err() != nil, r.Result, r.Error) {
-		case coreCancelled:
-			p.c.returnPermit()
-			return r.WithFailure()
-		case coreRefused:
-			r = pe.PostExecute(ei, r)
-			p.c.refused(r.Result)
-			return r
-		}
-		return pe.PostExecute(ei, r)
-	}
-}
-
-// returnPermit gives back the permit of an attempt the caller cancelled,
-// recording nothing. A closed breaker holds no permits. A half-open one
-// gave its probe the only permit, and failsafe-go has no call that returns
-// a permit without a result: entering the half-open state anew (through
-// open, quietly) restores it, so that the next delivery probes.
-func (c *Core) returnPermit() {
-	if c.breaker.State() != circuitbreaker.HalfOpenState {
-		return
-	}
-	c.quiet.Store(true)
-	defer c.quiet.Store(false)
-	c.breaker.Open()
-	c.breaker.HalfOpen()
-}
-
-// refused handles a refusal (401, 403, 404, 407): Core turns bhiv itself
-// away, so every event would get the same answer. The breaker opens at
-// once, for BreakerDelay, after which the next delivery probes; the
-// refusal is logged at error level once per outage (again if the status
-// changes) and counted.
-func (c *Core) refused(resp *http.Response) {
-	status := resp.StatusCode
-	c.m.refused(status)
-	if !c.breaker.IsOpen() {
-		c.breaker.Open()
-	}
-	if old := c.refusedStatus.Swap(int32(status)); old == int32(status) {
-		return
-	}
-	excerpt, _ := io.ReadAll(resp.Body)
-	resp.Body = io.NopCloser(bytes.NewReader(excerpt))
-	c.log.Error("core refuses bhiv's requests: configuration problem, holding events in JetStream until it is fixed",
-		"status", status, "url", c.safeURL, "body", c.redact(printable(excerpt)),
-		"hint", refusedHint(status), "probe_in", c.cfg.BreakerDelay)
-}
-
-// sanitize returns err with the URL in a *url.Error redacted.
-func (c *Core) sanitize(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return &url.Error{Op: ue.Op, URL: c.safeURL, Err: ue.Err}
-	}
-	return err
-}
-
-// redact replaces every secret in s.
-func (c *Core) redact(s string) string {
-	for _, sec := range c.secrets {
-		if len(sec) >= 3 { // shorter ones would mangle text without hiding anything
-			s = strings.ReplaceAll(s, sec, "[REDACTED]")
-		}
-	}
-	return s
-}
-
-// printable returns b as valid UTF-8 (invalid bytes, such as a rune cut
-// at the end of an excerpt, dropped) with control characters as spaces.
-func printable(b []byte) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, strings.ToValidUTF8(string(b), ""))
 }
 
 // coreTransport counts attempts and reads each response's body (the first

@@ -1,8 +1,10 @@
 package sinks
 
 import (
+	"errors"
 	"net/url"
 	"strings"
+	"unicode"
 )
 
 // RedactURL returns s, a URL or a comma-separated list of them (as
@@ -56,4 +58,34 @@ func redactURLString(s string) string {
 		authority = "REDACTED@" + authority[i+1:]
 	}
 	return scheme + "://" + authority + "/" + path
+}
+
+// sanitize returns err with the URL in a *url.Error redacted.
+func (c *Core) sanitize(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return &url.Error{Op: ue.Op, URL: c.safeURL, Err: ue.Err}
+	}
+	return err
+}
+
+// redact replaces every secret in s.
+func (c *Core) redact(s string) string {
+	for _, sec := range c.secrets {
+		if len(sec) >= 3 { // shorter ones would mangle text without hiding anything
+			s = strings.ReplaceAll(s, sec, "[REDACTED]")
+		}
+	}
+	return s
+}
+
+// printable returns b as valid UTF-8 (invalid bytes, such as a rune cut
+// at the end of an excerpt, dropped) with control characters as spaces.
+func printable(b []byte) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(string(b), ""))
 }
