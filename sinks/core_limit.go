@@ -68,14 +68,11 @@ const (
 	DefaultCoreConcurrencyMin = 1
 	DefaultCoreConcurrencyMax = 1024
 	// DefaultCoreConcurrencyInitial is where the adaptive limit starts
-	// (raised to ConcurrencyMin, lowered to ConcurrencyMax). The library
-	// adds one step per round trip, so a low start costs a slow Core
-	// minutes (from 8, a Core answering in 1 s got 0.30 of what it could
-	// take over a two-minute bench); a start far above what Core serves
-	// at once would teach the limiter a latency that already includes
-	// Core's queue. From 64, a stub serving 16 at once still brings it
-	// down to a mean of 16 within a few seconds.
-	DefaultCoreConcurrencyInitial = 64
+	// (raised to ConcurrencyMin, lowered to ConcurrencyMax). It is low on
+	// purpose: the limiter takes the latency it sees first as its
+	// baseline, and a start above what Core serves at once would teach it
+	// a latency that already includes queueing in Core.
+	DefaultCoreConcurrencyInitial = 8
 	// MaxCoreConcurrency is the largest limit or fixed concurrency
 	// accepted.
 	MaxCoreConcurrency = 10_000

@@ -246,7 +246,7 @@ func TestCoreAdaptiveGrows(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs for up to 20s")
 	}
-	const latency, want = 50 * time.Millisecond, 2 * DefaultCoreConcurrencyInitial
+	const latency, want = 50 * time.Millisecond, 4 * DefaultCoreConcurrencyInitial
 	stub, err := corestub.New(corestub.Config{Faults: corestub.Faults{Latency: latency}})
 	if err != nil {
 		t.Fatal(err)
