@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -25,108 +26,18 @@ import (
 func runBench(ctx context.Context, args []string, e env) error {
 	fs := newFlagSet("bench", e)
 	c := newConfig(fs, e.getenv, natsSettings, consumerSettings, logSettings)
-	scenario := fs.String("scenario", "", "run a named benchmark with its settings and targets: "+scenarioNames()+" (flags given change its settings)")
-	runs := fs.Int("runs", 0, "run this many times and judge the targets by the median (default 3 with --scenario, else 1)")
-	embedded := fs.Bool("embedded", false, "run a self-contained stack: embedded NATS, core stub, consumer, durable bucket, failure log")
-	consumerProcess := fs.Bool("consumer-process", false, "run the consumer as its own process (`bhiv consume`) and measure its CPU and memory alone (--embedded)")
-	events := fs.Int("events", 10000, "events to publish")
-	duration := fs.Duration("duration", 0, "publish for this long instead of a count of events")
-	rate := fs.Float64("rate", 0, "events per second (0 = as fast as possible)")
-	size := fs.Int("size", 256, "approximate size of each event's data, in bytes")
-	mix := fs.String("mix", "execution=0.7,reward=0.3", "relative weights of the kinds published")
-	coreLatency := fs.Duration("core-latency", 0, "latency of the embedded core stub (--embedded)")
-	coreJitter := fs.Duration("core-latency-jitter", 0, "vary each latency of the core stub uniformly within ± this (--embedded)")
-	coreCapacity := fs.Int("core-capacity", 0, "requests the embedded core stub serves at once, the rest queue (--embedded; 0 = no bound)")
-	coreDown := fs.Bool("core-down", false, "the core stub answers 503 to every event (--embedded, with --hold)")
-	preload := fs.Bool("preload", false, "publish every event before the consumer starts: a backlog (--embedded)")
-	hold := fs.Duration("hold", 0, "run the consumer until its intake has stopped for 10s, this long at most, instead of waiting for every ack, and report what it took in (--embedded)")
-	parts := fs.Bool("parts", false, "also measure the CPU per event of the bare parts, each in its own process: consume+ack, HTTP POST, files with grouped syncfs (--embedded)")
-	profile := fs.String("consumer-cpuprofile", "", "write CPU profiles of the consumer process to FILE-NN.pprof, back to back over the run (--consumer-process)")
-	withCeilings := fs.Bool("ceilings", false, "also measure the bare parts (JetStream, HTTP, files) in the same run")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	dir := fs.String("dir", "", "data directory of the embedded stack and the file ceilings, one new directory per run with --runs (default: a temporary one, removed)")
-	part := fs.Bool("part", false, "run the bare part described by "+bench.PartEnv+" and print what it measured (the bench's own child processes)")
+	f := defineBenchFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *part {
+	if *f.part {
 		return bench.RunPart(ctx, e.getenv(bench.PartEnv), e.stdout)
 	}
 	log := newLogger(c, e.stderr)
 	n := readNATS(c)
-	concurrency := c.int("BHIV_CONCURRENCY", 1)
-	maxAckPending := c.int("BHIV_MAX_ACK_PENDING", 1)
-	durable := c.str("BHIV_CONSUMER")
-	if err := c.err(); err != nil {
-		return usageError{err}
-	}
-	m, err := bench.ParseMix(*mix)
+	cfg, sc, err := f.config(c, fs, e, n, log)
 	if err != nil {
-		return usageError{err}
-	}
-	given := givenFlags(fs)
-	cfg := bench.Config{Events: 10000}
-	var sc *bench.Scenario
-	if *scenario != "" {
-		s, ok := bench.ScenarioNamed(*scenario)
-		if !ok {
-			return usageError{fmt.Errorf("--scenario %q: want one of %s", *scenario, scenarioNames())}
-		}
-		sc, cfg = &s, s.Config
-		if *runs == 0 {
-			*runs = 3
-		}
-	}
-	// A scenario's settings, changed by the flags given; without one, the
-	// flags and their defaults.
-	set := func(name string, apply func()) {
-		if sc == nil || given[name] {
-			apply()
-		}
-	}
-	set("events", func() { cfg.Events = *events })
-	set("duration", func() {
-		if cfg.Duration = *duration; *duration > 0 {
-			cfg.Events = 0
-		}
-	})
-	set("rate", func() { cfg.Rate = *rate })
-	set("size", func() { cfg.Size = *size })
-	set("embedded", func() { cfg.Embedded = *embedded })
-	set("consumer-process", func() { cfg.ConsumerProcess = *consumerProcess })
-	set("core-latency", func() { cfg.CoreLatency = *coreLatency })
-	set("core-latency-jitter", func() { cfg.CoreLatencyJitter = *coreJitter })
-	set("core-capacity", func() { cfg.CoreCapacity = *coreCapacity })
-	set("core-down", func() { cfg.CoreDown = *coreDown })
-	set("preload", func() { cfg.Preload = *preload })
-	set("hold", func() { cfg.Hold = *hold })
-	set("parts", func() { cfg.Parts = *parts })
-	set("ceilings", func() { cfg.Ceilings = *withCeilings })
-	if cfg.Embedded && (sc == nil || given["max-ack-pending"] || e.getenv("BHIV_MAX_ACK_PENDING") != "") {
-		cfg.MaxAckPending = maxAckPending
-	}
-	cfg.Mix, cfg.Concurrency, cfg.Dir, cfg.Stream, cfg.Durable, cfg.Logger = m, concurrency, *dir, n.stream.Name, durable, log
-	cfg.ConsumerProfile = *profile
-	if *runs == 0 {
-		*runs = 1
-	}
-	if *runs < 1 {
-		return usageError{fmt.Errorf("--runs %d: want at least 1", *runs)}
-	}
-	if cfg.ConsumerProcess || cfg.Parts {
-		exe, err := selfCommand()
-		if err != nil {
-			return err
-		}
-		cfg.ConsumerCmd = []string{exe, "consume"}
-		cfg.PartCmd = []string{exe, "bench", "--part"}
-		cfg.ConsumerEnv = consumerFlags(c, given)
-	}
-	if !cfg.Embedded {
-		cfg.NATSURL = n.url // checked below, once connected
-	}
-	if err := cfg.Validate(); err != nil {
-		return usageError{err}
+		return err
 	}
 	if !cfg.Embedded {
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -141,16 +52,16 @@ func runBench(ctx context.Context, args []string, e env) error {
 		}
 	}
 	var bar *progressBar
-	if isTerminal(e.stderr) && !*asJSON {
+	if isTerminal(e.stderr) && !*f.asJSON {
 		bar = &progressBar{w: e.stderr}
 		cfg.Progress = bar.update
 	}
-	results, err := bench.RunN(ctx, cfg, *runs, func(i int, r *bench.Result) {
-		if *asJSON {
+	results, err := bench.RunN(ctx, cfg, *f.runs, func(i int, r *bench.Result) {
+		if *f.asJSON {
 			return
 		}
-		if *runs > 1 {
-			fmt.Fprintf(e.stdout, "== run %d of %d\n", i+1, *runs)
+		if *f.runs > 1 {
+			fmt.Fprintf(e.stdout, "== run %d of %d\n", i+1, *f.runs)
 		}
 		printBench(e.stdout, r, cfg)
 		fmt.Fprintln(e.stdout)
@@ -165,26 +76,154 @@ func runBench(ctx context.Context, args []string, e env) error {
 	if sc != nil {
 		verdicts = bench.Verdicts(sc.Targets, results)
 	}
-	if *asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		if sc == nil && *runs == 1 {
-			return enc.Encode(results[0])
-		}
-		name := ""
-		if sc != nil {
-			name = sc.Name
-		}
-		return enc.Encode(struct {
-			Scenario string          `json:"scenario,omitempty"`
-			Runs     []*bench.Result `json:"runs"`
-			Verdicts []bench.Verdict `json:"verdicts,omitempty"`
-		}{name, results, verdicts})
+	if *f.asJSON {
+		return printBenchJSON(e.stdout, sc, *f.runs, results, verdicts)
 	}
 	if sc != nil {
 		printVerdicts(e.stdout, sc, verdicts, results)
 	}
 	return nil
+}
+
+// benchFlags are the flags of `bhiv bench`.
+type benchFlags struct {
+	scenario                                     *string
+	runs, events, size, coreCapacity             *int
+	embedded, consumerProcess, coreDown, preload *bool
+	parts, withCeilings, asJSON, part            *bool
+	duration, coreLatency, coreJitter, hold      *time.Duration
+	rate                                         *float64
+	mix, profile, dir                            *string
+}
+
+func defineBenchFlags(fs *flag.FlagSet) *benchFlags {
+	return &benchFlags{
+		scenario:        fs.String("scenario", "", "run a named benchmark with its settings and targets: "+scenarioNames()+" (flags given change its settings)"),
+		runs:            fs.Int("runs", 0, "run this many times and judge the targets by the median (default 3 with --scenario, else 1)"),
+		embedded:        fs.Bool("embedded", false, "run a self-contained stack: embedded NATS, core stub, consumer, durable bucket, failure log"),
+		consumerProcess: fs.Bool("consumer-process", false, "run the consumer as its own process (`bhiv consume`) and measure its CPU and memory alone (--embedded)"),
+		events:          fs.Int("events", 10000, "events to publish"),
+		duration:        fs.Duration("duration", 0, "publish for this long instead of a count of events"),
+		rate:            fs.Float64("rate", 0, "events per second (0 = as fast as possible)"),
+		size:            fs.Int("size", 256, "approximate size of each event's data, in bytes"),
+		mix:             fs.String("mix", "execution=0.7,reward=0.3", "relative weights of the kinds published"),
+		coreLatency:     fs.Duration("core-latency", 0, "latency of the embedded core stub (--embedded)"),
+		coreJitter:      fs.Duration("core-latency-jitter", 0, "vary each latency of the core stub uniformly within ± this (--embedded)"),
+		coreCapacity:    fs.Int("core-capacity", 0, "requests the embedded core stub serves at once, the rest queue (--embedded; 0 = no bound)"),
+		coreDown:        fs.Bool("core-down", false, "the core stub answers 503 to every event (--embedded, with --hold)"),
+		preload:         fs.Bool("preload", false, "publish every event before the consumer starts: a backlog (--embedded)"),
+		hold:            fs.Duration("hold", 0, "run the consumer until its intake has stopped for 10s, this long at most, instead of waiting for every ack, and report what it took in (--embedded)"),
+		parts:           fs.Bool("parts", false, "also measure the CPU per event of the bare parts, each in its own process: consume+ack, HTTP POST, files with grouped syncfs (--embedded)"),
+		profile:         fs.String("consumer-cpuprofile", "", "write CPU profiles of the consumer process to FILE-NN.pprof, back to back over the run (--consumer-process)"),
+		withCeilings:    fs.Bool("ceilings", false, "also measure the bare parts (JetStream, HTTP, files) in the same run"),
+		asJSON:          fs.Bool("json", false, "print the result as JSON"),
+		dir:             fs.String("dir", "", "data directory of the embedded stack and the file ceilings, one new directory per run with --runs (default: a temporary one, removed)"),
+		part:            fs.Bool("part", false, "run the bare part described by "+bench.PartEnv+" and print what it measured (the bench's own child processes)"),
+	}
+}
+
+// config returns the engine's configuration: a scenario's settings changed
+// by the flags given, or without one the flags and their defaults; and
+// the scenario, if any. It sets --runs' default.
+func (f *benchFlags) config(c *config, fs *flag.FlagSet, e env, n natsConfig, log *slog.Logger) (bench.Config, *bench.Scenario, error) {
+	concurrency := c.int("BHIV_CONCURRENCY", 1)
+	maxAckPending := c.int("BHIV_MAX_ACK_PENDING", 1)
+	durable := c.str("BHIV_CONSUMER")
+	if err := c.err(); err != nil {
+		return bench.Config{}, nil, usageError{err}
+	}
+	m, err := bench.ParseMix(*f.mix)
+	if err != nil {
+		return bench.Config{}, nil, usageError{err}
+	}
+	given := givenFlags(fs)
+	cfg := bench.Config{Events: 10000}
+	var sc *bench.Scenario
+	if *f.scenario != "" {
+		s, ok := bench.ScenarioNamed(*f.scenario)
+		if !ok {
+			return bench.Config{}, nil, usageError{fmt.Errorf("--scenario %q: want one of %s", *f.scenario, scenarioNames())}
+		}
+		sc, cfg = &s, s.Config
+		if *f.runs == 0 {
+			*f.runs = 3
+		}
+	}
+	f.apply(&cfg, sc == nil, given)
+	if cfg.Embedded && (sc == nil || given["max-ack-pending"] || e.getenv("BHIV_MAX_ACK_PENDING") != "") {
+		cfg.MaxAckPending = maxAckPending
+	}
+	cfg.Mix, cfg.Concurrency, cfg.Dir, cfg.Stream, cfg.Durable, cfg.Logger = m, concurrency, *f.dir, n.stream.Name, durable, log
+	cfg.ConsumerProfile = *f.profile
+	if *f.runs == 0 {
+		*f.runs = 1
+	}
+	if *f.runs < 1 {
+		return bench.Config{}, nil, usageError{fmt.Errorf("--runs %d: want at least 1", *f.runs)}
+	}
+	if cfg.ConsumerProcess || cfg.Parts {
+		exe, err := selfCommand()
+		if err != nil {
+			return bench.Config{}, nil, err
+		}
+		cfg.ConsumerCmd = []string{exe, "consume"}
+		cfg.PartCmd = []string{exe, "bench", "--part"}
+		cfg.ConsumerEnv = consumerFlags(c, given)
+	}
+	if !cfg.Embedded {
+		cfg.NATSURL = n.url // checked by the caller, once connected
+	}
+	if err := cfg.Validate(); err != nil {
+		return bench.Config{}, nil, usageError{err}
+	}
+	return cfg, sc, nil
+}
+
+// apply sets cfg from the flags: every one when all, else (a scenario's
+// settings) only those given.
+func (f *benchFlags) apply(cfg *bench.Config, all bool, given map[string]bool) {
+	set := func(name string, apply func()) {
+		if all || given[name] {
+			apply()
+		}
+	}
+	set("events", func() { cfg.Events = *f.events })
+	set("duration", func() {
+		if cfg.Duration = *f.duration; *f.duration > 0 {
+			cfg.Events = 0
+		}
+	})
+	set("rate", func() { cfg.Rate = *f.rate })
+	set("size", func() { cfg.Size = *f.size })
+	set("embedded", func() { cfg.Embedded = *f.embedded })
+	set("consumer-process", func() { cfg.ConsumerProcess = *f.consumerProcess })
+	set("core-latency", func() { cfg.CoreLatency = *f.coreLatency })
+	set("core-latency-jitter", func() { cfg.CoreLatencyJitter = *f.coreJitter })
+	set("core-capacity", func() { cfg.CoreCapacity = *f.coreCapacity })
+	set("core-down", func() { cfg.CoreDown = *f.coreDown })
+	set("preload", func() { cfg.Preload = *f.preload })
+	set("hold", func() { cfg.Hold = *f.hold })
+	set("parts", func() { cfg.Parts = *f.parts })
+	set("ceilings", func() { cfg.Ceilings = *f.withCeilings })
+}
+
+// printBenchJSON prints the results as JSON: one result alone, or the runs
+// with the scenario's verdicts.
+func printBenchJSON(w io.Writer, sc *bench.Scenario, runs int, results []*bench.Result, verdicts []bench.Verdict) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if sc == nil && runs == 1 {
+		return enc.Encode(results[0])
+	}
+	name := ""
+	if sc != nil {
+		name = sc.Name
+	}
+	return enc.Encode(struct {
+		Scenario string          `json:"scenario,omitempty"`
+		Runs     []*bench.Result `json:"runs"`
+		Verdicts []bench.Verdict `json:"verdicts,omitempty"`
+	}{name, results, verdicts})
 }
 
 // scenarioNames lists the scenarios, for help and errors.
@@ -258,6 +297,19 @@ func (p *progressBar) update(published, acked, total int) {
 
 func printBench(w io.Writer, r *bench.Result, cfg bench.Config) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	printRates(tw, r, cfg)
+	printConsumer(tw, r, cfg)
+	if len(r.Parts) > 0 {
+		printParts(tw, r)
+	}
+	if len(r.Ceilings) > 0 {
+		printCeilings(tw, r, cfg)
+	}
+	tw.Flush()
+}
+
+// printRates prints the machine's load, the rates and the latencies.
+func printRates(tw io.Writer, r *bench.Result, cfg bench.Config) {
 	busy := ""
 	if r.LoadAverage > 3 || r.OtherCPU-r.KernelCPU > 0.5 {
 		busy = "; a busy machine: figures are noisy"
@@ -304,6 +356,11 @@ func printBench(w io.Writer, r *bench.Result, cfg bench.Config) {
 	if cfg.Embedded {
 		fmt.Fprintf(tw, "failure-log records\t%d\n", r.FailureRecords)
 	}
+}
+
+// printConsumer prints the hold, the consumer process's CPU and memory,
+// the CPU bound, this process's memory and the profiles written.
+func printConsumer(tw io.Writer, r *bench.Result, cfg bench.Config) {
 	if h := r.Hold; h != nil {
 		fmt.Fprintf(tw, "hold\t%.1f s\t(%d events taken in, %d unacked at the end, intake stopped for the last %.1f s)\n",
 			h.Seconds, h.TakenIn, h.AckPending, h.PausedSeconds)
@@ -336,37 +393,41 @@ func printBench(w io.Writer, r *bench.Result, cfg bench.Config) {
 			fmt.Fprintf(tw, "\theap at the end: go tool pprof -top -sample_index=inuse_space %s\n", heap)
 		}
 	}
-	if len(r.Parts) > 0 {
-		fmt.Fprintf(tw, "\nbare parts, each its own process\tevents/s\tCPU µs/event\n")
-		for _, p := range r.Parts {
-			fmt.Fprintf(tw, "  %s\t%.0f\t%.1f\n", p.Part, p.Rate, p.CPUPerEvent)
-		}
-		fmt.Fprintf(tw, "  sum\t\t%.1f\n", r.PartsCPUPerEvent())
-		if x := r.CPURatio(); x > 0 {
-			fmt.Fprintf(tw, "  consumer / sum\t\t%.2f\t(target ≤ 1.3)\n", x)
-		}
+}
+
+// printParts prints the bare parts' rates and CPU per event.
+func printParts(tw io.Writer, r *bench.Result) {
+	fmt.Fprintf(tw, "\nbare parts, each its own process\tevents/s\tCPU µs/event\n")
+	for _, p := range r.Parts {
+		fmt.Fprintf(tw, "  %s\t%.0f\t%.1f\n", p.Part, p.Rate, p.CPUPerEvent)
 	}
-	if len(r.Ceilings) > 0 {
-		fmt.Fprintf(tw, "\nceilings, same run\tevents/s\tend-to-end as a share\n")
-		keys := make([]string, 0, len(r.Ceilings))
-		for k := range r.Ceilings {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			c := r.Ceiling(k)
-			fmt.Fprintf(tw, "  %s\t%.0f\t%.2f", k, c, r.EndToEndRate/c)
-			if after, ok := r.CeilingsAfter[k]; ok {
-				fmt.Fprintf(tw, "\t(mean of %.0f before the run and %.0f after)", r.Ceilings[k], after)
-			}
-			fmt.Fprintln(tw)
-		}
-		if r.CoreLimit != nil && cfg.CoreLatency > 0 {
-			bound := r.CoreLimit.Mean / cfg.CoreLatency.Seconds()
-			fmt.Fprintf(tw, "  core limit (mean) / core latency\t%.0f\t%.2f\n", bound, r.EndToEndRate/bound)
-		}
+	fmt.Fprintf(tw, "  sum\t\t%.1f\n", r.PartsCPUPerEvent())
+	if x := r.CPURatio(); x > 0 {
+		fmt.Fprintf(tw, "  consumer / sum\t\t%.2f\t(target ≤ 1.3)\n", x)
 	}
-	tw.Flush()
+}
+
+// printCeilings prints the ceilings measured in the same run, with the
+// end-to-end rate as a share of each.
+func printCeilings(tw io.Writer, r *bench.Result, cfg bench.Config) {
+	fmt.Fprintf(tw, "\nceilings, same run\tevents/s\tend-to-end as a share\n")
+	keys := make([]string, 0, len(r.Ceilings))
+	for k := range r.Ceilings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		c := r.Ceiling(k)
+		fmt.Fprintf(tw, "  %s\t%.0f\t%.2f", k, c, r.EndToEndRate/c)
+		if after, ok := r.CeilingsAfter[k]; ok {
+			fmt.Fprintf(tw, "\t(mean of %.0f before the run and %.0f after)", r.Ceilings[k], after)
+		}
+		fmt.Fprintln(tw)
+	}
+	if r.CoreLimit != nil && cfg.CoreLatency > 0 {
+		bound := r.CoreLimit.Mean / cfg.CoreLatency.Seconds()
+		fmt.Fprintf(tw, "  core limit (mean) / core latency\t%.0f\t%.2f\n", bound, r.EndToEndRate/bound)
+	}
 }
 
 // printVerdicts prints each target of sc with its value in every run, the

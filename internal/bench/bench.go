@@ -295,7 +295,8 @@ const (
 // pollInterval is how often the durable's ack floor is read.
 const pollInterval = 10 * time.Millisecond
 
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
 	if c.Events == 0 && c.Duration == 0 {
 		c.Events = 10_000
 	}
@@ -320,8 +321,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate checks c.
+// Validate checks c after defaults and returns every problem found.
 func (c Config) Validate() error {
+	c = c.WithDefaults()
 	var errs []error
 	if c.Events < 0 || c.Duration < 0 || c.Rate < 0 || c.Size < 0 || c.CoreLatency < 0 || c.CoreLatencyJitter < 0 ||
 		c.CoreCapacity < 0 || c.Concurrency < 0 || c.MaxAckPending < 0 || c.Hold < 0 {
@@ -616,7 +618,7 @@ func (s *stack) close() {
 
 // Run runs the benchmark.
 func Run(ctx context.Context, c Config) (*Result, error) {
-	c = c.withDefaults()
+	c = c.WithDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -745,24 +747,10 @@ func (r *run) run(ctx context.Context) error {
 	if st != nil {
 		r.sentByID = map[string]int64{}
 	}
-	start, n, err := r.publish(ctx, pub)
+	start, n, endSeq, err := r.publishAll(ctx, pub, startSeq)
 	if err != nil {
 		return err
 	}
-	actx, cancelWait := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	ar, werr := pub.Wait(actx)
-	cancelWait()
-	if werr != nil {
-		return fmt.Errorf("bench: %d of %d publishes failed: %w", ar.Failed, n, werr)
-	}
-	res.Events = n
-	res.PublishSeconds = time.Since(start).Seconds()
-	res.PublishRate = float64(n) / res.PublishSeconds
-	endSeq, err := lastSeq(ctx, r.js, c.Stream)
-	if err != nil {
-		return err
-	}
-	res.OtherMessages = max(0, int(endSeq-startSeq)-ar.Published)
 	if c.Preload {
 		if err := r.startConsumer(ctx, cancel); err != nil {
 			return err
@@ -772,14 +760,7 @@ func (r *run) run(ctx context.Context) error {
 		}
 		start = r.ready // rates count from the consumer's start
 	}
-	var end time.Time
-	if c.Hold > 0 {
-		end, err = r.hold(ctx)
-	} else {
-		// Wait until the consumer acked everything in the stream now, ours
-		// and anyone else's.
-		end, err = r.w.waitFor(ctx, endSeq, 10*time.Minute)
-	}
+	end, err := r.awaitEnd(ctx, endSeq)
 	if err != nil {
 		return err
 	}
@@ -798,6 +779,14 @@ func (r *run) run(ctx context.Context) error {
 	if st == nil {
 		return nil
 	}
+	return r.embeddedResults(start)
+}
+
+// embeddedResults stops the embedded consumer and reads what the embedded
+// stack saw: Core's latency and rate (from start), the core stub's queue,
+// the failure records and the bucket's lag.
+func (r *run) embeddedResults(start time.Time) error {
+	c, st, res := r.c, r.st, r.res
 	if err := st.stopConsumer(); err != nil {
 		return fmt.Errorf("bench: consumer: %w", err)
 	}
@@ -818,6 +807,7 @@ func (r *run) run(ctx context.Context) error {
 		return fmt.Errorf("bench: read failure log: %w", err)
 	}
 	if !c.Preload {
+		var err error
 		if res.BucketLag, err = bucketLag(st.bucketDir(), r.sentByID); err != nil {
 			return err
 		}
@@ -826,6 +816,42 @@ func (r *run) run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// publishAll publishes the run's events and waits for their acks; it
+// returns when publishing started, how many were published and the
+// stream's last sequence then, and records the publish rate and what
+// others published meanwhile.
+func (r *run) publishAll(ctx context.Context, pub *publisher.Publisher, startSeq uint64) (start time.Time, n int, endSeq uint64, err error) {
+	res := r.res
+	start, n, err = r.publish(ctx, pub)
+	if err != nil {
+		return start, n, 0, err
+	}
+	actx, cancelWait := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	ar, werr := pub.Wait(actx)
+	cancelWait()
+	if werr != nil {
+		return start, n, 0, fmt.Errorf("bench: %d of %d publishes failed: %w", ar.Failed, n, werr)
+	}
+	res.Events = n
+	res.PublishSeconds = time.Since(start).Seconds()
+	res.PublishRate = float64(n) / res.PublishSeconds
+	if endSeq, err = lastSeq(ctx, r.js, r.c.Stream); err != nil {
+		return start, n, 0, err
+	}
+	res.OtherMessages = max(0, int(endSeq-startSeq)-ar.Published)
+	return start, n, endSeq, nil
+}
+
+// awaitEnd waits for the end of the run: the hold (Config.Hold), or the
+// consumer having acked everything in the stream up to endSeq, ours and
+// anyone else's.
+func (r *run) awaitEnd(ctx context.Context, endSeq uint64) (time.Time, error) {
+	if r.c.Hold > 0 {
+		return r.hold(ctx)
+	}
+	return r.w.waitFor(ctx, endSeq, 10*time.Minute)
 }
 
 // startConsumer starts the embedded consumer, if any, and cancels ctx with
