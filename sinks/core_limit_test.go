@@ -170,7 +170,7 @@ func TestCoreAdaptiveCapacity(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs for 10s")
 	}
-	const k, latency, run = 16, 20 * time.Millisecond, 10 * time.Second
+	const k, latency, run = 16, 100 * time.Millisecond, 10 * time.Second
 	stub, err := corestub.New(corestub.Config{Capacity: k, Faults: corestub.Faults{Latency: latency}})
 	if err != nil {
 		t.Fatal(err)
