@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/failsafe-go/failsafe-go"
-	"github.com/failsafe-go/failsafe-go/adaptivelimiter"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/failsafe-go/failsafe-go/failsafehttp"
 	"github.com/failsafe-go/failsafe-go/timeout"
@@ -221,7 +220,7 @@ type Core struct {
 	transport *http.Transport
 	client    *http.Client
 	breaker   circuitbreaker.CircuitBreaker[*http.Response]
-	limiter   adaptivelimiter.AdaptiveLimiter[*http.Response]
+	limiter   *coreLimit
 	executor  failsafe.Executor[*http.Response]
 	m         *coreMetrics
 

@@ -12,8 +12,10 @@ import (
 
 // Concurrency to Core. Every attempt (one POST, of one event or of a
 // batch) holds a permit of failsafe-go's adaptive concurrency limiter
-// while it runs. With CoreConfig.Concurrency 0 (auto) the limiter moves its
-// limit between ConcurrencyMin and ConcurrencyMax as Core's latency moves:
+// while it runs. With CoreConfig.Concurrency 0 (auto) the limit starts
+// with a slow start (core_slowstart.go: doubling every round trip until
+// Core's latency rises), then failsafe-go's limiter moves it
+// between ConcurrencyMin and ConcurrencyMax as Core's latency moves:
 // up while latency holds, down when latency rises with the requests in
 // flight (requests queueing in Core). Against a Core that serves K
 // requests at once it stays around K, with Core's own queue short: it
@@ -67,11 +69,12 @@ const (
 	// adaptive limit.
 	DefaultCoreConcurrencyMin = 1
 	DefaultCoreConcurrencyMax = 1024
-	// DefaultCoreConcurrencyInitial is where the adaptive limit starts
-	// (raised to ConcurrencyMin, lowered to ConcurrencyMax). It is low on
-	// purpose: the limiter takes the latency it sees first as its
-	// baseline, and a start above what Core serves at once would teach it
-	// a latency that already includes queueing in Core.
+	// DefaultCoreConcurrencyInitial is where the adaptive limit's slow
+	// start begins (raised to ConcurrencyMin, lowered to ConcurrencyMax).
+	// It is low on purpose: the slow start takes the latency it sees first
+	// as its baseline, and a start above what Core serves at once would
+	// teach it a latency that already includes queueing in Core; from 8,
+	// doubling every round trip, it passes 256 in five.
 	DefaultCoreConcurrencyInitial = 8
 	// MaxCoreConcurrency is the largest limit or fixed concurrency
 	// accepted.
@@ -93,7 +96,7 @@ const (
 // Core too: the library adds to the limit once per update, and an update
 // needs samples, so against a Core answering in 500 ms the default climbed
 // 8 → 21 in 30 s, this one 8 → 87 in 40 s (a step per round trip, as
-// answers come back in waves). Against a core stub serving 16 at once in
+// answers come back in waves: hence the slow start before it). Against a core stub serving 16 at once in
 // 20 ms, 200 callers, load 15 on 2 cores: mean limit 13 to 15.5, 0.8 to
 // 2.2 requests queued in the stub.
 var limiterTuning = struct {
@@ -102,22 +105,33 @@ var limiterTuning = struct {
 	baselineAge          uint
 }{100 * time.Millisecond, 100 * time.Millisecond, 5, 100}
 
-// newLimiter builds the concurrency limiter for the config (defaults
-// applied).
-func (c *Core) newLimiter() adaptivelimiter.AdaptiveLimiter[*http.Response] {
+// newLimiter builds the concurrency limit for the config (defaults
+// applied): a fixed Concurrency is failsafe-go's limiter with that limit;
+// an adaptive one starts with the slow start (core_slowstart.go) from
+// DefaultCoreConcurrencyInitial (raised to ConcurrencyMin, lowered to
+// ConcurrencyMax), which hands over to failsafe-go's adaptive limiter.
+func (c *Core) newLimiter() *coreLimit {
 	lo, hi := c.cfg.ConcurrencyMin, c.cfg.ConcurrencyMax
 	if c.cfg.Concurrency > 0 {
 		lo, hi = c.cfg.Concurrency, c.cfg.Concurrency
 	}
 	t := limiterTuning
-	return adaptivelimiter.NewBuilder[*http.Response]().
-		WithLimits(uint(lo), uint(hi), uint(min(max(DefaultCoreConcurrencyInitial, lo), hi))).
-		WithRecentWindow(t.windowMin, t.windowMax, t.windowSamples).
-		WithBaselineWindow(t.baselineAge).
-		OnLimitChanged(func(e adaptivelimiter.LimitChangedEvent) {
-			c.log.Debug("core concurrency limit changed", "from", e.OldLimit, "to", e.NewLimit)
-		}).
-		Build()
+	build := func(initial int) adaptivelimiter.AdaptiveLimiter[*http.Response] {
+		return adaptivelimiter.NewBuilder[*http.Response]().
+			WithLimits(uint(lo), uint(hi), uint(min(max(initial, lo), hi))).
+			WithRecentWindow(t.windowMin, t.windowMax, t.windowSamples).
+			WithBaselineWindow(t.baselineAge).
+			OnLimitChanged(func(e adaptivelimiter.LimitChangedEvent) {
+				c.log.Debug("core concurrency limit changed", "from", e.OldLimit, "to", e.NewLimit)
+			}).
+			Build()
+	}
+	initial := min(max(DefaultCoreConcurrencyInitial, lo), hi)
+	var ss *slowStart
+	if lo < hi {
+		ss = newSlowStart(initial, lo, hi)
+	}
+	return newCoreLimit(build, ss, initial, c.log)
 }
 
 // MaxInFlight implements consumer.Pacer: how many deliveries the consumer
@@ -163,7 +177,7 @@ func (p limiterPolicy) Apply(inner func(failsafe.Execution[*http.Response]) *com
 		}
 		c.atLimiter.Add(1)
 		defer c.atLimiter.Add(-1)
-		permit, err := c.limiter.AcquirePermit(exec.Context())
+		permit, err := c.limiter.acquire(exec.Context())
 		if err != nil {
 			// Only the end of the caller's context stops the wait.
 			if canceled, r := exec.(policy.ExecutionInternal[*http.Response]).IsCanceledWithResult(); canceled {
@@ -172,10 +186,15 @@ func (p limiterPolicy) Apply(inner func(failsafe.Execution[*http.Response]) *com
 			return &common.PolicyResult[*http.Response]{Error: err, Done: true}
 		}
 		r := inner(exec)
-		if r.Error == nil && classifyCore(false, r.Result, nil) == coreOK {
-			permit.Record()
-		} else {
-			permit.Drop()
+		switch classifyCore(false, r.Result, r.Error) {
+		case coreOK:
+			permit.done(true, false)
+		case coreRetry, coreRefused:
+			// A cancelled attempt reads as coreRetry here (done false):
+			// tell it apart by the context.
+			permit.done(false, exec.Context().Err() == nil)
+		default:
+			permit.done(false, false)
 		}
 		return r
 	}
