@@ -109,17 +109,22 @@ var limiterTuning = struct {
 // applied): a fixed Concurrency is failsafe-go's limiter with that limit;
 // an adaptive one starts with the slow start (core_slowstart.go) from
 // DefaultCoreConcurrencyInitial (raised to ConcurrencyMin, lowered to
-// ConcurrencyMax), which hands over to failsafe-go's adaptive limiter.
+// ConcurrencyMax), which hands over to failsafe-go's adaptive limiter with
+// a window of at least the round trip the slow start measured (its
+// baseline): one update per round trip at most, so that the limiter does
+// not move the limit again and again on latencies that cannot yet show
+// its last move (against a 1 s Core, a 100 ms window took ten steps per
+// round trip: up past Core's capacity, then down far below it).
 func (c *Core) newLimiter() *coreLimit {
 	lo, hi := c.cfg.ConcurrencyMin, c.cfg.ConcurrencyMax
 	if c.cfg.Concurrency > 0 {
 		lo, hi = c.cfg.Concurrency, c.cfg.Concurrency
 	}
 	t := limiterTuning
-	build := func(initial int) adaptivelimiter.AdaptiveLimiter[*http.Response] {
+	build := func(initial int, rtt time.Duration) adaptivelimiter.AdaptiveLimiter[*http.Response] {
 		return adaptivelimiter.NewBuilder[*http.Response]().
 			WithLimits(uint(lo), uint(hi), uint(min(max(initial, lo), hi))).
-			WithRecentWindow(t.windowMin, t.windowMax, t.windowSamples).
+			WithRecentWindow(max(t.windowMin, rtt), max(t.windowMax, rtt), t.windowSamples).
 			WithBaselineWindow(t.baselineAge).
 			OnLimitChanged(func(e adaptivelimiter.LimitChangedEvent) {
 				c.log.Debug("core concurrency limit changed", "from", e.OldLimit, "to", e.NewLimit)

@@ -118,7 +118,7 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 // limiter, fixed or adaptive, and before an adaptive one the slow start,
 // which has its own permits, awaited in first-in, first-out order.
 type coreLimit struct {
-	build func(initial int) adaptivelimiter.AdaptiveLimiter[*http.Response]
+	build func(initial int, rtt time.Duration) adaptivelimiter.AdaptiveLimiter[*http.Response]
 	log   *slog.Logger
 
 	mu       sync.Mutex
@@ -131,10 +131,10 @@ type coreLimit struct {
 
 // newCoreLimit returns the limit: with ss nil, fs built at once from
 // initial; else the slow start first, then fs built from where it ends.
-func newCoreLimit(build func(initial int) adaptivelimiter.AdaptiveLimiter[*http.Response], ss *slowStart, initial int, log *slog.Logger) *coreLimit {
+func newCoreLimit(build func(initial int, rtt time.Duration) adaptivelimiter.AdaptiveLimiter[*http.Response], ss *slowStart, initial int, log *slog.Logger) *coreLimit {
 	l := &coreLimit{build: build, ss: ss, log: log}
 	if ss == nil {
-		l.fs = build(initial)
+		l.fs = build(initial, 0)
 	}
 	return l
 }
@@ -233,7 +233,7 @@ func (l *coreLimit) releaseLocked() {
 // over, holding a permit for each request still in flight (as many as its
 // limit allows), and the waiters go to it.
 func (l *coreLimit) endLocked(limit int) {
-	l.fs = l.build(limit)
+	l.fs = l.build(limit, l.ss.base)
 	for range l.inflight {
 		p, ok := l.fs.TryAcquirePermit()
 		if !ok {

@@ -142,7 +142,7 @@ func simulateSlowStart(k int, d time.Duration, initial, hi int) (end, peak int, 
 // limiter, which counts the requests still in flight on slow-start
 // permits until they end.
 func TestCoreLimitSlowStartPermits(t *testing.T) {
-	build := func(initial int) adaptivelimiter.AdaptiveLimiter[*http.Response] {
+	build := func(initial int, rtt time.Duration) adaptivelimiter.AdaptiveLimiter[*http.Response] {
 		return adaptivelimiter.NewBuilder[*http.Response]().WithLimits(1, 8, uint(initial)).Build()
 	}
 	l := newCoreLimit(build, newSlowStart(2, 1, 8), 2, slog.New(slog.DiscardHandler))
