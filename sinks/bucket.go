@@ -15,6 +15,7 @@ import (
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/config"
 	"github.com/lmittmann/tint"
 )
 
@@ -57,18 +58,10 @@ type BucketConfig struct {
 // negative Retries stays as it is (none), so that applying the defaults
 // twice changes nothing.
 func (c BucketConfig) WithDefaults() BucketConfig {
-	if c.Dir == "" {
-		c.Dir = DefaultBucketDir
-	}
-	if c.Retries == 0 {
-		c.Retries = DefaultBucketRetries
-	}
-	if c.RetryDelay == 0 {
-		c.RetryDelay = DefaultBucketRetryDelay
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	config.Default(&c.Dir, DefaultBucketDir)
+	config.Default(&c.Retries, DefaultBucketRetries)
+	config.Default(&c.RetryDelay, DefaultBucketRetryDelay)
+	c.Logger = config.Logger(c.Logger)
 	return c
 }
 

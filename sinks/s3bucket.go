@@ -25,6 +25,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/config"
 )
 
 // Defaults of S3Config.
@@ -114,33 +115,15 @@ type S3Config struct {
 // twice changes nothing.
 func (c S3Config) WithDefaults() S3Config {
 	c.Prefix = strings.Trim(c.Prefix, "/")
-	if c.Endpoint == "" {
-		c.Endpoint = DefaultS3Endpoint
-	}
-	if c.Lookup == "" {
-		c.Lookup = S3LookupAuto
-	}
-	if c.Conditional == "" {
-		c.Conditional = ConditionalAuto
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultS3Timeout
-	}
-	if c.Retries == 0 {
-		c.Retries = DefaultS3Retries
-	}
-	if c.RetryDelay == 0 {
-		c.RetryDelay = DefaultS3RetryDelay
-	}
-	if c.RetryDelayMax == 0 {
-		c.RetryDelayMax = max(DefaultS3RetryDelayMax, c.RetryDelay)
-	}
-	if c.MaxConns == 0 {
-		c.MaxConns = 256
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	config.Default(&c.Endpoint, DefaultS3Endpoint)
+	config.Default(&c.Lookup, S3LookupAuto)
+	config.Default(&c.Conditional, ConditionalAuto)
+	config.Default(&c.Timeout, DefaultS3Timeout)
+	config.Default(&c.Retries, DefaultS3Retries)
+	config.Default(&c.RetryDelay, DefaultS3RetryDelay)
+	config.Default(&c.RetryDelayMax, max(DefaultS3RetryDelayMax, c.RetryDelay))
+	config.Default(&c.MaxConns, 256)
+	c.Logger = config.Logger(c.Logger)
 	return c
 }
 
