@@ -399,15 +399,13 @@ type S3Bucket struct {
 	conditional atomic.Bool // PUTs carry If-None-Match: *
 
 	// Outage: the store takes nothing.
-	down      atomic.Bool
-	probeMu   sync.Mutex
-	nextProbe time.Time
-	probing   sync.WaitGroup // the background probe, when one runs
-	base      context.Context
-	stop      context.CancelFunc
-	closed    atomic.Bool
-	probeKey  string
-	probed    atomic.Bool // the probe object was written: Close removes it
+	outage
+	probing  sync.WaitGroup // the background probe, when one runs
+	base     context.Context
+	stop     context.CancelFunc
+	closed   atomic.Bool
+	probeKey string
+	probed   atomic.Bool // the probe object was written: Close removes it
 }
 
 // NewS3Bucket returns an S3Bucket once the store has answered that the
@@ -605,12 +603,9 @@ func (b *S3Bucket) probe(ctx context.Context) error {
 
 // setDown marks the store down after err, logging it once.
 func (b *S3Bucket) setDown(err error) {
-	if b.down.Swap(true) {
+	if !b.markDown() {
 		return
 	}
-	b.probeMu.Lock()
-	b.nextProbe = time.Now().Add(bucketProbeEvery)
-	b.probeMu.Unlock()
 	if classifyS3(err) == s3Config {
 		code, _ := s3Code(err)
 		b.log.Error("bucket: unavailable: the S3 store refuses access, a configuration problem (credentials, bucket policy, bucket, region); events wait until it is fixed",
@@ -631,28 +626,22 @@ func (b *S3Bucket) up() {
 // found down, until a probe succeeds. Probes run in the background, at
 // most every 500ms, so that Available never waits for the store.
 func (b *S3Bucket) Available() bool {
-	if !b.down.Load() {
-		return true
-	}
-	b.probeMu.Lock()
-	defer b.probeMu.Unlock()
-	if !b.down.Load() {
-		return true
-	}
-	if time.Now().Before(b.nextProbe) || b.closed.Load() {
-		return false
-	}
-	b.nextProbe = time.Now().Add(time.Hour) // until this probe is over
-	b.probing.Go(func() {
-		err := b.probe(b.base)
-		b.probeMu.Lock()
-		b.nextProbe = time.Now().Add(bucketProbeEvery)
-		b.probeMu.Unlock()
-		if err == nil {
-			b.up()
+	return b.available(func() bool {
+		if b.closed.Load() {
+			return false
 		}
+		b.nextProbe = time.Now().Add(time.Hour) // until this probe is over
+		b.probing.Go(func() {
+			err := b.probe(b.base)
+			b.probeMu.Lock()
+			b.nextProbe = time.Now().Add(bucketProbeEvery)
+			b.probeMu.Unlock()
+			if err == nil {
+				b.up()
+			}
+		})
+		return false
 	})
-	return false
 }
 
 // Close stops the probes, removes this process's probe object and releases
