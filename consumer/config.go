@@ -143,10 +143,7 @@ func (c Config) WithDefaults() Config {
 // Validate checks c after defaults and returns every problem found.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	if err := c.Stream.Validate(); err != nil {
-		errs = append(errs, err)
-	}
+	errs := []error{c.Stream.Validate()} // errors.Join drops a nil
 	if !bhiv.ValidStreamName(c.Durable) {
 		errs = append(errs, fmt.Errorf("durable name %q: use letters, digits, - and _ only", c.Durable))
 	}

@@ -90,10 +90,7 @@ func (c Config) WithDefaults() Config {
 // Validate checks c after defaults.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	if err := c.Stream.Validate(); err != nil {
-		errs = append(errs, err)
-	}
+	errs := []error{c.Stream.Validate()} // errors.Join drops a nil
 	if c.MaxBodyBytes < 1 {
 		errs = append(errs, fmt.Errorf("ingest max body bytes %d: want at least 1", c.MaxBodyBytes))
 	}
