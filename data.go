@@ -205,19 +205,20 @@ func splitExtra(b []byte, known any, names ...string) (map[string]any, error) {
 
 // Execution decodes the event's data as execution data.
 func (e *Event) Execution() (Execution, error) {
-	var x Execution
-	if e.Kind() != KindExecution {
-		return x, errors.New("event is not an execution")
-	}
-	err := json.Unmarshal(e.Data, &x)
-	return x, err
+	return decodeData[Execution](e, KindExecution, "an execution")
 }
 
 // Reward decodes the event's data as reward data.
 func (e *Event) Reward() (Reward, error) {
-	var x Reward
-	if e.Kind() != KindReward {
-		return x, errors.New("event is not a reward")
+	return decodeData[Reward](e, KindReward, "a reward")
+}
+
+// decodeData decodes the data of e, which must be of kind k (what names k
+// in the error otherwise), as a T.
+func decodeData[T any](e *Event, k Kind, what string) (T, error) {
+	var x T
+	if e.Kind() != k {
+		return x, errors.New("event is not " + what)
 	}
 	err := json.Unmarshal(e.Data, &x)
 	return x, err

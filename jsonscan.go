@@ -185,9 +185,9 @@ func (s *jsonScanner) value(depth int) bool {
 	}
 	switch c := s.b[s.i]; {
 	case c == '{':
-		return s.object(depth + 1)
+		return s.container(depth+1, '}')
 	case c == '[':
-		return s.array(depth + 1)
+		return s.container(depth+1, ']')
 	case c == '"':
 		return s.str()
 	case c == '-' || c >= '0' && c <= '9':
@@ -202,26 +202,23 @@ func (s *jsonScanner) value(depth int) bool {
 	return false
 }
 
-func (s *jsonScanner) object(depth int) bool {
+// container scans an object or an array from its opening bracket to close,
+// its closing one: values separated by commas, in an object each after its
+// name.
+func (s *jsonScanner) container(depth int, close byte) bool {
 	if depth > maxJSONDepth {
 		return false
 	}
-	s.i++ // '{'
+	s.i++ // '{' or '['
 	s.space()
-	if s.i < len(s.b) && s.b[s.i] == '}' {
+	if s.i < len(s.b) && s.b[s.i] == close {
 		s.i++
 		return true
 	}
 	for {
-		if s.i >= len(s.b) || s.b[s.i] != '"' || !s.str() {
+		if close == '}' && !s.name() {
 			return false
 		}
-		s.space()
-		if s.i >= len(s.b) || s.b[s.i] != ':' {
-			return false
-		}
-		s.i++
-		s.space()
 		if !s.value(depth) {
 			return false
 		}
@@ -233,7 +230,7 @@ func (s *jsonScanner) object(depth int) bool {
 		case ',':
 			s.i++
 			s.space()
-		case '}':
+		case close:
 			s.i++
 			return true
 		default:
@@ -242,35 +239,19 @@ func (s *jsonScanner) object(depth int) bool {
 	}
 }
 
-func (s *jsonScanner) array(depth int) bool {
-	if depth > maxJSONDepth {
+// name scans an object member's name, the colon after it and the spaces
+// around the colon.
+func (s *jsonScanner) name() bool {
+	if s.i >= len(s.b) || s.b[s.i] != '"' || !s.str() {
 		return false
 	}
-	s.i++ // '['
 	s.space()
-	if s.i < len(s.b) && s.b[s.i] == ']' {
-		s.i++
-		return true
+	if s.i >= len(s.b) || s.b[s.i] != ':' {
+		return false
 	}
-	for {
-		if !s.value(depth) {
-			return false
-		}
-		s.space()
-		if s.i >= len(s.b) {
-			return false
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-			s.space()
-		case ']':
-			s.i++
-			return true
-		default:
-			return false
-		}
-	}
+	s.i++
+	s.space()
+	return true
 }
 
 func (s *jsonScanner) str() bool {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hackaverse/bhiv/internal/config"
 )
 
 // DefaultStreamName is the name of the JetStream stream holding the events.
@@ -46,24 +48,14 @@ type StreamConfig struct {
 
 // WithDefaults returns c with every zero field set to its default.
 func (c StreamConfig) WithDefaults() StreamConfig {
-	if c.Name == "" {
-		c.Name = DefaultStreamName
-	}
-	if c.SubjectPrefix == "" {
-		c.SubjectPrefix = DefaultSubjectPrefix
-	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
-	}
-	if c.MaxAge == 0 {
-		c.MaxAge = DefaultStreamMaxAge
-	}
+	config.Default(&c.Name, DefaultStreamName)
+	config.Default(&c.SubjectPrefix, DefaultSubjectPrefix)
+	config.Default(&c.Replicas, 1)
+	config.Default(&c.MaxAge, DefaultStreamMaxAge)
 	if c.MaxAge == NoMaxAge && c.MaxBytes == 0 {
 		c.MaxBytes = DefaultStreamMaxBytes
 	}
-	if c.Duplicates == 0 {
-		c.Duplicates = DefaultStreamDuplicates
-	}
+	config.Default(&c.Duplicates, DefaultStreamDuplicates)
 	return c
 }
 

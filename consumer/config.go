@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/config"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -118,70 +119,31 @@ type Config struct {
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
 	c.Stream = c.Stream.WithDefaults()
-	if c.Durable == "" {
-		c.Durable = DefaultDurable
-	}
-	if c.AckWait == 0 {
-		c.AckWait = DefaultAckWait
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = DefaultConcurrency
-	}
-	if c.MaxDeliver == 0 {
-		c.MaxDeliver = DefaultMaxDeliver
-	}
-	if c.MaxAckPending == 0 {
-		c.MaxAckPending = DefaultMaxAckPending
-	}
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = c.MaxAckPending
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if c.MaxEventBytes == 0 {
-		c.MaxEventBytes = bhiv.DefaultMaxEventBytes
-	}
-	if c.RememberIDs == 0 {
-		c.RememberIDs = DefaultRememberIDs
-	}
-	if c.NakDelay == 0 {
-		c.NakDelay = DefaultNakDelay
-	}
-	if c.MaxHold == 0 {
-		c.MaxHold = DefaultMaxHold
-	}
-	if c.MaxFailedHolds == 0 {
-		c.MaxFailedHolds = DefaultMaxFailedHolds
-	}
-	if c.SummaryInterval == 0 {
-		c.SummaryInterval = DefaultSummaryInterval
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.availEvery == 0 {
-		c.availEvery = 100 * time.Millisecond
-	}
-	if c.infoEvery == 0 {
-		c.infoEvery = 5 * time.Second
-	}
-	if c.retryHold == 0 {
-		c.retryHold = 5 * time.Second
-	}
-	if c.setupPatience == 0 {
-		c.setupPatience = 30 * time.Second
-	}
+	config.Default(&c.Durable, DefaultDurable)
+	config.Default(&c.AckWait, DefaultAckWait)
+	config.Default(&c.Concurrency, DefaultConcurrency)
+	config.Default(&c.MaxDeliver, DefaultMaxDeliver)
+	config.Default(&c.MaxAckPending, DefaultMaxAckPending)
+	config.Default(&c.MaxInFlight, c.MaxAckPending)
+	config.Default(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	config.Default(&c.MaxEventBytes, bhiv.DefaultMaxEventBytes)
+	config.Default(&c.RememberIDs, DefaultRememberIDs)
+	config.Default(&c.NakDelay, DefaultNakDelay)
+	config.Default(&c.MaxHold, DefaultMaxHold)
+	config.Default(&c.MaxFailedHolds, DefaultMaxFailedHolds)
+	config.Default(&c.SummaryInterval, DefaultSummaryInterval)
+	c.Logger = config.Logger(c.Logger)
+	config.Default(&c.availEvery, 100*time.Millisecond)
+	config.Default(&c.infoEvery, 5*time.Second)
+	config.Default(&c.retryHold, 5*time.Second)
+	config.Default(&c.setupPatience, 30*time.Second)
 	return c
 }
 
 // Validate checks c after defaults and returns every problem found.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	if err := c.Stream.Validate(); err != nil {
-		errs = append(errs, err)
-	}
+	errs := []error{c.Stream.Validate()} // errors.Join drops a nil
 	if !bhiv.ValidStreamName(c.Durable) {
 		errs = append(errs, fmt.Errorf("durable name %q: use letters, digits, - and _ only", c.Durable))
 	}

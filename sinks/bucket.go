@@ -15,6 +15,7 @@ import (
 	"github.com/failsafe-go/failsafe-go"
 	"github.com/failsafe-go/failsafe-go/retrypolicy"
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/config"
 	"github.com/lmittmann/tint"
 )
 
@@ -57,18 +58,10 @@ type BucketConfig struct {
 // negative Retries stays as it is (none), so that applying the defaults
 // twice changes nothing.
 func (c BucketConfig) WithDefaults() BucketConfig {
-	if c.Dir == "" {
-		c.Dir = DefaultBucketDir
-	}
-	if c.Retries == 0 {
-		c.Retries = DefaultBucketRetries
-	}
-	if c.RetryDelay == 0 {
-		c.RetryDelay = DefaultBucketRetryDelay
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	config.Default(&c.Dir, DefaultBucketDir)
+	config.Default(&c.Retries, DefaultBucketRetries)
+	config.Default(&c.RetryDelay, DefaultBucketRetryDelay)
+	c.Logger = config.Logger(c.Logger)
 	return c
 }
 
@@ -131,9 +124,7 @@ type Bucket struct {
 	syncerDone chan struct{}
 
 	// Outage: the bucket directory itself cannot take a file.
-	down      atomic.Bool
-	probeMu   sync.Mutex
-	nextProbe time.Time // while down, no probe before then
+	outage
 
 	syncs     atomic.Int64 // syncfs rounds, for the benchmarks
 	synced    atomic.Int64 // files they served (a file is in two rounds)
@@ -272,10 +263,7 @@ func (b *Bucket) Deliver(ctx context.Context, ev *bhiv.Event) error {
 		// Not this event's path: the bucket cannot take any file. Say so
 		// (bhiv.ErrUnavailable), so that the event waits for the bucket
 		// instead of going to the failure log, as during a Core outage.
-		if !b.down.Swap(true) {
-			b.probeMu.Lock()
-			b.nextProbe = time.Now().Add(bucketProbeEvery)
-			b.probeMu.Unlock()
+		if b.markDown() {
 			b.log.Warn("bucket: unavailable, events wait until it can be written again", "dir", b.dir, tint.Err(perr))
 		}
 		return &bhiv.SinkError{Sink: BucketName, Class: bhiv.ClassRetryableExhausted, Attempts: attempts,

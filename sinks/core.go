@@ -22,6 +22,7 @@ import (
 	"github.com/failsafe-go/failsafe-go/failsafehttp"
 	"github.com/failsafe-go/failsafe-go/timeout"
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/config"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -111,48 +112,20 @@ type CoreConfig struct {
 // default. A negative MaxRetries (none) stays negative, so that applying
 // the defaults twice changes nothing.
 func (c CoreConfig) WithDefaults() CoreConfig {
-	if c.URL == "" {
-		c.URL = DefaultCoreURL
-	}
-	if c.MaxRetries == 0 {
-		c.MaxRetries = DefaultCoreMaxRetries
-	}
-	if c.Backoff == 0 {
-		c.Backoff = DefaultCoreBackoff
-	}
-	if c.BackoffMax == 0 {
-		c.BackoffMax = max(DefaultCoreBackoffMax, c.Backoff)
-	}
-	if c.BreakerFailures == 0 {
-		c.BreakerFailures = DefaultCoreBreakerFailures
-	}
-	if c.BreakerDelay == 0 {
-		c.BreakerDelay = DefaultCoreBreakerDelay
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultCoreTimeout
-	}
-	if c.BatchMax == 0 {
-		c.BatchMax = DefaultCoreBatchMax
-	}
-	if c.BatchLinger == 0 {
-		c.BatchLinger = DefaultCoreBatchLinger
-	}
-	if c.ConcurrencyMin == 0 {
-		c.ConcurrencyMin = DefaultCoreConcurrencyMin
-	}
-	if c.ConcurrencyMax == 0 {
-		c.ConcurrencyMax = max(DefaultCoreConcurrencyMax, c.ConcurrencyMin)
-	}
-	if c.UserAgent == "" {
-		c.UserAgent = DefaultCoreUserAgent
-	}
-	if c.Mode == "" {
-		c.Mode = CoreBinary
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	config.Default(&c.URL, DefaultCoreURL)
+	config.Default(&c.MaxRetries, DefaultCoreMaxRetries)
+	config.Default(&c.Backoff, DefaultCoreBackoff)
+	config.Default(&c.BackoffMax, max(DefaultCoreBackoffMax, c.Backoff))
+	config.Default(&c.BreakerFailures, DefaultCoreBreakerFailures)
+	config.Default(&c.BreakerDelay, DefaultCoreBreakerDelay)
+	config.Default(&c.Timeout, DefaultCoreTimeout)
+	config.Default(&c.BatchMax, DefaultCoreBatchMax)
+	config.Default(&c.BatchLinger, DefaultCoreBatchLinger)
+	config.Default(&c.ConcurrencyMin, DefaultCoreConcurrencyMin)
+	config.Default(&c.ConcurrencyMax, max(DefaultCoreConcurrencyMax, c.ConcurrencyMin))
+	config.Default(&c.UserAgent, DefaultCoreUserAgent)
+	config.Default(&c.Mode, CoreBinary)
+	c.Logger = config.Logger(c.Logger)
 	return c
 }
 

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/config"
 )
 
 // Defaults of FailureLogConfig.
@@ -53,15 +54,9 @@ type FailureLogConfig struct {
 
 // WithDefaults returns c with every zero field set to its default.
 func (c FailureLogConfig) WithDefaults() FailureLogConfig {
-	if c.Path == "" {
-		c.Path = DefaultFailureLogPath
-	}
-	if c.MaxBytes == 0 {
-		c.MaxBytes = DefaultFailureLogMaxBytes
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	config.Default(&c.Path, DefaultFailureLogPath)
+	config.Default(&c.MaxBytes, DefaultFailureLogMaxBytes)
+	c.Logger = config.Logger(c.Logger)
 	return c
 }
 
@@ -408,9 +403,7 @@ func rotatedFiles(path string) ([]string, error) {
 // to logger. A missing log holds no records. It stops at the first error fn
 // returns and returns it.
 func ReadFailureLog(path string, logger *slog.Logger, fn func(bhiv.FailureRecord) error) error {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger = config.Logger(logger)
 	files, err := openLogFiles(path)
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/config"
 )
 
 // ErrReplayRunning is returned by Replay when another replay of the same
@@ -64,15 +65,9 @@ type ReplayConfig struct {
 
 // WithDefaults returns c with every zero field set to its default.
 func (c ReplayConfig) WithDefaults() ReplayConfig {
-	if c.Path == "" {
-		c.Path = DefaultFailureLogPath
-	}
-	if c.Wait == 0 {
-		c.Wait = DefaultReplayWait
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	config.Default(&c.Path, DefaultFailureLogPath)
+	config.Default(&c.Wait, DefaultReplayWait)
+	c.Logger = config.Logger(c.Logger)
 	return c
 }
 

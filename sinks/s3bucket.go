@@ -25,6 +25,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/config"
 )
 
 // Defaults of S3Config.
@@ -114,33 +115,15 @@ type S3Config struct {
 // twice changes nothing.
 func (c S3Config) WithDefaults() S3Config {
 	c.Prefix = strings.Trim(c.Prefix, "/")
-	if c.Endpoint == "" {
-		c.Endpoint = DefaultS3Endpoint
-	}
-	if c.Lookup == "" {
-		c.Lookup = S3LookupAuto
-	}
-	if c.Conditional == "" {
-		c.Conditional = ConditionalAuto
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultS3Timeout
-	}
-	if c.Retries == 0 {
-		c.Retries = DefaultS3Retries
-	}
-	if c.RetryDelay == 0 {
-		c.RetryDelay = DefaultS3RetryDelay
-	}
-	if c.RetryDelayMax == 0 {
-		c.RetryDelayMax = max(DefaultS3RetryDelayMax, c.RetryDelay)
-	}
-	if c.MaxConns == 0 {
-		c.MaxConns = 256
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	config.Default(&c.Endpoint, DefaultS3Endpoint)
+	config.Default(&c.Lookup, S3LookupAuto)
+	config.Default(&c.Conditional, ConditionalAuto)
+	config.Default(&c.Timeout, DefaultS3Timeout)
+	config.Default(&c.Retries, DefaultS3Retries)
+	config.Default(&c.RetryDelay, DefaultS3RetryDelay)
+	config.Default(&c.RetryDelayMax, max(DefaultS3RetryDelayMax, c.RetryDelay))
+	config.Default(&c.MaxConns, 256)
+	c.Logger = config.Logger(c.Logger)
 	return c
 }
 
@@ -416,15 +399,13 @@ type S3Bucket struct {
 	conditional atomic.Bool // PUTs carry If-None-Match: *
 
 	// Outage: the store takes nothing.
-	down      atomic.Bool
-	probeMu   sync.Mutex
-	nextProbe time.Time
-	probing   sync.WaitGroup // the background probe, when one runs
-	base      context.Context
-	stop      context.CancelFunc
-	closed    atomic.Bool
-	probeKey  string
-	probed    atomic.Bool // the probe object was written: Close removes it
+	outage
+	probing  sync.WaitGroup // the background probe, when one runs
+	base     context.Context
+	stop     context.CancelFunc
+	closed   atomic.Bool
+	probeKey string
+	probed   atomic.Bool // the probe object was written: Close removes it
 }
 
 // NewS3Bucket returns an S3Bucket once the store has answered that the
@@ -622,12 +603,9 @@ func (b *S3Bucket) probe(ctx context.Context) error {
 
 // setDown marks the store down after err, logging it once.
 func (b *S3Bucket) setDown(err error) {
-	if b.down.Swap(true) {
+	if !b.markDown() {
 		return
 	}
-	b.probeMu.Lock()
-	b.nextProbe = time.Now().Add(bucketProbeEvery)
-	b.probeMu.Unlock()
 	if classifyS3(err) == s3Config {
 		code, _ := s3Code(err)
 		b.log.Error("bucket: unavailable: the S3 store refuses access, a configuration problem (credentials, bucket policy, bucket, region); events wait until it is fixed",
@@ -648,28 +626,22 @@ func (b *S3Bucket) up() {
 // found down, until a probe succeeds. Probes run in the background, at
 // most every 500ms, so that Available never waits for the store.
 func (b *S3Bucket) Available() bool {
-	if !b.down.Load() {
-		return true
-	}
-	b.probeMu.Lock()
-	defer b.probeMu.Unlock()
-	if !b.down.Load() {
-		return true
-	}
-	if time.Now().Before(b.nextProbe) || b.closed.Load() {
-		return false
-	}
-	b.nextProbe = time.Now().Add(time.Hour) // until this probe is over
-	b.probing.Go(func() {
-		err := b.probe(b.base)
-		b.probeMu.Lock()
-		b.nextProbe = time.Now().Add(bucketProbeEvery)
-		b.probeMu.Unlock()
-		if err == nil {
-			b.up()
+	return b.available(func() bool {
+		if b.closed.Load() {
+			return false
 		}
+		b.nextProbe = time.Now().Add(time.Hour) // until this probe is over
+		b.probing.Go(func() {
+			err := b.probe(b.base)
+			b.probeMu.Lock()
+			b.nextProbe = time.Now().Add(bucketProbeEvery)
+			b.probeMu.Unlock()
+			if err == nil {
+				b.up()
+			}
+		})
+		return false
 	})
-	return false
 }
 
 // Close stops the probes, removes this process's probe object and releases

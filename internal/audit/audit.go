@@ -14,6 +14,7 @@ import (
 
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/consumer"
+	"github.com/hackaverse/bhiv/internal/config"
 	"github.com/hackaverse/bhiv/internal/corestub"
 	"github.com/hackaverse/bhiv/sinks"
 )
@@ -63,12 +64,8 @@ type Config struct {
 // WithDefaults returns c with every zero field set to its default: the
 // stream bhiv.DefaultStreamName, a logger that discards.
 func (c Config) WithDefaults() Config {
-	if c.Stream == "" {
-		c.Stream = bhiv.DefaultStreamName
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	config.Default(&c.Stream, bhiv.DefaultStreamName)
+	c.Logger = config.Logger(c.Logger)
 	return c
 }
 

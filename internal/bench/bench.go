@@ -30,6 +30,7 @@ import (
 
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/consumer"
+	"github.com/hackaverse/bhiv/internal/config"
 	"github.com/hackaverse/bhiv/internal/corestub"
 	"github.com/hackaverse/bhiv/internal/pipeline"
 	"github.com/hackaverse/bhiv/publisher"
@@ -300,24 +301,12 @@ func (c Config) WithDefaults() Config {
 	if c.Events == 0 && c.Duration == 0 {
 		c.Events = 10_000
 	}
-	if c.Size == 0 {
-		c.Size = 256
-	}
-	if c.Mix == (Mix{}) {
-		c.Mix = DefaultMix
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = consumer.DefaultConcurrency
-	}
-	if c.Stream == "" {
-		c.Stream = bhiv.DefaultStreamName
-	}
-	if c.Durable == "" {
-		c.Durable = consumer.DefaultDurable
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	config.Default(&c.Size, 256)
+	config.Default(&c.Mix, DefaultMix)
+	config.Default(&c.Concurrency, consumer.DefaultConcurrency)
+	config.Default(&c.Stream, bhiv.DefaultStreamName)
+	config.Default(&c.Durable, consumer.DefaultDurable)
+	c.Logger = config.Logger(c.Logger)
 	return c
 }
 

@@ -27,6 +27,7 @@ import (
 
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/internal/cehttp"
+	"github.com/hackaverse/bhiv/internal/config"
 )
 
 // Path is where the stub takes events; Path+"/stats" reports what it has
@@ -68,9 +69,7 @@ type Config struct {
 // WithDefaults returns f with every zero field set to its default: Status
 // 503.
 func (f Faults) WithDefaults() Faults {
-	if f.Status == 0 {
-		f.Status = http.StatusServiceUnavailable
-	}
+	config.Default(&f.Status, http.StatusServiceUnavailable)
 	return f
 }
 
@@ -96,9 +95,7 @@ func (f Faults) Validate() error {
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
 	c.Faults = c.Faults.WithDefaults()
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	c.Logger = config.Logger(c.Logger)
 	return c
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/config"
 )
 
 // Defaults of Config.
@@ -72,49 +73,24 @@ type Config struct {
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
 	c.Stream = c.Stream.WithDefaults()
-	if c.MaxBodyBytes == 0 {
-		c.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if c.MaxEventBytes == 0 {
-		c.MaxEventBytes = bhiv.DefaultMaxEventBytes
-	}
-	if c.PublishTimeout == 0 {
-		c.PublishTimeout = DefaultPublishTimeout
-	}
-	if c.RetryAfter == 0 {
-		c.RetryAfter = DefaultRetryAfter
-	}
-	if c.Source == "" {
-		c.Source = DefaultSource
-	}
-	if c.ReadTimeout == 0 {
-		c.ReadTimeout = DefaultReadTimeout
-	}
-	if c.ReadHeaderTimeout == 0 {
-		c.ReadHeaderTimeout = min(DefaultReadHeaderTimeout, c.ReadTimeout)
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = max(DefaultWriteTimeout, c.ReadTimeout+c.PublishTimeout+5*time.Second)
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = DefaultIdleTimeout
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = c.PublishTimeout + 5*time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	config.Default(&c.MaxBodyBytes, DefaultMaxBodyBytes)
+	config.Default(&c.MaxEventBytes, bhiv.DefaultMaxEventBytes)
+	config.Default(&c.PublishTimeout, DefaultPublishTimeout)
+	config.Default(&c.RetryAfter, DefaultRetryAfter)
+	config.Default(&c.Source, DefaultSource)
+	config.Default(&c.ReadTimeout, DefaultReadTimeout)
+	config.Default(&c.ReadHeaderTimeout, min(DefaultReadHeaderTimeout, c.ReadTimeout))
+	config.Default(&c.WriteTimeout, max(DefaultWriteTimeout, c.ReadTimeout+c.PublishTimeout+5*time.Second))
+	config.Default(&c.IdleTimeout, DefaultIdleTimeout)
+	config.Default(&c.ShutdownTimeout, c.PublishTimeout+5*time.Second)
+	c.Logger = config.Logger(c.Logger)
 	return c
 }
 
 // Validate checks c after defaults.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	if err := c.Stream.Validate(); err != nil {
-		errs = append(errs, err)
-	}
+	errs := []error{c.Stream.Validate()} // errors.Join drops a nil
 	if c.MaxBodyBytes < 1 {
 		errs = append(errs, fmt.Errorf("ingest max body bytes %d: want at least 1", c.MaxBodyBytes))
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/consumer"
+	"github.com/hackaverse/bhiv/internal/config"
 	"github.com/hackaverse/bhiv/sinks"
 )
 
@@ -52,9 +53,7 @@ func (c Config) WithDefaults() Config {
 		c.S3 = &s3
 	}
 	c.FailureLog = c.FailureLog.WithDefaults()
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	c.Logger = config.Logger(c.Logger)
 	return c
 }
 

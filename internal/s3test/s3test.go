@@ -46,6 +46,22 @@ const (
 	Reset          // close the connection without answering
 )
 
+// errorAnswer is an S3 error answer: the status, the error code and the
+// message.
+type errorAnswer struct {
+	status        int
+	code, message string
+}
+
+// errorAnswers are the answers of the faults that answer with an S3 error.
+var errorAnswers = map[Fault]errorAnswer{
+	SlowDown: {http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate."},
+	Internal: {http.StatusInternalServerError, "InternalError", "We encountered an internal error. Please try again."},
+	Denied:   {http.StatusForbidden, "AccessDenied", "Access Denied"},
+	NoBucket: {http.StatusNotFound, "NoSuchBucket", "The specified bucket does not exist"},
+	Invalid:  {http.StatusBadRequest, "InvalidArgument", "Invalid argument"},
+}
+
 // Faults says which requests fail and how.
 type Faults struct {
 	Kind  Fault
@@ -247,20 +263,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
-	case SlowDown:
-		writeError(w, r, http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate.")
-		return
-	case Internal:
-		writeError(w, r, http.StatusInternalServerError, "InternalError", "We encountered an internal error. Please try again.")
-		return
-	case Denied:
-		writeError(w, r, http.StatusForbidden, "AccessDenied", "Access Denied")
-		return
-	case NoBucket:
-		writeError(w, r, http.StatusNotFound, "NoSuchBucket", "The specified bucket does not exist")
-		return
-	case Invalid:
-		writeError(w, r, http.StatusBadRequest, "InvalidArgument", "Invalid argument")
+	case SlowDown, Internal, Denied, NoBucket, Invalid:
+		e := errorAnswers[f.Kind]
+		writeError(w, r, e.status, e.code, e.message)
 		return
 	case Reset:
 		if hj, ok := w.(http.Hijacker); ok {
