@@ -111,6 +111,10 @@ type Config struct {
 	availEvery time.Duration // availability poll period (100ms)
 	infoEvery  time.Duration // consumer info poll period (5s)
 	retryHold  time.Duration // longest hold between retries of an unavailable sink (5s)
+	// probeGrace is how long, once a sink in an outage is available again,
+	// a probe waits for a fresh event when every event queued for the sink
+	// has itself been answered with an outage (2 × availEvery).
+	probeGrace time.Duration
 	// setupPatience is how long Run retries setting up the stream and the
 	// durable at start before it returns the error (30s).
 	setupPatience time.Duration
@@ -136,6 +140,7 @@ func (c Config) WithDefaults() Config {
 	config.Default(&c.availEvery, 100*time.Millisecond)
 	config.Default(&c.infoEvery, 5*time.Second)
 	config.Default(&c.retryHold, 5*time.Second)
+	config.Default(&c.probeGrace, 2*c.availEvery)
 	config.Default(&c.setupPatience, 30*time.Second)
 	return c
 }

@@ -112,8 +112,11 @@ func (c *Consumer) dropAtShutdown(s *sinkState, down bool) (drop []*inflight, dr
 
 // mayStart reports whether s may start another delivery now: while its
 // deliveries are under its limit; in an outage (down), one probe at a time,
-// when the sink says it is back or at the latest every retryHold. When it
-// may not, wait is how long until it may (0: until woken). s.mu is held.
+// when the sink says it is back or at the latest every retryHold, and, when
+// every event queued is a suspect (tried by the sink and answered with an
+// outage), only after probeGrace has given intake the time to bring a fresh
+// event to probe with. When it may not, wait is how long until it may (0:
+// until woken). s.mu is held.
 func (c *Consumer) mayStart(s *sinkState, down bool) (wait time.Duration, ok bool) {
 	if !down {
 		return 0, s.running < s.limit()
@@ -124,6 +127,21 @@ func (c *Consumer) mayStart(s *sinkState, down bool) (wait time.Duration, ok boo
 	since := time.Since(s.lastTry)
 	if since < c.cfg.retryHold && (since < s.holdWait || !s.available()) {
 		return min(c.cfg.availEvery/2, max(s.holdWait-since, time.Millisecond)), false
+	}
+	if s.avail != nil && s.available() && !s.queue.any(func(t *inflight) bool { return !s.suspect(t) }) {
+		// Every event queued was tried by the sink itself and answered
+		// with an outage: one of them may be a poison event, alone in the queue when it tripped
+		// the breaker, that would trip it again at once, every time,
+		// before intake (resuming now that the sink is available) brings
+		// in anything else. Give intake probeGrace to bring a fresh event
+		// to probe with first.
+		now := time.Now()
+		if s.availSince.IsZero() {
+			s.availSince = now
+		}
+		if wait := c.cfg.probeGrace - now.Sub(s.availSince); wait > 0 {
+			return min(wait, c.cfg.availEvery/2), false
+		}
 	}
 	return 0, true
 }
@@ -176,6 +194,7 @@ func (c *Consumer) judge(s *sinkState, t *inflight, err error, panicked bool, st
 	case !panicked && (errors.Is(err, bhiv.ErrUnavailable) || !s.available()):
 		now := time.Now()
 		s.mu.Lock()
+		s.availSince = time.Time{}
 		if !s.down.Swap(true) {
 			s.holdWait = 50 * time.Millisecond
 			c.log.Debug("sink unavailable; holding its events", "sink", s.name, "event_id", t.ev.ID, tint.Err(err))

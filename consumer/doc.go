@@ -72,7 +72,13 @@
 // while Available reports false: its breaker or probe decides, and once an
 // open breaker may be probed (half-open) intake resumes and new events
 // queue behind the probe (so that one event the sink keeps failing cannot
-// keep intake paused on its own). A sink without Availability is
+// keep intake paused on its own). An event the sink tried itself and
+// answered with an outage is a suspect: the events that are not go before
+// it, the probe included, and when only suspects wait, the probe waits a
+// moment (twice the availability check) for intake to bring a fresh event;
+// so an event that trips the sink's breaker every time, alone in the queue
+// when it did, is not the probe that trips it again before anything else
+// gets in. A sink without Availability is
 // unavailable while events wait for it and its latest answer was an
 // outage: any other answer (it took an event, or failed one for another
 // reason) ends that, and so does its queue running empty, however the held

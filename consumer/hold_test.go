@@ -245,6 +245,49 @@ func TestPoisonEventIsGivenUp(t *testing.T) {
 	checkExactlyOnce(t, "bucket", bucket.taken(), ids)
 }
 
+// TestPoisonEventAloneProbesLast: a poison event alone in Core's queue
+// when it trips the breaker must not be the probe every time the breaker
+// lets one through, or it trips it again before intake (paused, resuming
+// only once the sink is available) brings in anything else, and the events
+// published meanwhile wait until its hold limit. Once Core is available
+// again, intake resumes and a fresh event is the probe: the first event
+// Core is asked to take after the breaker opened is not the poison event.
+func TestPoisonEventAloneProbesLast(t *testing.T) {
+	e := newEnv(t)
+	const poison = "ev-000000"
+	core := newTripSink("core", 300*time.Millisecond)
+	var asked sync.Mutex
+	var order []string // events Core was asked to take while available
+	core.setAnswer(func(ev *bhiv.Event) error {
+		asked.Lock()
+		order = append(order, ev.ID)
+		asked.Unlock()
+		if ev.ID == poison {
+			return outageErr("core", 1)
+		}
+		return nil
+	})
+	bucket := newRecordSink("bucket")
+	log := &memLog{}
+	cfg := baseConfig(t, log, map[string]Sink{"core": core, "bucket": bucket})
+	cfg.MaxHold, cfg.MaxFailedHolds = time.Minute, 1_000_000
+	cfg.probeGrace = 5 * time.Second // ample for intake to resume on a loaded machine
+	r := start(t, e.js, cfg)
+
+	e.publish(0, 1)
+	waitFor(t, 10*time.Second, "intake paused", func() bool { return testutil.ToFloat64(r.c.m.intakePaused) == 1 })
+	others := e.publish(1, 21)
+	waitFor(t, 20*time.Second, "the others at core", hasAll(core.recordSink, others))
+	asked.Lock()
+	defer asked.Unlock()
+	if len(order) < 2 || order[0] != poison {
+		t.Fatalf("Core was asked for %v, want the poison event first", order)
+	}
+	if order[1] == poison {
+		t.Errorf("Core was asked for %v: after the breaker opened, the poison event was the probe again, want a fresh event", order)
+	}
+}
+
 // steadyTraffic publishes an event every 20ms, from index from on, until
 // the returned stop is called (or the test ends); stop returns the ids of
 // the events published.

@@ -46,6 +46,33 @@ func (q *queue) removeIf(drop func(*inflight) bool) []*inflight {
 	return out
 }
 
+// any reports whether match is true for a message in the queue.
+func (q *queue) any(match func(*inflight) bool) bool {
+	for i := range q.n {
+		if match(q.buf[(q.head+i)&(len(q.buf)-1)]) {
+			return true
+		}
+	}
+	return false
+}
+
+// removeFirst removes and returns the first message for which match is
+// true, or returns nil when there is none.
+func (q *queue) removeFirst(match func(*inflight) bool) *inflight {
+	found := false
+	out := q.removeIf(func(t *inflight) bool {
+		if found || !match(t) {
+			return false
+		}
+		found = true
+		return true
+	})
+	if len(out) == 0 {
+		return nil
+	}
+	return out[0]
+}
+
 // grow makes room for one more.
 func (q *queue) grow() {
 	if q.n < len(q.buf) {

@@ -27,6 +27,7 @@ type sinkState struct {
 	holds      map[*inflight]*holdState // events held for this sink (see holdState)
 	lastOutage error                    // the sink's latest outage answer
 	lastSweep  time.Time                // last look for holds past MaxHold in the queue
+	availSince time.Time                // in an outage: when it was first seen available again; zero until then
 }
 
 // available reports what the sink's breaker says (true without one).
@@ -78,9 +79,27 @@ func (s *sinkState) queued() int {
 	return s.queue.len()
 }
 
-// start takes the next event from the queue to deliver it. s.mu is held.
+// suspect reports whether the sink has tried t itself and answered with an
+// outage (attempts of t's own, not a breaker that refused it untried): t may
+// be the event that trips the sink's breaker. s.mu is held.
+func (s *sinkState) suspect(t *inflight) bool {
+	h := s.holds[t]
+	return h != nil && h.attempts > 0
+}
+
+// start takes the next event from the queue to deliver it: the first one
+// that is not a suspect, else the front. A suspect goes after the others,
+// so that the event that keeps tripping the sink is neither the probe of an
+// outage nor sent ahead of the events that came in while it was held: they
+// go first, and it trips the sink only once they are taken. s.mu is held.
 func (s *sinkState) start() *inflight {
-	t := s.queue.pop()
+	var t *inflight
+	if len(s.holds) > 0 {
+		t = s.queue.removeFirst(func(t *inflight) bool { return !s.suspect(t) })
+	}
+	if t == nil {
+		t = s.queue.pop()
+	}
 	s.running++
 	s.lastTry = time.Now()
 	t.mu.Lock()
