@@ -130,11 +130,11 @@ func (c *Consumer) mayStart(s *sinkState, down bool) (wait time.Duration, ok boo
 	}
 	if s.avail != nil && s.available() && !s.queue.any(func(t *inflight) bool { return !s.suspect(t) }) {
 		// Every event queued was tried by the sink itself and answered
-		// with an outage: one of them may be a poison event, alone in the queue when it tripped
-		// the breaker, that would trip it again at once, every time,
-		// before intake (resuming now that the sink is available) brings
-		// in anything else. Give intake probeGrace to bring a fresh event
-		// to probe with first.
+		// with an outage: one of them may be a poison event, alone in the
+		// queue when it tripped the breaker, that would trip it again at
+		// once, every time, before intake (resuming now that the sink is
+		// available) brings in anything else. Give intake probeGrace to
+		// bring a fresh event to probe with first.
 		now := time.Now()
 		if s.availSince.IsZero() {
 			s.availSince = now

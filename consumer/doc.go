@@ -73,12 +73,13 @@
 // open breaker may be probed (half-open) intake resumes and new events
 // queue behind the probe (so that one event the sink keeps failing cannot
 // keep intake paused on its own). An event the sink tried itself and
-// answered with an outage is a suspect: the events that are not go before
-// it, the probe included, and when only suspects wait, the probe waits a
-// moment (twice the availability check) for intake to bring a fresh event;
-// so an event that trips the sink's breaker every time, alone in the queue
-// when it did, is not the probe that trips it again before anything else
-// gets in. A sink without Availability is
+// answered with an outage is a suspect: at the front of the queue it goes
+// once to the back, so the events behind it go first, the probe included
+// (it waits one pass of the queue, not more), and when only suspects wait,
+// the probe waits a moment (twice the availability check) for intake to
+// bring a fresh event; so an event that trips the sink's breaker every
+// time, alone in the queue when it did, is not the probe that trips it
+// again before anything else gets in. A sink without Availability is
 // unavailable while events wait for it and its latest answer was an
 // outage: any other answer (it took an event, or failed one for another
 // reason) ends that, and so does its queue running empty, however the held

@@ -25,6 +25,7 @@ type holdState struct {
 	attempts int       // attempts the sink reported over the outage answers
 	last     error     // the latest outage answer; nil while the sink was never called
 	mark     uint64    // sinkState.taken at the end of the previous call (or the start of the first)
+	passed   bool      // sent to the back of the queue once since its latest outage answer (sinkState.start)
 }
 
 // hold returns the hold of t, begun at now when it had none. s.mu is held.
@@ -50,6 +51,7 @@ func (h *holdState) outage(err error, taken uint64) int {
 	}
 	h.attempts += attempts
 	h.last = err
+	h.passed = false
 	if attempts > 0 && taken > h.mark {
 		h.failed++
 	}

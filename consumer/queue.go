@@ -56,23 +56,6 @@ func (q *queue) any(match func(*inflight) bool) bool {
 	return false
 }
 
-// removeFirst removes and returns the first message for which match is
-// true, or returns nil when there is none.
-func (q *queue) removeFirst(match func(*inflight) bool) *inflight {
-	found := false
-	out := q.removeIf(func(t *inflight) bool {
-		if found || !match(t) {
-			return false
-		}
-		found = true
-		return true
-	})
-	if len(out) == 0 {
-		return nil
-	}
-	return out[0]
-}
-
 // grow makes room for one more.
 func (q *queue) grow() {
 	if q.n < len(q.buf) {

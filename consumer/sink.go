@@ -87,17 +87,16 @@ func (s *sinkState) suspect(t *inflight) bool {
 	return h != nil && h.attempts > 0
 }
 
-// start takes the next event from the queue to deliver it: the first one
-// that is not a suspect, else the front. A suspect goes after the others,
-// so that the event that keeps tripping the sink is neither the probe of an
-// outage nor sent ahead of the events that came in while it was held: they
-// go first, and it trips the sink only once they are taken. s.mu is held.
+// start takes the next event from the queue to deliver it: the front, but a
+// suspect at the front goes once to the back instead (once per outage
+// answer, so that it waits one pass of the queue, never more), so that the
+// event that keeps tripping the sink is neither the probe of an outage nor
+// sent ahead of the events that came in while it was held. s.mu is held.
 func (s *sinkState) start() *inflight {
-	var t *inflight
-	if len(s.holds) > 0 {
-		t = s.queue.removeFirst(func(t *inflight) bool { return !s.suspect(t) })
-	}
-	if t == nil {
+	t := s.queue.pop()
+	for s.queue.len() > 0 && s.suspect(t) && !s.holds[t].passed {
+		s.holds[t].passed = true
+		s.queue.push(t)
 		t = s.queue.pop()
 	}
 	s.running++
