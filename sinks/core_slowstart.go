@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/adaptivelimiter"
@@ -120,6 +121,10 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 type coreLimit struct {
 	build func(initial int, rtt time.Duration) adaptivelimiter.AdaptiveLimiter[*http.Response]
 	log   *slog.Logger
+	// after is failsafe-go's limiter once the slow start is over (at once
+	// without one): set once, read without mu by acquire and Limit, the
+	// hot path.
+	after atomic.Pointer[fsLimiter]
 
 	mu       sync.Mutex
 	fs       adaptivelimiter.AdaptiveLimiter[*http.Response] // nil during the slow start, then set for good
@@ -129,12 +134,18 @@ type coreLimit struct {
 	spare    []adaptivelimiter.Permit                        // fs permits held for slow-start requests in flight
 }
 
+// fsLimiter holds failsafe-go's limiter for coreLimit.after.
+type fsLimiter struct {
+	adaptivelimiter.AdaptiveLimiter[*http.Response]
+}
+
 // newCoreLimit returns the limit: with ss nil, fs built at once from
 // initial; else the slow start first, then fs built from where it ends.
 func newCoreLimit(build func(initial int, rtt time.Duration) adaptivelimiter.AdaptiveLimiter[*http.Response], ss *slowStart, initial int, log *slog.Logger) *coreLimit {
 	l := &coreLimit{build: build, ss: ss, log: log}
 	if ss == nil {
 		l.fs = build(initial, 0)
+		l.after.Store(&fsLimiter{l.fs})
 	}
 	return l
 }
@@ -149,12 +160,14 @@ type corePermit struct {
 
 // acquire waits for a permit, first in, first out, until ctx ends.
 func (l *coreLimit) acquire(ctx context.Context) (corePermit, error) {
-	l.mu.Lock()
-	if l.ss == nil {
-		fs := l.fs
-		l.mu.Unlock()
+	if fs := l.after.Load(); fs != nil {
 		p, err := fs.AcquirePermit(ctx)
 		return corePermit{fs: p}, err
+	}
+	l.mu.Lock()
+	if l.ss == nil {
+		l.mu.Unlock()
+		return l.acquire(ctx) // the slow start ended meanwhile
 	}
 	if l.inflight < l.ss.limit && l.waiters.Len() == 0 {
 		l.inflight++
@@ -242,6 +255,7 @@ func (l *coreLimit) endLocked(limit int) {
 		l.spare = append(l.spare, p)
 	}
 	l.log.Debug("core concurrency slow start over", "limit", limit, "baseline", l.ss.base)
+	l.after.Store(&fsLimiter{l.fs})
 	l.ss = nil
 	for l.waiters.Len() > 0 {
 		l.waiters.Remove(l.waiters.Front()).(chan bool) <- false
@@ -250,6 +264,9 @@ func (l *coreLimit) endLocked(limit int) {
 
 // Limit returns the current limit.
 func (l *coreLimit) Limit() int {
+	if fs := l.after.Load(); fs != nil {
+		return fs.Limit()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ss != nil {
