@@ -89,16 +89,17 @@ const (
 // passes 6 (12 from 100, 18 from 1,000), or when, with every permit taken,
 // more requests in flight stop bringing more throughput. The baseline is a
 // moving average of the recent latencies over baselineAge updates: far
-// longer than the library's default of 10, which forgets within a second
-// or two what Core's latency is without a queue and then lets the limit
-// climb with Core's queue. The window is short (the library's default is
-// 1 s to 30 s and 50 samples) so that the limit climbs against a slow
-// Core too: the library adds to the limit once per update, and an update
-// needs samples, so against a Core answering in 500 ms the default climbed
-// 8 → 21 in 30 s, this one 8 → 87 in 40 s (a step per round trip, as
-// answers come back in waves: hence the slow start before it). Against a core stub serving 16 at once in
-// 20 ms, 200 callers, load 15 on 2 cores: mean limit 13 to 15.5, 0.8 to
-// 2.2 requests queued in the stub.
+// longer than the library's default of 10, which forgets within a second or
+// two what Core's latency is without a queue and then lets the limit climb
+// with Core's queue. The window is short (the library's default is 1 s to
+// 30 s and 50 samples) so that the limit climbs against a slow Core too:
+// the library adds to the limit once per update, and an update needs
+// samples, so against a Core answering in 500 ms the default climbed 8 → 21
+// in 30 s, this one 8 → 87 in 40 s (a step per round trip, as answers come
+// back in waves: hence the slow start before it). Against a core stub
+// serving 16 at once in 20 ms, 200 callers, load 15 on 2 cores: mean limit
+// 13 to 15.5, 0.8 to 2.2 requests queued in the stub. After a slow start
+// the window is at least the round trip it measured (newLimiter).
 var limiterTuning = struct {
 	windowMin, windowMax time.Duration
 	windowSamples        uint
