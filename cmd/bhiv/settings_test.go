@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files (.env.example, the files testdata/script compares with)")
@@ -77,6 +78,33 @@ func TestEnvExample(t *testing.T) {
 // TestEnvReadsOnlyKnownSettings checks that every environment variable the
 // code reads is in the settings table (and so in .env.example), and that
 // every setting in the table is read somewhere.
+// TestDurText checks that a duration default reads as a person writes it,
+// and as time.ParseDuration reads it back.
+func TestDurText(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0s"},
+		{5 * time.Millisecond, "5ms"},
+		{time.Second, "1s"},
+		{90 * time.Second, "1m30s"},
+		{2 * time.Minute, "2m"},
+		{time.Hour, "1h"},
+		{90 * time.Minute, "1h30m"},
+		{168 * time.Hour, "168h"},
+		{time.Hour + time.Second, "1h0m1s"},
+	} {
+		got := durText(tc.d)
+		if got != tc.want {
+			t.Errorf("durText(%v) = %q, want %q", tc.d, got, tc.want)
+		}
+		if back, err := time.ParseDuration(got); err != nil || back != tc.d {
+			t.Errorf("durText(%v) = %q reads back as %v, %v", tc.d, got, back, err)
+		}
+	}
+}
+
 func TestEnvReadsOnlyKnownSettings(t *testing.T) {
 	known := map[string]bool{}
 	for _, g := range allGroups {
