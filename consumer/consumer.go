@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/config"
 	"github.com/lmittmann/tint"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,8 +73,8 @@ func New(js jetstream.JetStream, cfg Config) (*Consumer, error) {
 	if js == nil {
 		return nil, errors.New("consumer: nil JetStream context")
 	}
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := config.Ready(cfg)
+	if err != nil {
 		return nil, fmt.Errorf("consumer config: %w", err)
 	}
 	c := &Consumer{

@@ -130,8 +130,8 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Publisher, e
 	if js == nil {
 		return nil, errors.New("publisher: jetstream is nil")
 	}
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := config.Ready(cfg)
+	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
 	if cfg.EnsureStream {

@@ -152,8 +152,8 @@ const fsByDev fsID = 1 << 63
 // NewBucket returns a Bucket writing under cfg.Dir. It creates the directory
 // (0750) when missing and removes the temporary files a crash left there.
 func NewBucket(cfg BucketConfig) (*Bucket, error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := config.Ready(cfg)
+	if err != nil {
 		return nil, err
 	}
 	dir, err := filepath.Abs(cfg.Dir)

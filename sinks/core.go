@@ -221,8 +221,8 @@ type Core struct {
 
 // NewCore returns a Core sink for cfg (defaults applied).
 func NewCore(cfg CoreConfig) (*Core, error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := config.Ready(cfg)
+	if err != nil {
 		return nil, err
 	}
 	u, _ := url.Parse(cfg.URL) // checked by Validate

@@ -122,8 +122,8 @@ type logBatch struct {
 // OpenFailureLog opens the failure log for appending, creating it and its
 // directory (0750) when missing.
 func OpenFailureLog(cfg FailureLogConfig) (*FailureLog, error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := config.Ready(cfg)
+	if err != nil {
 		return nil, err
 	}
 	path, err := filepath.Abs(cfg.Path)

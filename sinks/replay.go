@@ -134,8 +134,8 @@ type ReplayResult struct {
 // On ctx's end Replay stops sending, rewrites the file it was working on,
 // and returns what it did with ctx.Err().
 func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := config.Ready(cfg)
+	if err != nil {
 		return ReplayResult{}, err
 	}
 	path, err := filepath.Abs(cfg.Path)

@@ -174,15 +174,14 @@ type S3Reader struct {
 // answered that the bucket exists and may be read. A bad credential, a
 // refused access or a missing bucket is a clear error.
 func NewS3Reader(ctx context.Context, cfg S3Config) (*S3Reader, error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := config.Ready(cfg)
+	if err != nil {
 		return nil, err
 	}
 	r := &S3Reader{cfg: cfg}
 	if cfg.Prefix != "" {
 		r.prefix = cfg.Prefix + "/"
 	}
-	var err error
 	if r.client, r.transport, err = newS3Client(cfg); err != nil {
 		return nil, err
 	}

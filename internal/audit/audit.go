@@ -183,8 +183,8 @@ type checker struct {
 // that time, so that on a live system whatever the consumer had acked when
 // the check began is found where it belongs.
 func Check(ctx context.Context, cfg Config) (*Report, error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := config.Ready(cfg)
+	if err != nil {
 		return nil, err
 	}
 	c := &checker{

@@ -18,3 +18,18 @@ func Logger(l *slog.Logger) *slog.Logger {
 	}
 	return l
 }
+
+// Habit is what every bhiv Config is: it sets its own defaults and checks
+// itself (see the package doc).
+type Habit[T any] interface {
+	WithDefaults() T
+	Validate() error
+}
+
+// Ready returns c with its defaults set and nil, or c and the problems
+// Validate finds: the first step of every constructor, so that each applies
+// defaults, then validates, in that order.
+func Ready[T Habit[T]](c T) (T, error) {
+	c = c.WithDefaults()
+	return c, c.Validate()
+}

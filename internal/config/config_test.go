@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -50,6 +51,45 @@ func TestLogger(t *testing.T) {
 				t.Errorf("got %p, want the logger given, %p", got, tc.in)
 			case tc.in == nil && got.Enabled(context.Background(), slog.LevelError):
 				t.Error("the logger for nil is enabled; want one that discards")
+			}
+		})
+	}
+}
+
+// testConfig is a Config of the habit: Size defaults to 8 and must then be
+// at most 10.
+type testConfig struct{ Size int }
+
+func (c testConfig) WithDefaults() testConfig {
+	Default(&c.Size, 8)
+	return c
+}
+
+func (c testConfig) Validate() error {
+	if c = c.WithDefaults(); c.Size > 10 {
+		return errors.New("size over 10")
+	}
+	return nil
+}
+
+func TestReady(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      testConfig
+		want    int
+		wantErr bool
+	}{
+		{"zero takes the default", testConfig{}, 8, false},
+		{"set stays", testConfig{Size: 3}, 3, false},
+		{"invalid", testConfig{Size: 11}, 11, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Ready(tc.in)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want an error: %v", err, tc.wantErr)
+			}
+			if got.Size != tc.want {
+				t.Errorf("Size = %d, want %d", got.Size, tc.want)
 			}
 		})
 	}

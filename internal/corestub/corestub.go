@@ -150,8 +150,8 @@ type Stub struct {
 
 // New returns a Stub, with what cfg.RecordPath holds already counted.
 func New(cfg Config) (*Stub, error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := config.Ready(cfg)
+	if err != nil {
 		return nil, fmt.Errorf("core stub: %w", err)
 	}
 	s := &Stub{cfg: cfg, log: cfg.Logger, faults: cfg.Faults, seen: make(map[string]int)}

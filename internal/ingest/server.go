@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/config"
 )
 
 // Paths served.
@@ -81,8 +82,8 @@ func New(nc *nats.Conn, cfg Config) (*Server, error) {
 	if nc == nil {
 		return nil, errors.New("ingest: nats connection is nil")
 	}
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := config.Ready(cfg)
+	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
 	// Async publishes let a batch go out at once; every one of them settles

@@ -101,13 +101,12 @@ type Pipeline struct {
 // New checks cfg, then opens the sinks and the failure log and builds the
 // consumer on js.
 func New(js jetstream.JetStream, cfg Config) (*Pipeline, error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := config.Ready(cfg)
+	if err != nil {
 		return nil, err
 	}
 	log := cfg.Logger
 	p := &Pipeline{}
-	var err error
 	cfg.Core.Logger, cfg.Core.Registerer = log.With("sink", "core"), cfg.Registerer
 	if p.Core, err = sinks.NewCore(cfg.Core); err != nil {
 		return nil, err
