@@ -240,29 +240,26 @@ func (c *config) str(env string) string {
 }
 
 func (c *config) int(env string, min int) int {
-	v, from := c.lookup(env)
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		c.fail(env, from, v, errors.New("not a whole number"))
-		return 0
-	}
-	if n < min {
-		c.fail(env, from, v, fmt.Errorf("must be at least %d", min))
-	}
-	return n
+	return atLeast(c, env, min, strconv.Atoi, "not a whole number")
 }
 
 func (c *config) dur(env string, min time.Duration) time.Duration {
+	return atLeast(c, env, min, time.ParseDuration, "not a duration such as 500ms, 10s or 2m")
+}
+
+// atLeast reads env with parse and checks that it is at least min; notA
+// says what a value parse refuses is not.
+func atLeast[T int | time.Duration](c *config, env string, min T, parse func(string) (T, error), notA string) T {
 	v, from := c.lookup(env)
-	d, err := time.ParseDuration(v)
+	n, err := parse(v)
 	if err != nil {
-		c.fail(env, from, v, errors.New("not a duration such as 500ms, 10s or 2m"))
+		c.fail(env, from, v, errors.New(notA))
 		return 0
 	}
-	if d < min {
-		c.fail(env, from, v, fmt.Errorf("must be at least %s", min))
+	if n < min {
+		c.fail(env, from, v, fmt.Errorf("must be at least %v", min))
 	}
-	return d
+	return n
 }
 
 func (c *config) bool(env string) bool {

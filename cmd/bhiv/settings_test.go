@@ -181,3 +181,43 @@ func TestCoreConcurrencySetting(t *testing.T) {
 		}
 	}
 }
+
+// TestSettingReaders checks what int and dur make of a value, and the error
+// each gives for one they refuse, naming the variable.
+func TestSettingReaders(t *testing.T) {
+	for _, tc := range []struct {
+		env, val string
+		read     func(c *config) any
+		want     any
+		wantErr  string
+	}{
+		{"BHIV_CORE_MAX_RETRIES", "", func(c *config) any { return c.int("BHIV_CORE_MAX_RETRIES", 0) }, 3, ""},
+		{"BHIV_CORE_MAX_RETRIES", "7", func(c *config) any { return c.int("BHIV_CORE_MAX_RETRIES", 0) }, 7, ""},
+		{"BHIV_CORE_MAX_RETRIES", "lots", func(c *config) any { return c.int("BHIV_CORE_MAX_RETRIES", 0) }, 0, `BHIV_CORE_MAX_RETRIES="lots": not a whole number`},
+		{"BHIV_CORE_MAX_RETRIES", "-1", func(c *config) any { return c.int("BHIV_CORE_MAX_RETRIES", 0) }, -1, `BHIV_CORE_MAX_RETRIES="-1": must be at least 0`},
+		{"BHIV_CORE_TIMEOUT", "", func(c *config) any { return c.dur("BHIV_CORE_TIMEOUT", time.Millisecond) }, 10 * time.Second, ""},
+		{"BHIV_CORE_TIMEOUT", "250ms", func(c *config) any { return c.dur("BHIV_CORE_TIMEOUT", time.Millisecond) }, 250 * time.Millisecond, ""},
+		{"BHIV_CORE_TIMEOUT", "10", func(c *config) any { return c.dur("BHIV_CORE_TIMEOUT", time.Millisecond) }, time.Duration(0), `BHIV_CORE_TIMEOUT="10": not a duration such as 500ms, 10s or 2m`},
+		{"BHIV_CORE_TIMEOUT", "0s", func(c *config) any { return c.dur("BHIV_CORE_TIMEOUT", time.Millisecond) }, time.Duration(0), `BHIV_CORE_TIMEOUT="0s": must be at least 1ms`},
+	} {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		env := map[string]string{}
+		if tc.val != "" {
+			env[tc.env] = tc.val
+		}
+		c := newConfig(fs, envMap(env), coreSettings)
+		if err := fs.Parse(nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := tc.read(c); got != tc.want {
+			t.Errorf("%s=%q: read %v, want %v", tc.env, tc.val, got, tc.want)
+		}
+		err := c.err()
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s=%q: %v", tc.env, tc.val, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s=%q: error %v, want one with %q", tc.env, tc.val, err, tc.wantErr)
+		}
+	}
+}
