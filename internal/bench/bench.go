@@ -698,7 +698,7 @@ type run struct {
 }
 
 func (r *run) run(ctx context.Context) error {
-	c, st, res := r.c, r.st, r.res
+	c, st := r.c, r.st
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	defer func() { // on an early return
@@ -753,6 +753,13 @@ func (r *run) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return r.results(start, end, n)
+}
+
+// results fills in what the run measured, once its n events (published
+// from start) are acked at end.
+func (r *run) results(start, end time.Time, n int) error {
+	c, res := r.c, r.res
 	if c.Hold == 0 {
 		res.EndToEndRate = float64(n) / end.Sub(start).Seconds()
 	}
@@ -765,7 +772,7 @@ func (r *run) run(ctx context.Context) error {
 		c.Progress(n, int(r.w.floor), r.w.total)
 	}
 	res.AckLatency = percentiles(r.w.latency)
-	if st == nil {
+	if r.st == nil {
 		return nil
 	}
 	return r.embeddedResults(start)
