@@ -60,7 +60,7 @@ const maxSinks = 64
 // after WithDefaults, is a working configuration.
 type Config struct {
 	Stream       bhiv.StreamConfig // the events stream: name, subject prefix, replicas
-	ManageStream bool              // call bhiv.EnsureStream when Run starts
+	ManageStream bool              // create or update the stream when Run starts
 	Durable      string            // durable consumer name, default "bhiv-sinks"
 	AckWait      time.Duration     // default 30s
 	MaxDeliver   int               // deliveries without an ack before an event is given up to the failure log, default 20

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/jsstream"
 	"github.com/lmittmann/tint"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,7 +72,7 @@ func (c *Consumer) ensure(ctx context.Context) error {
 	var stream jetstream.Stream
 	var err error
 	if c.cfg.ManageStream {
-		stream, err = bhiv.EnsureStream(ctx, c.js, c.cfg.Stream)
+		stream, err = jsstream.Ensure(ctx, c.js, c.cfg.Stream)
 	} else {
 		stream, err = c.js.Stream(ctx, c.cfg.Stream.Name)
 	}

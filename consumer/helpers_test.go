@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/jsstream"
 	"github.com/hackaverse/bhiv/internal/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -170,7 +171,7 @@ func newEnv(t *testing.T) *env {
 	e.nc, e.js = e.connect()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := bhiv.EnsureStream(ctx, e.js, bhiv.StreamConfig{}); err != nil {
+	if _, err := jsstream.Ensure(ctx, e.js, bhiv.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	return e

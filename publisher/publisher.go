@@ -11,6 +11,7 @@ import (
 
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/internal/config"
+	"github.com/hackaverse/bhiv/internal/jsstream"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -135,7 +136,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Publisher, e
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
 	if cfg.EnsureStream {
-		if _, err := bhiv.EnsureStream(ctx, js, cfg.Stream); err != nil {
+		if _, err := jsstream.Ensure(ctx, js, cfg.Stream); err != nil {
 			return nil, fmt.Errorf("publisher: %w", err)
 		}
 	}

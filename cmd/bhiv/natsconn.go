@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/jsstream"
 	"github.com/hackaverse/bhiv/sinks"
 )
 
@@ -172,7 +173,7 @@ func jetStream(ctx context.Context, nc *nats.Conn, n natsConfig) (jetstream.JetS
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	if n.manageStream {
-		if _, err := bhiv.EnsureStream(ctx, js, n.stream); err != nil {
+		if _, err := jsstream.Ensure(ctx, js, n.stream); err != nil {
 			return nil, err
 		}
 	}

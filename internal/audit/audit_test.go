@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/jsstream"
 	"github.com/hackaverse/bhiv/internal/natstest"
 	"github.com/hackaverse/bhiv/internal/s3test"
 	"github.com/hackaverse/bhiv/sinks"
@@ -55,7 +56,7 @@ func newFixture(t *testing.T) *fixture {
 	srv := natstest.Start(t)
 	_, js := srv.Connect()
 	ctx := context.Background()
-	if _, err := bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{}); err != nil {
+	if _, err := jsstream.Ensure(ctx, js, bhiv.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, bhiv.DefaultStreamName, jetstream.ConsumerConfig{

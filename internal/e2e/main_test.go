@@ -29,6 +29,7 @@ import (
 	"github.com/hackaverse/bhiv"
 	"github.com/hackaverse/bhiv/internal/audit"
 	"github.com/hackaverse/bhiv/internal/corestub"
+	"github.com/hackaverse/bhiv/internal/jsstream"
 	"github.com/hackaverse/bhiv/publisher"
 	"github.com/hackaverse/bhiv/sinks"
 )
@@ -257,7 +258,7 @@ func newStack(t *testing.T, nodes int, stubArgs ...string) *stack {
 		js, _ := jetstream.New(nc)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_, err = bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{Replicas: nodes})
+		_, err = jsstream.Ensure(ctx, js, bhiv.StreamConfig{Replicas: nodes})
 		return err == nil
 	})
 	stubAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/jsstream"
 	"github.com/hackaverse/bhiv/internal/natstest"
 )
 
@@ -51,7 +52,7 @@ func newFixture(t *testing.T, cfg Config, stream ...*jetstream.StreamConfig) *fi
 	ctx := context.Background()
 	switch {
 	case len(stream) == 0:
-		if _, err := bhiv.EnsureStream(ctx, js, bhiv.StreamConfig{}); err != nil {
+		if _, err := jsstream.Ensure(ctx, js, bhiv.StreamConfig{}); err != nil {
 			t.Fatal(err)
 		}
 	case stream[0] != nil:

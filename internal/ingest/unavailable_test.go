@@ -14,13 +14,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hackaverse/bhiv"
+	"github.com/hackaverse/bhiv/internal/jsstream"
 )
 
 // fullStream is the events stream with room for max messages and
 // DiscardNew: once full, JetStream refuses publishes (a 503 API error)
 // instead of dropping old events.
 func fullStream(max int64) *jetstream.StreamConfig {
-	cfg := bhiv.StreamConfig{}.JetStream()
+	cfg := jsstream.Config(bhiv.StreamConfig{})
 	cfg.MaxMsgs, cfg.Discard = max, jetstream.DiscardNew
 	return &cfg
 }
@@ -170,7 +171,7 @@ func TestNoStream(t *testing.T) {
 // configured one is refused by JetStream (the expected-stream check): 500,
 // nothing stored where the consumer would never read it.
 func TestOtherStream(t *testing.T) {
-	cfg := bhiv.StreamConfig{Name: "ELSEWHERE"}.JetStream()
+	cfg := jsstream.Config(bhiv.StreamConfig{Name: "ELSEWHERE"})
 	f := newFixture(t, Config{}, &cfg)
 	r := f.post("/events/execution", `{"team_id":"t1","action":"a"}`, "Idempotency-Key: k")
 	if r.status != 500 || r.Reason != reasonFailed || !slices.Equal(r.NotStored, []string{"k"}) {
