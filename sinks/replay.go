@@ -1,10 +1,7 @@
 package sinks
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -326,75 +323,6 @@ func (r *replayer) awaitSink(ctx context.Context, d bhiv.Sink, pause time.Durati
 	}
 }
 
-func (r *replayer) donePath() string { return r.path + ".replay-done" }
-
-// readDone reads the keys a killed replay left, if any.
-func (r *replayer) readDone() error {
-	r.done = map[string]bool{}
-	f, err := os.Open(r.donePath())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("replay: %w", diskErr("open", r.donePath(), err))
-	}
-	defer f.Close()
-	err = scanLines(f, func(line []byte, _ int, torn bool) error {
-		if !torn {
-			r.done[string(line)] = true
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("replay: %w", err)
-	}
-	return nil
-}
-
-// loadDone reads the keys a killed replay left and opens the file for more.
-func (r *replayer) loadDone() error {
-	if err := r.readDone(); err != nil {
-		return err
-	}
-	if len(r.done) > 0 {
-		r.log.Info("replay: resuming after an interrupted replay", "sent_before", len(r.done))
-	}
-	f, err := openAppend(r.donePath())
-	if err != nil {
-		return fmt.Errorf("replay: %w", err)
-	}
-	r.doneFile = f
-	return nil
-}
-
-func (r *replayer) closeDone() error {
-	if r.doneFile == nil {
-		return nil
-	}
-	err := r.doneFile.Close()
-	r.doneFile = nil
-	if err != nil {
-		return fmt.Errorf("replay: %w", diskErr("close", r.donePath(), err))
-	}
-	return nil
-}
-
-// markDone durably records that the record with key went through.
-func (r *replayer) markDone(key string) error {
-	if _, err := r.doneFile.WriteString(key + "\n"); err != nil {
-		return diskErr("append to", r.donePath(), err)
-	}
-	if err := r.doneFile.Sync(); err != nil {
-		return diskErr("sync", r.donePath(), err)
-	}
-	return nil
-}
-
-func lineKey(line []byte) string {
-	sum := sha256.Sum256(line)
-	return hex.EncodeToString(sum[:])
-}
-
 // removeStaleTemps removes the temporary files of a killed replay.
 func (r *replayer) removeStaleTemps() {
 	dir, base := filepath.Split(r.path)
@@ -554,67 +482,6 @@ func (r *replayer) settle(ctx context.Context, rec *bhiv.FailureRecord, line []b
 		return line
 	}
 	return b
-}
-
-// rewriter writes the lines that stay in a rotated file to a temporary file
-// beside it, which then replaces it atomically.
-type rewriter struct {
-	name string // the rotated file
-	tmp  *os.File
-	out  *bufio.Writer
-	kept int
-}
-
-// newRewriter starts the rewrite of the rotated file name.
-func newRewriter(name string) (*rewriter, error) {
-	dir, base := filepath.Split(name)
-	tmp, err := os.CreateTemp(dir, "."+base+replayTmpMark+"*")
-	if err != nil {
-		return nil, fmt.Errorf("replay: %w", diskErr("create temp file in", dir, err))
-	}
-	return &rewriter{name: name, tmp: tmp, out: bufio.NewWriterSize(tmp, 64<<10)}, nil
-}
-
-// keep writes one line that stays.
-func (w *rewriter) keep(line []byte) error {
-	w.kept++
-	_, _ = w.out.Write(line)
-	return w.out.WriteByte('\n')
-}
-
-// commit puts the lines kept in place of the file, durably, or removes the
-// file when none was kept.
-func (w *rewriter) commit() error {
-	if err := w.out.Flush(); err != nil {
-		return fmt.Errorf("replay: %w", diskErr("write", w.tmp.Name(), err))
-	}
-	if w.kept == 0 {
-		if err := os.Remove(w.name); err != nil {
-			return fmt.Errorf("replay: %w", diskErr("remove", w.name, err))
-		}
-	} else {
-		if err := w.tmp.Chmod(logFilePerm); err != nil {
-			return fmt.Errorf("replay: %w", diskErr("chmod", w.tmp.Name(), err))
-		}
-		if err := w.tmp.Sync(); err != nil {
-			return fmt.Errorf("replay: %w", diskErr("sync", w.tmp.Name(), err))
-		}
-		if err := os.Rename(w.tmp.Name(), w.name); err != nil {
-			return fmt.Errorf("replay: %w", diskErr("rename", w.name, err))
-		}
-	}
-	dir := filepath.Dir(w.name)
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("replay: %w", diskErr("sync directory", dir, err))
-	}
-	return nil
-}
-
-// discard closes the temporary file and removes it, unless commit renamed
-// it into place.
-func (w *rewriter) discard() {
-	_ = w.tmp.Close()
-	_ = os.Remove(w.tmp.Name())
 }
 
 // raiseAttempts records another failed replay of rec: its attempts, the
