@@ -89,8 +89,9 @@ type CoreConfig struct {
 	// above 0 it is fixed.
 	Concurrency int
 	// ConcurrencyMin and ConcurrencyMax bound the adaptive limit; defaults
-	// DefaultCoreConcurrencyMin and DefaultCoreConcurrencyMax. The maximum
-	// (or the fixed Concurrency) sizes the idle connection pool.
+	// DefaultCoreConcurrencyMin (or ConcurrencyMax, when that is lower) and
+	// DefaultCoreConcurrencyMax. The maximum (or the fixed Concurrency)
+	// sizes the idle connection pool.
 	ConcurrencyMin, ConcurrencyMax int
 	// UserAgent is sent with every request; default DefaultCoreUserAgent.
 	UserAgent string
@@ -118,7 +119,11 @@ func (c CoreConfig) WithDefaults() CoreConfig {
 	config.Default(&c.Timeout, DefaultCoreTimeout)
 	config.Default(&c.BatchMax, DefaultCoreBatchMax)
 	config.Default(&c.BatchLinger, DefaultCoreBatchLinger)
-	config.Default(&c.ConcurrencyMin, DefaultCoreConcurrencyMin)
+	floor := DefaultCoreConcurrencyMin
+	if c.ConcurrencyMax > 0 {
+		floor = min(floor, c.ConcurrencyMax) // a lower max lowers the default floor with it
+	}
+	config.Default(&c.ConcurrencyMin, floor)
 	config.Default(&c.ConcurrencyMax, max(DefaultCoreConcurrencyMax, c.ConcurrencyMin))
 	config.Default(&c.UserAgent, DefaultCoreUserAgent)
 	config.Default(&c.Mode, CoreBinary)

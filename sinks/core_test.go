@@ -979,12 +979,18 @@ func TestCoreConfig(t *testing.T) {
 	d := CoreConfig{}.WithDefaults()
 	if d.URL != DefaultCoreURL || d.MaxRetries != 3 || d.Backoff != time.Second || d.BackoffMax != 30*time.Second ||
 		d.BreakerFailures != 5 || d.BreakerDelay != 10*time.Second || d.Timeout != 10*time.Second ||
-		d.BatchMax != 1 || d.BatchLinger != 5*time.Millisecond || d.Concurrency != 0 || d.ConcurrencyMin != 1 || d.ConcurrencyMax != 1024 || d.UserAgent != "bhiv/dev" || d.Logger == nil ||
+		d.BatchMax != 1 || d.BatchLinger != 5*time.Millisecond || d.Concurrency != 0 || d.ConcurrencyMin != 4 || d.ConcurrencyMax != 1024 || d.UserAgent != "bhiv/dev" || d.Logger == nil ||
 		d.Mode != CoreBinary {
 		t.Errorf("defaults %+v", d)
 	}
 	if got := (CoreConfig{ConcurrencyMin: 2000}).WithDefaults().ConcurrencyMax; got != 2000 {
 		t.Errorf("ConcurrencyMin 2000 gives ConcurrencyMax %d, want 2000", got)
+	}
+	if got := (CoreConfig{ConcurrencyMax: 2}).WithDefaults().ConcurrencyMin; got != 2 {
+		t.Errorf("ConcurrencyMax 2 gives ConcurrencyMin %d, want 2 (the default floor lowered with it)", got)
+	}
+	if got := (CoreConfig{ConcurrencyMax: 64}).WithDefaults().ConcurrencyMin; got != DefaultCoreConcurrencyMin {
+		t.Errorf("ConcurrencyMax 64 gives ConcurrencyMin %d, want %d", got, DefaultCoreConcurrencyMin)
 	}
 	// A negative MaxRetries (none) survives the defaults, applied once or
 	// twice: it is not the zero value that means the default.

@@ -62,6 +62,9 @@ func readSinks(c *config) sinkConfig {
 	if u, err := url.Parse(s.core.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		c.check("BHIV_CORE_URL", errors.New("not an http(s) URL"))
 	}
+	if !c.given("BHIV_CORE_CONCURRENCY_MIN") {
+		s.core.ConcurrencyMin = min(s.core.ConcurrencyMin, max(s.core.ConcurrencyMax, 1)) // as the library's default does
+	}
 	if s.core.ConcurrencyMax > sinks.MaxCoreConcurrency {
 		c.check("BHIV_CORE_CONCURRENCY_MAX", fmt.Errorf("must be at most %d", sinks.MaxCoreConcurrency))
 	} else if s.core.ConcurrencyMax < s.core.ConcurrencyMin {

@@ -85,7 +85,7 @@ var (
 		{env: "BHIV_CORE_BATCH_MAX", def: itoa(sinks.DefaultCoreBatchMax), help: "events per POST (1 = one event per POST; above 1, a JSON array)"},
 		{env: "BHIV_CORE_BATCH_LINGER", def: durText(sinks.DefaultCoreBatchLinger), help: "how long a partial batch waits for more events"},
 		{env: "BHIV_CORE_CONCURRENCY", def: "auto", help: "requests in flight to Core at once: auto (an adaptive limit that follows Core's latency) or a fixed number"},
-		{env: "BHIV_CORE_CONCURRENCY_MIN", def: itoa(sinks.DefaultCoreConcurrencyMin), help: "lowest adaptive limit (it starts at " + itoa(sinks.DefaultCoreConcurrencyInitial) + ", or here when this is higher)"},
+		{env: "BHIV_CORE_CONCURRENCY_MIN", def: itoa(sinks.DefaultCoreConcurrencyMin), help: "lowest adaptive limit, or BHIV_CORE_CONCURRENCY_MAX when that is lower and this is unset (the limit starts at " + itoa(sinks.DefaultCoreConcurrencyInitial) + ", or here when this is higher)"},
 		{env: "BHIV_CORE_CONCURRENCY_MAX", def: itoa(sinks.DefaultCoreConcurrencyMax), help: "highest adaptive limit; also sizes the connection pool"},
 	}}
 	bucketSettings = group{"Bucket sink (files on local disk, or S3-compatible object storage)", []setting{
@@ -205,7 +205,15 @@ func newConfig(fs *flag.FlagSet, getenv func(string) string, groups ...group) *c
 	return c
 }
 
-// source says where a setting's value came from, for error messages.
+// given reports whether env was set, by its flag or in the environment,
+// rather than left to its default.
+func (c *config) given(env string) bool {
+	_, from := c.lookup(env)
+	return from != env || c.getenv(env) != ""
+}
+
+// lookup returns the value of env and where it came from, for error
+// messages: the flag, or the variable.
 func (c *config) lookup(env string) (val, from string) {
 	s, ok := c.known[env]
 	if !ok {

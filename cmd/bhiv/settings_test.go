@@ -159,10 +159,15 @@ func TestCoreConcurrencySetting(t *testing.T) {
 		env                 map[string]string
 		concurrency, lo, hi int
 	}{
-		{map[string]string{}, 0, 1, 1024},
+		{map[string]string{}, 0, 4, 1024},
 		{map[string]string{"BHIV_CORE_CONCURRENCY": "AUTO", "BHIV_CORE_CONCURRENCY_MIN": "16", "BHIV_CORE_CONCURRENCY_MAX": "256"}, 0, 16, 256},
-		{map[string]string{"BHIV_CORE_CONCURRENCY": "32"}, 32, 1, 1024},
-		{map[string]string{"BHIV_CORE_CONCURRENCY": "10000", "BHIV_CORE_CONCURRENCY_MAX": "10000"}, 10000, 1, 10000},
+		{map[string]string{"BHIV_CORE_CONCURRENCY": "32"}, 32, 4, 1024},
+		{map[string]string{"BHIV_CORE_CONCURRENCY": "10000", "BHIV_CORE_CONCURRENCY_MAX": "10000"}, 10000, 4, 10000},
+		// A max below the default floor lowers the floor with it, unless the
+		// floor is set.
+		{map[string]string{"BHIV_CORE_CONCURRENCY_MAX": "2"}, 0, 2, 2},
+		{map[string]string{"BHIV_CORE_CONCURRENCY_MIN": "1", "BHIV_CORE_CONCURRENCY_MAX": "2"}, 0, 1, 2},
+		{map[string]string{"BHIV_CORE_CONCURRENCY_MIN": "4", "BHIV_CORE_CONCURRENCY_MAX": "8"}, 0, 4, 8},
 	}
 	for _, tt := range tests {
 		fs := flag.NewFlagSet("consume", flag.ContinueOnError)
@@ -179,6 +184,22 @@ func TestCoreConcurrencySetting(t *testing.T) {
 			t.Errorf("%v: concurrency %d, min %d, max %d; want %d, %d, %d", tt.env,
 				got.Concurrency, got.ConcurrencyMin, got.ConcurrencyMax, tt.concurrency, tt.lo, tt.hi)
 		}
+	}
+}
+
+// TestCoreConcurrencyBoundsRefused: a floor set above the max is an error
+// that names both settings.
+func TestCoreConcurrencyBoundsRefused(t *testing.T) {
+	env := map[string]string{"BHIV_CORE_CONCURRENCY_MIN": "4", "BHIV_CORE_CONCURRENCY_MAX": "2"}
+	fs := flag.NewFlagSet("consume", flag.ContinueOnError)
+	c := newConfig(fs, envMap(env), coreSettings, bucketSettings, failureSettings)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	readSinks(c)
+	want := `BHIV_CORE_CONCURRENCY_MAX="2": is below BHIV_CORE_CONCURRENCY_MIN (4)`
+	if err := c.err(); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want one with %q", err, want)
 	}
 }
 
