@@ -62,7 +62,7 @@ func readSinks(c *config) sinkConfig {
 	if u, err := url.Parse(s.core.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		c.check("BHIV_CORE_URL", errors.New("not an http(s) URL"))
 	}
-	if !c.given("BHIV_CORE_CONCURRENCY_MIN") {
+	if !c.isSet("BHIV_CORE_CONCURRENCY_MIN") {
 		s.core.ConcurrencyMin = min(s.core.ConcurrencyMin, max(s.core.ConcurrencyMax, 1)) // as the library's default does
 	}
 	if s.core.ConcurrencyMax > sinks.MaxCoreConcurrency {

@@ -205,9 +205,9 @@ func newConfig(fs *flag.FlagSet, getenv func(string) string, groups ...group) *c
 	return c
 }
 
-// given reports whether env was set, by its flag or in the environment,
+// isSet reports whether env was set, by its flag or in the environment,
 // rather than left to its default.
-func (c *config) given(env string) bool {
+func (c *config) isSet(env string) bool {
 	_, from := c.lookup(env)
 	return from != env || c.getenv(env) != ""
 }
