@@ -62,8 +62,8 @@ func readSinks(c *config) sinkConfig {
 	if u, err := url.Parse(s.core.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		c.check("BHIV_CORE_URL", errors.New("not an http(s) URL"))
 	}
-	if !c.isSet("BHIV_CORE_CONCURRENCY_MIN") {
-		s.core.ConcurrencyMin = min(s.core.ConcurrencyMin, max(s.core.ConcurrencyMax, 1)) // as the library's default does
+	if !c.isSet("BHIV_CORE_CONCURRENCY_MIN") { // the library's default floor, which follows a lower max
+		s.core.ConcurrencyMin = sinks.CoreConfig{ConcurrencyMax: s.core.ConcurrencyMax}.WithDefaults().ConcurrencyMin
 	}
 	if s.core.ConcurrencyMax > sinks.MaxCoreConcurrency {
 		c.check("BHIV_CORE_CONCURRENCY_MAX", fmt.Errorf("must be at most %d", sinks.MaxCoreConcurrency))
